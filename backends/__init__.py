@@ -1,0 +1,1 @@
+"""Pure compute for OpScope: operators, parameter specs, result layers. Never imports Qt."""

@@ -1,0 +1,146 @@
+"""Image files to one normal form: float32 RGB (H, W, 3) in [0, 1].
+
+Grey, RGBA (composited on white), 16-bit, float, palette and EXIF-rotated images are all
+normalized; anything unreadable raises ImageLoadError with a sentence a person can act on.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import cv2
+import numpy as np
+
+DEFAULT_MAX_SIDE = 2048
+READABLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+MAX_FILE_BYTES = 512 * 1024 * 1024
+
+
+class ImageLoadError(ValueError):
+    """A file that is not a readable image; the message names the file and the reason."""
+
+
+@dataclass(frozen=True)
+class LoadedImage:
+    pixels: np.ndarray  # (H, W, 3) float32 in [0, 1]
+    name: str
+    original_size: tuple[int, int]  # (width, height) before any downscale
+    notice: Optional[str] = None  # e.g. "downscaled from 6000x4000 to 2048x1365"
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (self.pixels.shape[1], self.pixels.shape[0])
+
+
+def load_image(path: Union[str, Path], max_side: int = DEFAULT_MAX_SIDE) -> LoadedImage:
+    path = Path(path)
+    name = path.name
+    if not path.exists():
+        raise ImageLoadError(f"{name}: no such file")
+    if path.is_dir():
+        raise ImageLoadError(f"{name}: is a folder, not an image")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise ImageLoadError(f"{name}: the file is empty")
+    if size > MAX_FILE_BYTES:
+        raise ImageLoadError(f"{name}: {size / 2**20:.0f} MiB is larger than the {MAX_FILE_BYTES >> 20} MiB limit")
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise ImageLoadError(f"{name}: cannot be read ({exc.strerror or exc})") from None
+    return decode_image(data, name, max_side)
+
+
+def decode_image(data: np.ndarray, name: str, max_side: int = DEFAULT_MAX_SIDE) -> LoadedImage:
+    """Bytes of an encoded image to a LoadedImage."""
+    raw = _imdecode(data, cv2.IMREAD_UNCHANGED)
+    if raw is None or raw.size == 0:
+        raise ImageLoadError(f"{name}: not an image this app can read (PNG, JPEG, BMP, TIFF, WebP), or the file is damaged")
+    if raw.ndim == 3 and raw.shape[2] == 4:
+        pixels = _composite_on_white(raw)
+    else:
+        # ANYCOLOR|ANYDEPTH keeps 16-bit and grey and applies the EXIF orientation.
+        oriented = _imdecode(data, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
+        pixels = _to_rgb_float(oriented if oriented is not None else raw)
+    return finish(pixels, name, max_side)
+
+
+def normalize_array(array: np.ndarray, name: str = "image", max_side: int = DEFAULT_MAX_SIDE) -> LoadedImage:
+    """An in-memory RGB/RGBA/grey array (uint8, uint16 or float) to a LoadedImage."""
+    arr = np.asarray(array)
+    if arr.ndim == 3 and arr.shape[2] == 4:
+        bgra = arr[..., [2, 1, 0, 3]]
+        return finish(_composite_on_white(bgra), name, max_side)
+    if arr.ndim == 3 and arr.shape[2] == 3:
+        arr = arr[..., ::-1]
+    return finish(_to_rgb_float(arr), name, max_side)
+
+
+def finish(pixels: np.ndarray, name: str, max_side: int) -> LoadedImage:
+    h, w = pixels.shape[:2]
+    if h == 0 or w == 0:
+        raise ImageLoadError(f"{name}: the image has no pixels ({w}x{h})")
+    if not np.isfinite(pixels).all():
+        pixels = np.nan_to_num(pixels, nan=0.0, posinf=1.0, neginf=0.0)
+    notice = None
+    if max(h, w) > max_side:
+        scale = max_side / max(h, w)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        pixels = cv2.resize(pixels, (nw, nh), interpolation=cv2.INTER_AREA)
+        notice = f"{name} is {w}x{h}: shown downscaled to {nw}x{nh} (limit {max_side} px)"
+    pixels = np.ascontiguousarray(np.clip(pixels, 0.0, 1.0), dtype=np.float32)
+    return LoadedImage(pixels=pixels, name=name, original_size=(w, h), notice=notice)
+
+
+def _imdecode(data: np.ndarray, flags: int) -> Optional[np.ndarray]:
+    try:
+        return cv2.imdecode(data, flags)
+    except cv2.error:
+        return None
+
+
+def _scale_to_unit(arr: np.ndarray) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr.astype(np.float32) / 255.0
+    if arr.dtype == np.uint16:
+        return arr.astype(np.float32) / 65535.0
+    if arr.dtype.kind in "iu":
+        info = np.iinfo(arr.dtype)
+        return (arr.astype(np.float64) - info.min) / (info.max - info.min)
+    out = arr.astype(np.float32)
+    finite = out[np.isfinite(out)]
+    if finite.size and (finite.max() > 1.0 or finite.min() < 0.0):
+        lo, hi = float(finite.min()), float(finite.max())
+        out = (out - lo) / (hi - lo) if hi > lo else np.zeros_like(out)
+    return out
+
+
+def _to_rgb_float(arr: np.ndarray) -> np.ndarray:
+    """BGR / grey of any depth to RGB float in [0, 1]."""
+    unit = _scale_to_unit(arr)
+    if unit.ndim == 2:
+        return np.repeat(unit[..., None], 3, axis=2)
+    if unit.ndim == 3 and unit.shape[2] == 1:
+        return np.repeat(unit, 3, axis=2)
+    if unit.ndim == 3 and unit.shape[2] >= 3:
+        return unit[..., 2::-1] if unit.shape[2] == 3 else unit[..., [2, 1, 0]]
+    raise ImageLoadError(f"unsupported image layout {arr.shape}")
+
+
+def _composite_on_white(bgra: np.ndarray) -> np.ndarray:
+    unit = _scale_to_unit(bgra)
+    rgb, alpha = unit[..., [2, 1, 0]], unit[..., 3:4]
+    return rgb * alpha + (1.0 - alpha)
+
+
+def save_png(path: Union[str, Path], rgb: np.ndarray) -> None:
+    """Writes float [0, 1] or uint8 RGB as PNG (used by exports and sample generation)."""
+    arr = rgb if rgb.dtype == np.uint8 else (np.clip(rgb, 0, 1) * 255 + 0.5).astype(np.uint8)
+    bgr = arr[..., ::-1] if arr.ndim == 3 else arr
+    ok, buf = cv2.imencode(".png", np.ascontiguousarray(bgr))
+    if not ok:
+        raise OSError(f"could not encode {path}")
+    Path(path).write_bytes(buf.tobytes())

@@ -1,0 +1,213 @@
+"""Result layers: what an operator returns, as plain numpy arrays and small dataclasses.
+
+The app maps each layer kind to a view and each named layer to a dock panel, so an operator
+never writes GUI code. Arrays are numpy (the worker converts any torch tensors it finds).
+Coordinates are image pixels of the *input* frame, x to the right and y down, unless a layer
+says otherwise; ``extent`` places an array of another size (a strided output) on that frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Optional, Union
+
+import numpy as np
+
+Extent = tuple[float, float, float, float]  # x, y, width, height in input pixels
+
+
+@dataclass(frozen=True)
+class ImageLayer:
+    """An RGB image (H, W, 3) in [0, 1], or a scalar map (H, W) drawn through ``colormap``."""
+
+    name: str
+    image: np.ndarray
+    levels: Optional[tuple[float, float]] = None
+    colormap: str = "viridis"
+    extent: Optional[Extent] = None
+    caption: str = ""
+    kind: str = "image"
+
+
+@dataclass(frozen=True)
+class FeatureMapsLayer:
+    """Channels (C, H, W) laid out as a mosaic, one shared colour scale."""
+
+    name: str
+    maps: np.ndarray
+    labels: tuple[str, ...] = ()
+    levels: Optional[tuple[float, float]] = None
+    colormap: str = "viridis"
+    caption: str = ""
+    kind: str = "feature_maps"
+
+
+@dataclass(frozen=True)
+class VectorFieldLayer:
+    """Arrows from ``origins`` (N, 2) by ``vectors`` (N, 2), over an optional background."""
+
+    name: str
+    origins: np.ndarray
+    vectors: np.ndarray
+    background: Optional[np.ndarray] = None
+    scale: float = 1.0
+    caption: str = ""
+    kind: str = "vector_field"
+
+
+@dataclass(frozen=True)
+class SamplingGridLayer:
+    """Where each output pixel samples the input: ``grid`` (Gh, Gw, 2) of x, y, drawn as a mesh."""
+
+    name: str
+    grid: np.ndarray
+    background: Optional[np.ndarray] = None
+    outline: Optional[np.ndarray] = None  # (K, 2) closed polygon, e.g. the source quadrilateral
+    caption: str = ""
+    kind: str = "sampling_grid"
+
+
+@dataclass(frozen=True)
+class PointSet:
+    """Points (N, 2) with a colour; ``join_to`` draws a segment from each point to one anchor."""
+
+    points: np.ndarray
+    color: tuple[int, int, int] = (255, 80, 80)
+    size: float = 7.0
+    label: str = ""
+    join_to: Optional[tuple[float, float]] = None
+    values: Optional[np.ndarray] = None  # per-point weights, shown as brightness
+
+
+@dataclass(frozen=True)
+class PointsLayer:
+    """Sets of points over a background, with optional boxes (x, y, w, h)."""
+
+    name: str
+    sets: tuple[PointSet, ...]
+    background: Optional[np.ndarray] = None
+    boxes: tuple[Extent, ...] = ()
+    focus: Optional[Extent] = None  # the region the view zooms to, e.g. the receptive field
+    caption: str = ""
+    kind: str = "points"
+
+
+@dataclass(frozen=True)
+class HeatmapLayer:
+    """One map (H, W) or several (N, H, W), blended over ``background`` when given."""
+
+    name: str
+    maps: np.ndarray
+    labels: tuple[str, ...] = ()
+    background: Optional[np.ndarray] = None
+    levels: Optional[tuple[float, float]] = None
+    colormap: str = "inferno"
+    opacity: float = 0.6
+    extent: Optional[Extent] = None
+    focus: Optional[Extent] = None
+    caption: str = ""
+    kind: str = "heatmap"
+
+
+@dataclass(frozen=True)
+class BarsLayer:
+    """One bar per label; ``series`` maps a series name to its values, drawn side by side."""
+
+    name: str
+    labels: tuple[str, ...]
+    series: dict[str, np.ndarray]
+    y_range: Optional[tuple[float, float]] = None
+    caption: str = ""
+    kind: str = "bars"
+
+
+@dataclass(frozen=True)
+class CurveLayer:
+    """Named curves ``series[name] = (x, y)``, e.g. a loss over steps."""
+
+    name: str
+    series: dict[str, tuple[np.ndarray, np.ndarray]]
+    x_label: str = ""
+    y_label: str = ""
+    log_y: bool = False
+    caption: str = ""
+    kind: str = "curve"
+
+
+@dataclass(frozen=True)
+class MetricsLayer:
+    """Name to value rows: parameter counts, multiply-adds, timings."""
+
+    name: str
+    values: dict[str, Union[str, int, float]]
+    caption: str = ""
+    kind: str = "metrics"
+
+
+Layer = Union[
+    ImageLayer,
+    FeatureMapsLayer,
+    VectorFieldLayer,
+    SamplingGridLayer,
+    PointsLayer,
+    HeatmapLayer,
+    BarsLayer,
+    CurveLayer,
+    MetricsLayer,
+]
+
+LAYER_KINDS = (
+    "image",
+    "feature_maps",
+    "vector_field",
+    "sampling_grid",
+    "points",
+    "heatmap",
+    "bars",
+    "curve",
+    "metrics",
+)
+
+
+@dataclass(frozen=True)
+class Result:
+    """What one operator run returns: its layers in display order, plus free-form notes."""
+
+    layers: tuple[Layer, ...]
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def layer(self, name: str) -> Layer:
+        for lay in self.layers:
+            if lay.name == name:
+                return lay
+        raise KeyError(name)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(lay.name for lay in self.layers)
+
+
+def to_numpy(value: Any) -> Any:
+    """Torch tensors (and containers of them) to float32/int numpy; other values unchanged."""
+    if hasattr(value, "detach") and hasattr(value, "cpu"):
+        arr = value.detach().cpu().numpy()
+        return arr.astype(np.float32) if arr.dtype.kind == "f" else arr
+    if isinstance(value, np.ndarray) and value.dtype == np.float64:
+        return value.astype(np.float32)
+    if isinstance(value, dict):
+        return {k: to_numpy(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return tuple(to_numpy(v) for v in value)
+    if isinstance(value, PointSet):
+        return _materialize(value)
+    return value
+
+
+def _materialize(obj: Any) -> Any:
+    changes = {f.name: to_numpy(getattr(obj, f.name)) for f in fields(obj)}
+    return replace(obj, **changes)
+
+
+def materialize(result: Result) -> Result:
+    """Every tensor in the result as numpy, so the UI thread never touches torch."""
+    return Result(layers=tuple(_materialize(lay) for lay in result.layers), notes=result.notes)

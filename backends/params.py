@@ -1,0 +1,154 @@
+"""Typed parameter specs: the GUI form, the CLI ``--set`` parser and validation all read these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Union
+
+
+class ParamError(ValueError):
+    """A parameter name or value that the operator does not accept."""
+
+
+@dataclass(frozen=True)
+class FloatParam:
+    name: str
+    default: float
+    minimum: float
+    maximum: float
+    step: float = 0.01
+    help: str = ""
+    kind: str = "float"
+
+    def coerce(self, value: Any) -> float:
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            raise ParamError(f"{self.name}: expected a number, got {value!r}") from None
+        if not (self.minimum <= v <= self.maximum):
+            raise ParamError(f"{self.name}: {v:g} is outside [{self.minimum:g}, {self.maximum:g}]")
+        return v
+
+
+@dataclass(frozen=True)
+class IntParam:
+    name: str
+    default: int
+    minimum: int
+    maximum: int
+    step: int = 1
+    help: str = ""
+    kind: str = "int"
+
+    def coerce(self, value: Any) -> int:
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise ParamError(f"{self.name}: expected an integer, got {value!r}") from None
+        if f != int(f):
+            raise ParamError(f"{self.name}: expected an integer, got {value!r}")
+        v = int(f)
+        if not (self.minimum <= v <= self.maximum):
+            raise ParamError(f"{self.name}: {v} is outside [{self.minimum}, {self.maximum}]")
+        return v
+
+
+@dataclass(frozen=True)
+class ChoiceParam:
+    name: str
+    default: str
+    choices: tuple[str, ...]
+    help: str = ""
+    kind: str = "choice"
+
+    def coerce(self, value: Any) -> str:
+        v = str(value)
+        if v not in self.choices:
+            raise ParamError(f"{self.name}: {v!r} is not one of {', '.join(self.choices)}")
+        return v
+
+
+@dataclass(frozen=True)
+class BoolParam:
+    name: str
+    default: bool
+    help: str = ""
+    kind: str = "bool"
+
+    def coerce(self, value: Any) -> bool:
+        if isinstance(value, bool):
+            return value
+        text = str(value).strip().lower()
+        if text in ("1", "true", "yes", "on"):
+            return True
+        if text in ("0", "false", "no", "off"):
+            return False
+        raise ParamError(f"{self.name}: expected true or false, got {value!r}")
+
+
+@dataclass(frozen=True)
+class SeedParam:
+    name: str
+    default: int = 0
+    help: str = "Random seed: the same seed gives the same result."
+    kind: str = "seed"
+    minimum: int = 0
+    maximum: int = 2**31 - 1
+
+    def coerce(self, value: Any) -> int:
+        return IntParam(self.name, self.default, self.minimum, self.maximum).coerce(value)
+
+
+@dataclass(frozen=True)
+class PointParam:
+    """A point in image coordinates (x, y), as fractions of width and height in [0, 1]."""
+
+    name: str
+    default: tuple[float, float] = (0.5, 0.5)
+    help: str = ""
+    kind: str = "point"
+
+    def coerce(self, value: Any) -> tuple[float, float]:
+        if isinstance(value, str):
+            value = value.replace("(", "").replace(")", "").split(",")
+        try:
+            x, y = (float(v) for v in value)
+        except (TypeError, ValueError):
+            raise ParamError(f"{self.name}: expected 'x,y' fractions, got {value!r}") from None
+        if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+            raise ParamError(f"{self.name}: ({x:g}, {y:g}) is outside [0, 1] x [0, 1]")
+        return (x, y)
+
+
+ParamSpec = Union[FloatParam, IntParam, ChoiceParam, BoolParam, SeedParam, PointParam]
+
+
+def defaults(specs: tuple[ParamSpec, ...]) -> dict[str, Any]:
+    return {s.name: s.default for s in specs}
+
+
+def validate(specs: tuple[ParamSpec, ...], values: Mapping[str, Any]) -> dict[str, Any]:
+    """Defaults overlaid with ``values``, each coerced; unknown names are an error."""
+    by_name = {s.name: s for s in specs}
+    unknown = sorted(set(values) - set(by_name))
+    if unknown:
+        raise ParamError(f"unknown parameter {unknown[0]!r}; known: {', '.join(by_name)}")
+    out = defaults(specs)
+    for name, value in values.items():
+        out[name] = by_name[name].coerce(value)
+    return out
+
+
+def describe(spec: ParamSpec) -> str:
+    """One line for ``--list``."""
+    if isinstance(spec, (FloatParam, IntParam)):
+        rng = f"[{spec.minimum:g}..{spec.maximum:g}]"
+    elif isinstance(spec, ChoiceParam):
+        rng = "{" + "|".join(spec.choices) + "}"
+    elif isinstance(spec, PointParam):
+        rng = "x,y in [0,1]"
+    elif isinstance(spec, SeedParam):
+        rng = "seed"
+    else:
+        rng = "true|false"
+    return f"{spec.name}={spec.default} {rng}  {spec.help}".rstrip()

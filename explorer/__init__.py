@@ -1,0 +1,1 @@
+"""The OpScope application: session state, scheduling, windows and the command line."""

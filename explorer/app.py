@@ -1,0 +1,107 @@
+"""Putting the application together: Qt app, session, worker and window."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from backends.allocator import tune_malloc
+from backends.imageio import DEFAULT_MAX_SIDE, LoadedImage
+
+
+@dataclass
+class App:
+    qapp: object
+    session: object
+    worker: object
+    window: object
+
+    def close(self) -> None:
+        self.window.close()
+        self.worker.shutdown()
+
+
+def qt_app():
+    from PySide6 import QtWidgets
+
+    import widgets  # noqa: F401  (pyqtgraph settings)
+
+    app = QtWidgets.QApplication.instance()
+    if app is None:
+        app = QtWidgets.QApplication(sys.argv[:1])
+        app.setApplicationName("OpScope")
+        app.setOrganizationName("OpScope")
+        app.setStyle("Fusion")
+        _dark_palette(app)
+    return app
+
+
+def build(
+    image: LoadedImage,
+    source: str,
+    operator: str = "dilated",
+    params: Optional[dict] = None,
+    device: Optional[str] = None,
+    max_side: int = DEFAULT_MAX_SIDE,
+    restore_layout: bool = True,
+) -> App:
+    """Everything wired, the image set and the first request submitted."""
+    tune_malloc()
+    from backends.device import describe, pick_device
+    from explorer.main_window import MainWindow
+    from explorer.session import Session
+    from explorer.worker import ComputeWorker
+
+    qapp = qt_app()
+    dev = pick_device(device)
+    session = Session(operator)
+    if params:
+        session.set_params(params)
+    worker = ComputeWorker(dev)
+    window = MainWindow(session, worker, describe(dev), max_side=max_side, restore_layout=restore_layout)
+    window.set_image(image, source)
+    return App(qapp, session, worker, window)
+
+
+def _dark_palette(app) -> None:
+    from PySide6 import QtGui
+
+    pal = QtGui.QPalette()
+    c = QtGui.QColor
+    role = QtGui.QPalette.ColorRole
+    for r, col in (
+        (role.Window, c(40, 40, 44)), (role.WindowText, c(225, 225, 225)), (role.Base, c(30, 30, 34)),
+        (role.AlternateBase, c(46, 46, 50)), (role.Text, c(225, 225, 225)), (role.Button, c(52, 52, 58)),
+        (role.ButtonText, c(225, 225, 225)), (role.Highlight, c(60, 130, 200)), (role.HighlightedText, c(255, 255, 255)),
+        (role.ToolTipBase, c(50, 50, 55)), (role.ToolTipText, c(230, 230, 230)),
+    ):
+        pal.setColor(r, col)
+    app.setPalette(pal)
+
+
+def platform_problem() -> Optional[str]:
+    """A plain sentence when no window can be shown here, instead of Qt's abort."""
+    platform = os.environ.get("QT_QPA_PLATFORM", "")
+    if platform and platform not in ("xcb",):
+        return None
+    if sys.platform != "linux":
+        return None
+    if not os.environ.get("DISPLAY") and not os.environ.get("WAYLAND_DISPLAY"):
+        return ("no display found (DISPLAY is not set). Run on a desktop session, or render headless with "
+                "--render OUT.png, or set QT_QPA_PLATFORM=offscreen.")
+    if os.environ.get("WAYLAND_DISPLAY") and not os.environ.get("DISPLAY"):
+        return None
+    import ctypes.util
+
+    missing = [pkg for lib, pkg in (("xcb-cursor", "libxcb-cursor0"), ("xcb-icccm", "libxcb-icccm4"),
+                                    ("xcb-keysyms", "libxcb-keysyms1")) if ctypes.util.find_library(lib) is None]
+    if missing:
+        return ("Qt's X11 plugin needs system libraries that are missing: " + ", ".join(missing)
+                + ". Install them with: sudo apt-get install " + " ".join(missing))
+    return None
+
+
+ROOT = Path(__file__).resolve().parent.parent

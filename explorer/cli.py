@@ -1,0 +1,160 @@
+"""The command line: ``python main.py [IMAGE] [--op NAME] [--set k=v ...] [--device D]
+[--render OUT.png] [--list]``. Bad names, values and files give one line and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+from backends.imageio import DEFAULT_MAX_SIDE, ImageLoadError, load_image
+from backends.params import ParamError, describe
+from backends.registry import UnknownOperator, families, spec_of, validated_params
+
+EXIT_USAGE = 2
+RENDER_TIMEOUT_S = 120.0
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="opscope", description="A live microscope for deep-learning operators.")
+    p.add_argument("image", nargs="?", help="image file to open (default: a bundled sample)")
+    p.add_argument("--op", default="dilated", help="operator name (see --list)")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="NAME=VALUE",
+                   help="set a parameter; repeat for several")
+    p.add_argument("--query", metavar="X,Y", help="query pixel, in image pixels")
+    p.add_argument("--device", default=None, help="auto (default), cpu, cuda or mps")
+    p.add_argument("--render", metavar="OUT.png", help="render the window with its panels to a PNG and exit")
+    p.add_argument("--size", default="1600x1000", metavar="WxH", help="window size for --render")
+    p.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, help="downscale larger images for the live view")
+    p.add_argument("--list", action="store_true", help="list operators and their parameters, then exit")
+    return p.parse_args(argv)
+
+
+def list_operators() -> str:
+    lines = []
+    for family, specs in families().items():
+        lines.append(f"{family}:")
+        for spec in specs:
+            lines.append(f"  {spec.name:<14} {spec.title}")
+            lines.extend(f"      {describe(param)}" for param in spec.params)
+            lines.extend(f"      action {a.name}: {a.title}" for a in spec.actions)
+    return "\n".join(lines)
+
+
+def _parse_sets(sets: Sequence[str]) -> dict[str, str]:
+    out = {}
+    for item in sets:
+        if "=" not in item:
+            raise ParamError(f"--set {item!r}: expected NAME=VALUE")
+        name, value = item.split("=", 1)
+        out[name.strip()] = value.strip()
+    return out
+
+
+def _parse_pair(text: str, what: str, sep: str = ",") -> tuple[int, int]:
+    try:
+        a, b = (int(float(v)) for v in text.lower().split(sep))
+    except ValueError:
+        raise ParamError(f"{what} {text!r}: expected two numbers like 10{sep}20") from None
+    return a, b
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = parse_args(argv)
+    if args.list:
+        print(list_operators())
+        return 0
+    try:
+        spec_of(args.op)
+        params = validated_params(args.op, _parse_sets(args.sets))
+        query = _parse_pair(args.query, "--query") if args.query else None
+        size = _parse_pair(args.size, "--size", "x")
+        from explorer.image_sources import sample_path
+
+        path = Path(args.image) if args.image else sample_path()
+        image = load_image(path, args.max_side)
+    except (UnknownOperator, ParamError, ImageLoadError) as exc:
+        print(f"opscope: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+    if args.render:
+        os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    else:
+        from explorer.app import platform_problem
+
+        problem = platform_problem()
+        if problem:
+            print(f"opscope: cannot open a window: {problem}", file=sys.stderr)
+            return 1
+    from backends.device import DeviceError
+    from explorer.app import build
+
+    try:
+        app = build(image, str(path), args.op, params, args.device, args.max_side, restore_layout=not args.render)
+    except DeviceError as exc:
+        print(f"opscope: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if query is not None:
+        app.session.set_query(*query)
+    if args.render:
+        return render(app, args.render, size)
+    app.window.show()
+    code = app.qapp.exec()
+    app.worker.shutdown()
+    return code
+
+
+def wait_for_frame(app, timeout_s: float = RENDER_TIMEOUT_S) -> Optional[str]:
+    """Runs the event loop until the newest request is drawn. Returns an error message or None."""
+    from PySide6 import QtCore
+
+    window = app.window
+    outcome: dict[str, Optional[str]] = {}
+    loop = QtCore.QEventLoop()
+
+    def done(stamp: int) -> None:
+        if stamp >= window._stamp:
+            outcome["error"] = None
+            loop.quit()
+
+    def failed(message: str) -> None:
+        outcome["error"] = message
+        loop.quit()
+
+    window.frameApplied.connect(done)
+    window.frameFailed.connect(failed)
+    QtCore.QTimer.singleShot(int(timeout_s * 1000), loop.quit)
+    if window._applied_stamp < window._stamp:
+        loop.exec()
+    window.frameApplied.disconnect(done)
+    window.frameFailed.disconnect(failed)
+    if window._applied_stamp < window._stamp and "error" not in outcome:
+        return f"no frame within {timeout_s:.0f} s"
+    return outcome.get("error")
+
+
+def render(app, out: str, size: tuple[int, int]) -> int:
+    from PySide6 import QtWidgets
+
+    window = app.window
+    window.resize(*size)
+    window.show()
+    error = wait_for_frame(app)
+    # Let docks settle to their final geometry before grabbing.
+    deadline = time.perf_counter() + 0.3
+    while time.perf_counter() < deadline:
+        QtWidgets.QApplication.processEvents()
+    code = 0
+    if error:
+        print(f"opscope: error: {error}", file=sys.stderr)
+        code = 1
+    elif not window.grab().save(out, "PNG"):
+        print(f"opscope: error: could not write {out}", file=sys.stderr)
+        code = 1
+    else:
+        print(f"wrote {out}")
+    app.close()
+    return code

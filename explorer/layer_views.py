@@ -1,0 +1,203 @@
+"""Each result layer kind mapped to a view inside a Panel; the only place that knows both the
+backends' layer dataclasses and the widgets. Runs on the UI thread, so it only hands arrays
+to views (no computation beyond tiling and binning)."""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import numpy as np
+
+from backends.layers import (
+    BarsLayer,
+    CurveLayer,
+    FeatureMapsLayer,
+    HeatmapLayer,
+    ImageLayer,
+    Layer,
+    MetricsLayer,
+    PointsLayer,
+    SamplingGridLayer,
+    VectorFieldLayer,
+)
+from widgets.image_canvas import ImageCanvas
+from widgets.mosaic import tile
+from widgets.panel import Panel
+from widgets.plots import BarsView, CurveView, MetricsView
+
+ARROW_COLORS = ((80, 160, 255), (80, 230, 160), (250, 210, 70), (255, 90, 70))
+
+
+COLORBAR_KINDS = ("image", "feature_maps", "heatmap")
+
+
+def view_type(layer: Layer) -> type:
+    return {"bars": BarsView, "curve": CurveView, "metrics": MetricsView}.get(layer.kind, ImageCanvas)
+
+
+def make_panel(layer: Layer) -> Panel:
+    cls = view_type(layer)
+    view = ImageCanvas(frame_coords=_frame_coords(layer)) if cls is ImageCanvas else cls()
+    return Panel(layer.name, view, with_colorbar=layer.kind in COLORBAR_KINDS)
+
+
+def panel_fits(panel: Panel, layer: Layer) -> bool:
+    """Whether ``panel`` can show ``layer`` in place (same view type, same coordinate frame)."""
+    if type(panel.view) is not view_type(layer):
+        return False
+    if (panel.colorbar is not None) != (layer.kind in COLORBAR_KINDS):
+        return False
+    return not isinstance(panel.view, ImageCanvas) or panel.view.frame_coords == _frame_coords(layer)
+
+
+def _frame_coords(layer: Layer) -> bool:
+    if layer.kind == "feature_maps":
+        return False
+    if layer.kind == "heatmap":
+        return np.asarray(layer.maps).ndim == 2
+    return True
+
+
+def show(panel: Panel, layer: Layer) -> None:
+    SHOWERS[layer.kind](panel, layer)
+    panel.set_caption(layer.caption)
+
+
+def _show_image(panel: Panel, layer: ImageLayer) -> None:
+    canvas: ImageCanvas = panel.view
+    canvas.clear_overlays()
+    canvas.set_heat(None, (0, 1), "", 0)
+    canvas.set_image(layer.image, layer.levels, layer.colormap, layer.extent)
+    scalar = layer.image.ndim == 2
+    panel.set_colormap(layer.colormap if scalar else None, _levels_of(canvas) if scalar else None)
+
+
+def _show_feature_maps(panel: Panel, layer: FeatureMapsLayer) -> None:
+    canvas: ImageCanvas = panel.view
+    canvas.clear_overlays()
+    mosaic, origins = tile(np.asarray(layer.maps, np.float32))
+    canvas.set_image(mosaic, layer.levels, layer.colormap)
+    for (x, y), label in zip(origins, layer.labels):
+        canvas.add_text(label, x, y)
+    panel.set_colormap(layer.colormap, _levels_of(canvas))
+
+
+def _show_heatmap(panel: Panel, layer: HeatmapLayer) -> None:
+    canvas: ImageCanvas = panel.view
+    canvas.clear_overlays()
+    maps = np.asarray(layer.maps, np.float32)
+    levels = layer.levels or (float(np.nanmin(maps)), float(np.nanmax(maps)) or 1.0)
+    if maps.ndim == 2:
+        if layer.background is not None:
+            canvas.set_image(layer.background, (0.0, 1.0))
+            canvas.set_heat(maps, levels, layer.colormap, layer.opacity, layer.extent)
+        else:
+            canvas.set_heat(None, levels, layer.colormap, 0)
+            canvas.set_image(maps, levels, layer.colormap, layer.extent)
+        canvas.set_focus(layer.focus)
+    else:
+        heat, origins = tile(maps)
+        if layer.background is not None:
+            bg = np.broadcast_to(layer.background, (len(maps),) + layer.background.shape)
+            back, _ = tile(np.ascontiguousarray(bg), fill=0.1)
+            canvas.set_image(back, (0.0, 1.0))
+            canvas.set_heat(heat, levels, layer.colormap, layer.opacity)
+        else:
+            canvas.set_heat(None, levels, layer.colormap, 0)
+            canvas.set_image(heat, levels, layer.colormap)
+        for (x, y), label in zip(origins, layer.labels):
+            canvas.add_text(label, x, y)
+    panel.set_colormap(layer.colormap, levels)
+
+
+def _show_background(canvas: ImageCanvas, background: Optional[np.ndarray], fallback_shape: tuple[int, int]) -> None:
+    canvas.clear_overlays()
+    canvas.set_heat(None, (0, 1), "", 0)
+    if background is None:
+        h, w = fallback_shape
+        background = np.full((max(h, 1), max(w, 1), 3), 0.12, np.float32)
+    canvas.set_image(background, (0.0, 1.0))
+
+
+def _show_vector_field(panel: Panel, layer: VectorFieldLayer) -> None:
+    canvas: ImageCanvas = panel.view
+    origins = np.asarray(layer.origins, np.float64).reshape(-1, 2)
+    vectors = np.asarray(layer.vectors, np.float64).reshape(-1, 2) * layer.scale
+    extent = origins.max(0) + 1 if len(origins) else np.array([1, 1])
+    _show_background(canvas, layer.background, (int(extent[1]), int(extent[0])))
+    if not len(origins):
+        return
+    mag = np.hypot(vectors[:, 0], vectors[:, 1])
+    hi = float(mag.max()) or 1.0
+    bins = np.minimum((mag / hi * len(ARROW_COLORS)).astype(int), len(ARROW_COLORS) - 1)
+    ends = origins + vectors
+    # Arrow heads: two short strokes back from the tip, at +-25 degrees.
+    unit = vectors / np.maximum(mag, 1e-9)[:, None]
+    head = np.minimum(mag * 0.35, 6.0)[:, None]
+    c, s = np.cos(np.radians(25)), np.sin(np.radians(25))
+    left = ends - head * np.stack([unit[:, 0] * c - unit[:, 1] * s, unit[:, 0] * s + unit[:, 1] * c], 1)
+    right = ends - head * np.stack([unit[:, 0] * c + unit[:, 1] * s, -unit[:, 0] * s + unit[:, 1] * c], 1)
+    for b, color in enumerate(ARROW_COLORS):
+        sel = bins == b
+        if sel.any():
+            starts = np.concatenate([origins[sel], ends[sel], ends[sel]])
+            stops = np.concatenate([ends[sel], left[sel], right[sel]])
+            canvas.add_segments(starts, stops, color, width=1.5)
+    panel.set_caption(layer.caption)
+
+
+def _show_sampling_grid(panel: Panel, layer: SamplingGridLayer) -> None:
+    canvas: ImageCanvas = panel.view
+    grid = np.asarray(layer.grid, np.float64)
+    _show_background(canvas, layer.background, grid.shape[:2])
+    canvas.add_mesh(grid, (90, 220, 255))
+    if layer.outline is not None:
+        canvas.add_polyline(np.asarray(layer.outline) - 0.5, (255, 200, 60), width=2.0)
+
+
+def _show_points(panel: Panel, layer: PointsLayer) -> None:
+    canvas: ImageCanvas = panel.view
+    shape = (1, 1)
+    if layer.sets:
+        allp = np.concatenate([np.asarray(s.points).reshape(-1, 2) for s in layer.sets])
+        shape = (int(allp[:, 1].max()) + 1, int(allp[:, 0].max()) + 1)
+    _show_background(canvas, layer.background, shape)
+    for box in layer.boxes:
+        canvas.add_box(box, (255, 220, 80), width=1.5)
+    for s in layer.sets:
+        pts = np.asarray(s.points, np.float64).reshape(-1, 2)
+        if s.join_to is not None and len(pts):
+            anchor = np.broadcast_to(np.asarray(s.join_to, np.float64), pts.shape)
+            canvas.add_segments(anchor, pts, s.color + (150,) if len(s.color) == 3 else s.color, width=1.0)
+        canvas.add_points(pts, s.color, s.size, s.values)
+    canvas.set_focus(layer.focus)
+
+
+def _show_bars(panel: Panel, layer: BarsLayer) -> None:
+    panel.view.set_bars(layer.labels, layer.series, layer.y_range)
+
+
+def _show_curve(panel: Panel, layer: CurveLayer) -> None:
+    panel.view.set_curves(layer.series, layer.x_label, layer.y_label, layer.log_y)
+
+
+def _show_metrics(panel: Panel, layer: MetricsLayer) -> None:
+    panel.view.set_values(layer.values)
+
+
+def _levels_of(canvas: ImageCanvas) -> tuple[float, float]:
+    lv = canvas.image_item.getLevels()
+    return (float(lv[0]), float(lv[1])) if lv is not None else (0.0, 1.0)
+
+
+SHOWERS: dict[str, Callable[[Panel, Layer], None]] = {
+    "image": _show_image,
+    "feature_maps": _show_feature_maps,
+    "heatmap": _show_heatmap,
+    "vector_field": _show_vector_field,
+    "sampling_grid": _show_sampling_grid,
+    "points": _show_points,
+    "bars": _show_bars,
+    "curve": _show_curve,
+    "metrics": _show_metrics,
+}

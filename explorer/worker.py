@@ -1,0 +1,245 @@
+"""The compute worker: one thread that runs every operator, newest request wins.
+
+The UI thread submits frozen requests; the worker keeps only the newest pending one, skips a
+request identical to the one it last computed, and hands back numpy-only results by signal.
+Long jobs (fits, training) are generators stepped between requests, so sliders stay live and
+Stop takes effect within one step. Errors come back as messages; a failing GPU hands over to
+the CPU with a notice.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Optional
+
+import numpy as np
+import torch
+from PySide6 import QtCore
+
+from backends.device import describe, is_device_failure
+from backends.layers import Result, materialize
+from backends.params import ParamError
+from backends.registry import JobUpdate, Operator, operator_class
+
+JOB_EMIT_INTERVAL_S = 0.05
+
+
+@dataclass(frozen=True)
+class Request:
+    stamp: int
+    operator: str
+    params: tuple[tuple[str, Any], ...]
+    query: Optional[tuple[int, int]]
+    image_key: int
+    image: np.ndarray = field(compare=False, repr=False)
+
+    @property
+    def key(self) -> tuple:
+        return (self.operator, self.params, self.query, self.image_key)
+
+
+@dataclass(frozen=True)
+class Frame:
+    stamp: int
+    operator: str
+    result: Result
+    compute_ms: float
+    notice: str = ""
+
+
+@dataclass(frozen=True)
+class Failure:
+    stamp: int
+    operator: str
+    message: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class JobFrame:
+    operator: str
+    action: str
+    progress: Optional[float]
+    message: str
+    result: Optional[Result]
+    step_ms: float
+
+
+def freeze(params: dict[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted(params.items()))
+
+
+class ComputeWorker(QtCore.QObject):
+    frameReady = QtCore.Signal(object)  # Frame
+    failed = QtCore.Signal(object)  # Failure
+    jobProgress = QtCore.Signal(object)  # JobFrame
+    jobEnded = QtCore.Signal(str, str, str)  # operator, action, "done" | "stopped" | error message
+    deviceChanged = QtCore.Signal(str, str)  # description, notice
+
+    def __init__(self, device: torch.device, parent: Optional[QtCore.QObject] = None) -> None:
+        super().__init__(parent)
+        self.device = device
+        self._cond = threading.Condition()
+        self._pending: Optional[Request] = None
+        self._force = False
+        self._job: Optional[tuple[Request, str]] = None
+        self._job_iter: Optional[Iterator[JobUpdate]] = None
+        self._cancel_job = False
+        self._stop = False
+        self._last_key: Optional[tuple] = None
+        self._operators: dict[str, Operator] = {}
+        self._tensor_key: Optional[tuple] = None
+        self._tensor: Optional[torch.Tensor] = None
+        self.busy = False
+        self._thread = threading.Thread(target=self._loop, name="opscope-compute", daemon=True)
+        self._thread.start()
+
+    # -- UI thread API -------------------------------------------------------------------------
+    def submit(self, request: Request, force: bool = False) -> None:
+        """Queue ``request``, replacing any pending one. ``force`` recomputes even if unchanged."""
+        with self._cond:
+            self._pending = request
+            self._force = self._force or force
+            self._cond.notify()
+
+    def start_job(self, request: Request, action: str) -> None:
+        with self._cond:
+            self._job = (request, action)
+            self._job_iter = None
+            self._cancel_job = False
+            self._cond.notify()
+
+    def stop_job(self) -> None:
+        with self._cond:
+            self._cancel_job = True
+            self._cond.notify()
+
+    def reset_operator(self, name: str) -> None:
+        """Forget the operator's learned state, on the worker thread, before the next request."""
+        with self._cond:
+            self._operators.pop(name, None)
+            self._last_key = None
+
+    def shutdown(self, timeout: float = 5.0) -> None:
+        with self._cond:
+            self._stop = True
+            self._cancel_job = True
+            self._cond.notify()
+        self._thread.join(timeout)
+
+    @property
+    def job_running(self) -> bool:
+        return self._job is not None
+
+    # -- worker thread -------------------------------------------------------------------------
+    def _loop(self) -> None:
+        torch.set_grad_enabled(False)
+        while True:
+            with self._cond:
+                while not self._stop and self._pending is None and self._job is None:
+                    self._cond.wait()
+                if self._stop:
+                    break
+                request, force = self._pending, self._force
+                self._pending, self._force = None, False
+                cancel = self._cancel_job
+            if request is not None:
+                if force or request.key != self._last_key:
+                    self.busy = True
+                    self._compute(request)
+                    self.busy = False
+            elif self._job is not None:
+                if cancel:
+                    self._end_job("stopped")
+                else:
+                    self._step_job()
+        if self._job_iter is not None:
+            self._job_iter.close()
+
+    def _operator(self, name: str) -> Operator:
+        op = self._operators.get(name)
+        if op is None:
+            op = self._operators[name] = operator_class(name)()
+        return op
+
+    def _image_tensor(self, request: Request) -> torch.Tensor:
+        key = (request.image_key, str(self.device))
+        if key != self._tensor_key:
+            pixels = torch.from_numpy(np.ascontiguousarray(request.image)).permute(2, 0, 1)[None]
+            self._tensor = pixels.to(self.device, torch.float32).contiguous()
+            self._tensor_key = key
+        return self._tensor
+
+    def _compute(self, request: Request) -> None:
+        notice = ""
+        t0 = time.perf_counter()
+        try:
+            try:
+                result = self._run(request)
+            except Exception as exc:
+                if self.device.type == "cpu" or not is_device_failure(exc):
+                    raise
+                notice = self._fall_back_to_cpu(exc)
+                t0 = time.perf_counter()
+                result = self._run(request)
+            compute_ms = (time.perf_counter() - t0) * 1e3
+            self._last_key = request.key
+            self.frameReady.emit(Frame(request.stamp, request.operator, result, compute_ms, notice))
+        except Exception as exc:  # failures are data: the window shows them, the app lives on
+            self._last_key = None
+            self.failed.emit(Failure(request.stamp, request.operator, _readable(exc), traceback.format_exc()))
+
+    def _run(self, request: Request) -> Result:
+        op = self._operator(request.operator)
+        image = self._image_tensor(request)
+        with torch.no_grad():
+            result = op.run(image, dict(request.params), request.query)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return materialize(result)
+
+    def _fall_back_to_cpu(self, exc: Exception) -> str:
+        notice = f"The {self.device.type.upper()} failed ({_readable(exc)}); computing on the CPU from now on."
+        self.device = torch.device("cpu")
+        self._tensor_key = None
+        self._operators.clear()
+        self.deviceChanged.emit(describe(self.device), notice)
+        return notice
+
+    def _step_job(self) -> None:
+        request, action = self._job
+        try:
+            if self._job_iter is None:
+                op = self._operator(request.operator)
+                self._job_iter = op.start(action, self._image_tensor(request), dict(request.params), request.query)
+                self._last_emit = 0.0
+            t0 = time.perf_counter()
+            update = next(self._job_iter)
+            step_ms = (time.perf_counter() - t0) * 1e3
+            now = time.perf_counter()
+            if now - self._last_emit >= JOB_EMIT_INTERVAL_S or update.progress == 1.0:
+                self._last_emit = now
+                result = materialize(update.result) if update.result is not None else None
+                self.jobProgress.emit(JobFrame(request.operator, action, update.progress, update.message, result, step_ms))
+        except StopIteration:
+            self._end_job("done")
+        except Exception as exc:
+            self._end_job(_readable(exc))
+
+    def _end_job(self, how: str) -> None:
+        request, action = self._job
+        if self._job_iter is not None:
+            self._job_iter.close()
+        self._job, self._job_iter = None, None
+        self._last_key = None  # the operator's learned state changed: recompute the next frame
+        self.jobEnded.emit(request.operator, action, how)
+
+
+def _readable(exc: BaseException) -> str:
+    if isinstance(exc, (ParamError, ValueError)):
+        return str(exc)
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -1,0 +1,61 @@
+"""A slim vertical colour bar with its value range, for every panel that maps values to colour."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from widgets.colormaps import lookup_table
+
+
+class ColorBar(QtWidgets.QWidget):
+    def __init__(self, parent: Optional[QtWidgets.QWidget] = None) -> None:
+        super().__init__(parent)
+        self._image: Optional[QtGui.QImage] = None
+        self._levels = (0.0, 1.0)
+        self._key: tuple = ()
+        self.setFixedWidth(58)
+        self.setSizePolicy(QtWidgets.QSizePolicy.Policy.Fixed, QtWidgets.QSizePolicy.Policy.Expanding)
+
+    def set_map(self, colormap: str, levels: tuple[float, float]) -> None:
+        key = (colormap, float(levels[0]), float(levels[1]))
+        if key == self._key:
+            return
+        self._key = key
+        lut = lookup_table(colormap)[::-1]  # top is high
+        rgba = np.concatenate([lut, np.full((256, 1), 255, np.uint8)], axis=1)
+        column = np.ascontiguousarray(np.repeat(rgba[:, None, :], 12, axis=1))
+        self._image = QtGui.QImage(column.data, 12, 256, 12 * 4, QtGui.QImage.Format.Format_RGBA8888).copy()
+        self._levels = (float(levels[0]), float(levels[1]))
+        self.update()
+
+    @property
+    def levels(self) -> tuple[float, float]:
+        return self._levels
+
+    def paintEvent(self, event: QtGui.QPaintEvent) -> None:
+        if self._image is None:
+            return
+        p = QtGui.QPainter(self)
+        bar = QtCore.QRect(4, 8, 12, max(10, self.height() - 16))
+        p.drawImage(bar, self._image)
+        p.setPen(QtGui.QColor(200, 200, 200))
+        font = p.font()
+        font.setPointSizeF(7.5)
+        p.setFont(font)
+        lo, hi = self._levels
+        for frac, value in ((0.0, hi), (0.5, (lo + hi) / 2), (1.0, lo)):
+            y = bar.top() + frac * bar.height()
+            p.drawLine(bar.right() + 1, int(y), bar.right() + 4, int(y))
+            p.drawText(QtCore.QRectF(bar.right() + 6, y - 8, 40, 16), QtCore.Qt.AlignmentFlag.AlignVCenter, _fmt(value))
+        p.end()
+
+
+def _fmt(v: float) -> str:
+    if v == 0:
+        return "0"
+    if abs(v) >= 1e4 or abs(v) < 1e-2:
+        return f"{v:.1e}"
+    return f"{v:.3g}"

@@ -1,0 +1,25 @@
+"""Colour lookup tables by name, from pyqtgraph's bundled maps, cached."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+import pyqtgraph as pg
+
+
+@lru_cache(maxsize=32)
+def lookup_table(name: str) -> np.ndarray:
+    """(256, 3) uint8 for ``name``; unknown names fall back to viridis."""
+    cmap = pg.colormap.get(name) if name else None
+    if cmap is None:
+        cmap = pg.colormap.get("viridis")
+    return cmap.getLookupTable(0.0, 1.0, nPts=256, alpha=False)
+
+
+def apply(values: np.ndarray, levels: tuple[float, float], name: str) -> np.ndarray:
+    """Scalar map to uint8 RGB, for exports and mosaics that mix several maps."""
+    lo, hi = levels
+    scale = 255.0 / (hi - lo) if hi > lo else 0.0
+    idx = np.clip((values - lo) * scale, 0, 255).astype(np.uint8)
+    return lookup_table(name)[idx]

@@ -1,0 +1,236 @@
+"""An image view with zoom, pan, fit and 1:1, a cursor readout, a click point, a mirrored
+crosshair and light overlays (points, boxes, segments, meshes, a heat layer).
+
+Built on a bare ViewBox + ImageItem: pyqtgraph's ImageView costs 14-25 ms of UI work per frame,
+this about 4 ms. Overlays are single PlotDataItems with connect='pairs' (thousands of arrows
+as ArrowItems would cost over half a second).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Optional, Sequence
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6 import QtCore, QtGui, QtWidgets
+
+from widgets.colormaps import lookup_table
+
+Extent = tuple[float, float, float, float]
+
+
+class ImageCanvas(pg.GraphicsView):
+    """Signals carry image coordinates of the frame (x right, y down)."""
+
+    hovered = QtCore.Signal(float, float)
+    left = QtCore.Signal()
+    clicked = QtCore.Signal(float, float)
+
+    def __init__(self, parent: Optional[QtWidgets.QWidget] = None, frame_coords: bool = True) -> None:
+        super().__init__(parent, background=(24, 24, 28))
+        self.frame_coords = frame_coords  # False for mosaics: clicks and crosshairs mean nothing there
+        self.view = pg.ViewBox(lockAspect=True, invertY=True, enableMenu=False)
+        self.view.setDefaultPadding(0.01)
+        self.setCentralItem(self.view)
+        self.image_item = pg.ImageItem()
+        self.heat_item = pg.ImageItem()
+        self.heat_item.setZValue(5)
+        self.heat_item.setVisible(False)
+        self.view.addItem(self.image_item)
+        self.view.addItem(self.heat_item)
+        pen = pg.mkPen((255, 255, 255, 110), width=1, style=QtCore.Qt.PenStyle.DashLine)
+        self._vline = pg.InfiniteLine(angle=90, movable=False, pen=pen)
+        self._hline = pg.InfiniteLine(angle=0, movable=False, pen=pen)
+        for line in (self._vline, self._hline):
+            line.setZValue(20)
+            line.setVisible(False)
+            self.view.addItem(line, ignoreBounds=True)
+        self._marker = pg.ScatterPlotItem(size=13, pen=pg.mkPen((0, 0, 0), width=2), brush=pg.mkBrush(60, 220, 255))
+        self._marker.setZValue(30)
+        self.view.addItem(self._marker, ignoreBounds=True)
+        self._overlays: list[pg.GraphicsObject] = []
+        self._shape: Optional[tuple[int, int]] = None
+        self._extent: Optional[Extent] = None
+        self._data: Optional[np.ndarray] = None
+        self._focus: Optional[Extent] = None
+        self.last_paint_ms = 0.0
+        self.setMouseTracking(True)
+        self.scene().sigMouseMoved.connect(self._on_mouse_moved)
+        self.scene().sigMouseClicked.connect(self._on_mouse_clicked)
+
+    # -- content ---------------------------------------------------------------------------
+    def set_image(
+        self,
+        image: np.ndarray,
+        levels: Optional[tuple[float, float]] = None,
+        colormap: Optional[str] = None,
+        extent: Optional[Extent] = None,
+    ) -> None:
+        """RGB (H, W, 3) floats in [0, 1] by default, or a scalar map through ``colormap``.
+
+        Float data with fixed levels goes to the ImageItem as is: converting to uint8 here
+        would cost the UI thread more than pyqtgraph's own conversion at paint time.
+        """
+        self._data = image
+        if levels is None:
+            levels = (0.0, 1.0) if image.ndim == 3 else _auto_levels(image)
+        lut = lookup_table(colormap or "viridis") if image.ndim == 2 else None
+        self.image_item.setImage(image, levels=levels, lut=lut, autoLevels=False)
+        h, w = image.shape[:2]
+        rect = extent if extent is not None else (0.0, 0.0, float(w), float(h))
+        self.image_item.setRect(QtCore.QRectF(*rect))
+        first = self._shape is None
+        if self._shape != (h, w) or self._extent != extent:
+            self._shape, self._extent = (h, w), extent
+            if first or not self._user_zoomed():
+                self.fit()
+
+    def set_heat(self, heat: Optional[np.ndarray], levels: tuple[float, float], colormap: str, opacity: float,
+                 extent: Optional[Extent] = None) -> None:
+        if heat is None:
+            self.heat_item.setVisible(False)
+            return
+        self.heat_item.setImage(heat, levels=levels, lut=lookup_table(colormap), autoLevels=False)
+        h, w = heat.shape[:2]
+        self.heat_item.setRect(QtCore.QRectF(*(extent or (0.0, 0.0, float(w), float(h)))))
+        self.heat_item.setOpacity(opacity)
+        self.heat_item.setVisible(True)
+
+    def clear_overlays(self) -> None:
+        for item in self._overlays:
+            self.view.removeItem(item)
+        self._overlays.clear()
+
+    def add_points(self, points: np.ndarray, color: Sequence[int], size: float,
+                   values: Optional[np.ndarray] = None) -> None:
+        pts = np.asarray(points, np.float64).reshape(-1, 2) + 0.5  # pixel centres
+        if values is not None and len(values) == len(pts):
+            v = np.asarray(values, np.float64)
+            v = v / v.max() if v.max() > 0 else np.ones_like(v)
+            brushes = [pg.mkBrush(*color, int(60 + 195 * a)) for a in v]
+        else:
+            brushes = pg.mkBrush(*color)
+        item = pg.ScatterPlotItem(pts[:, 0], pts[:, 1], size=size, brush=brushes, pen=pg.mkPen((0, 0, 0, 200), width=1))
+        self._add(item, z=12)
+
+    def add_segments(self, starts: np.ndarray, ends: np.ndarray, color: Sequence[int], width: float = 1.0) -> None:
+        """Segments from ``starts`` to ``ends`` (N, 2) in pixel coordinates, one draw call."""
+        s = np.asarray(starts, np.float64).reshape(-1, 2) + 0.5
+        e = np.asarray(ends, np.float64).reshape(-1, 2) + 0.5
+        xy = np.empty((2 * len(s), 2))
+        xy[0::2], xy[1::2] = s, e
+        item = pg.PlotDataItem(xy[:, 0], xy[:, 1], connect="pairs", pen=pg.mkPen(*color, width=width))
+        self._add(item, z=10)
+
+    def add_polyline(self, points: np.ndarray, color: Sequence[int], width: float = 1.5, closed: bool = True) -> None:
+        p = np.asarray(points, np.float64).reshape(-1, 2)
+        if closed and len(p):
+            p = np.vstack([p, p[:1]])
+        self._add(pg.PlotDataItem(p[:, 0], p[:, 1], pen=pg.mkPen(*color, width=width)), z=11)
+
+    def add_box(self, box: Extent, color: Sequence[int], width: float = 1.5) -> None:
+        x, y, w, h = box
+        self.add_polyline(np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]]) - 0.5, color, width)
+
+    def add_mesh(self, grid: np.ndarray, color: Sequence[int], max_lines: int = 24) -> None:
+        """A (Gh, Gw, 2) grid of x, y drawn as a wire mesh, thinned to ``max_lines`` per axis."""
+        gh, gw = grid.shape[:2]
+        rs = np.unique(np.linspace(0, gh - 1, min(gh, max_lines)).round().astype(int))
+        cs = np.unique(np.linspace(0, gw - 1, min(gw, max_lines)).round().astype(int))
+        sub = grid[np.ix_(rs, cs)]
+        starts = np.concatenate([sub[:, :-1].reshape(-1, 2), sub[:-1, :].reshape(-1, 2)])
+        ends = np.concatenate([sub[:, 1:].reshape(-1, 2), sub[1:, :].reshape(-1, 2)])
+        self.add_segments(starts - 0.5, ends - 0.5, color, width=1.0)
+
+    def add_text(self, text: str, x: float, y: float, color: Sequence[int] = (235, 235, 235)) -> None:
+        item = pg.TextItem(text, color=tuple(color), anchor=(0, 0))
+        item.setPos(x, y)
+        self._add(item, z=15)
+
+    def _add(self, item: pg.GraphicsObject, z: float) -> None:
+        item.setZValue(z)
+        self.view.addItem(item, ignoreBounds=True)
+        self._overlays.append(item)
+
+    # -- query marker and crosshair ---------------------------------------------------------
+    def set_marker(self, point: Optional[tuple[float, float]]) -> None:
+        if point is None or not self.frame_coords:
+            self._marker.setData([])
+        else:
+            self._marker.setData([point[0] + 0.5], [point[1] + 0.5])
+
+    def set_crosshair(self, point: Optional[tuple[float, float]]) -> None:
+        visible = point is not None and self.frame_coords
+        self._vline.setVisible(visible)
+        self._hline.setVisible(visible)
+        if visible:
+            self._vline.setPos(point[0] + 0.5)
+            self._hline.setPos(point[1] + 0.5)
+
+    def set_focus(self, box: Optional[Extent]) -> None:
+        """Zoom to ``box`` (x, y, w, h) when it changes; None returns to the whole image."""
+        if box == self._focus:
+            return
+        self._focus = box
+        if box is None:
+            self.fit()
+        else:
+            self.view.setRange(QtCore.QRectF(*box), padding=0.05)
+
+    # -- view --------------------------------------------------------------------------------
+    def fit(self) -> None:
+        self.view.autoRange(padding=0.01)
+
+    def one_to_one(self) -> None:
+        """One image pixel to one screen pixel, centred on the current view."""
+        rect = self.view.viewRect()
+        size = self.view.size()
+        cx, cy = rect.center().x(), rect.center().y()
+        w, h = size.width(), size.height()
+        self.view.setRange(QtCore.QRectF(cx - w / 2, cy - h / 2, w, h), padding=0)
+
+    def value_at(self, x: float, y: float) -> Optional[np.ndarray]:
+        if self._data is None or self._shape is None:
+            return None
+        h, w = self._shape
+        if self._extent is not None:
+            ex, ey, ew, eh = self._extent
+            x, y = (x - ex) * w / ew, (y - ey) * h / eh
+        ix, iy = int(np.floor(x)), int(np.floor(y))
+        if 0 <= ix < w and 0 <= iy < h:
+            return np.atleast_1d(self._data[iy, ix])
+        return None
+
+    def _user_zoomed(self) -> bool:
+        return not all(self.view.state["autoRange"])
+
+    def _on_mouse_moved(self, pos: QtCore.QPointF) -> None:
+        if not self.view.sceneBoundingRect().contains(pos):
+            self.left.emit()
+            return
+        p = self.view.mapSceneToView(pos)
+        self.hovered.emit(p.x(), p.y())
+
+    def _on_mouse_clicked(self, event) -> None:
+        if event.button() != QtCore.Qt.MouseButton.LeftButton or event.double():
+            return
+        p = self.view.mapSceneToView(event.scenePos())
+        self.clicked.emit(p.x(), p.y())
+
+    def leaveEvent(self, event: QtCore.QEvent) -> None:
+        self.left.emit()
+        super().leaveEvent(event)
+
+    def paintEvent(self, event: QtGui.QPaintEvent) -> None:
+        t0 = time.perf_counter()
+        super().paintEvent(event)
+        self.last_paint_ms = (time.perf_counter() - t0) * 1e3
+
+
+def _auto_levels(image: np.ndarray) -> tuple[float, float]:
+    finite = image[np.isfinite(image)]
+    if finite.size == 0:
+        return (0.0, 1.0)
+    lo, hi = float(finite.min()), float(finite.max())
+    return (lo, hi if hi > lo else lo + 1.0)

@@ -1,0 +1,99 @@
+"""Bar charts, curves and metric tables for result panels."""
+
+from __future__ import annotations
+
+from typing import Mapping, Optional, Sequence
+
+import numpy as np
+import pyqtgraph as pg
+from PySide6 import QtCore, QtWidgets
+
+SERIES_COLORS = ((90, 170, 255), (255, 150, 60), (120, 220, 120), (230, 90, 200), (240, 220, 80))
+
+
+class BarsView(pg.PlotWidget):
+    """One group of bars per label; several series side by side."""
+
+    def __init__(self, parent: Optional[QtWidgets.QWidget] = None) -> None:
+        super().__init__(parent, background=(24, 24, 28))
+        self.setMenuEnabled(False)
+        self.showGrid(y=True, alpha=0.25)
+        self._items: list[pg.BarGraphItem] = []
+        self._legend = self.addLegend(offset=(-10, 10))
+
+    def set_bars(self, labels: Sequence[str], series: Mapping[str, np.ndarray],
+                 y_range: Optional[tuple[float, float]] = None) -> None:
+        for item in self._items:
+            self.removeItem(item)
+        self._items.clear()
+        self._legend.clear()
+        n = max(len(series), 1)
+        width = 0.8 / n
+        x = np.arange(len(labels), dtype=float)
+        for i, (name, values) in enumerate(series.items()):
+            color = SERIES_COLORS[i % len(SERIES_COLORS)]
+            item = pg.BarGraphItem(x=x - 0.4 + width * (i + 0.5), height=np.asarray(values, float), width=width,
+                                   brush=pg.mkBrush(*color), pen=pg.mkPen(None))
+            self.addItem(item)
+            self._legend.addItem(item, name)
+            self._items.append(item)
+        step = max(1, len(labels) // 24)
+        self.getAxis("bottom").setTicks([[(i, str(labels[i])) for i in range(0, len(labels), step)]])
+        if y_range is not None:
+            self.setYRange(*y_range, padding=0.02)
+        else:
+            self.enableAutoRange(axis="y")
+        self.setXRange(-0.6, len(labels) - 0.4, padding=0)
+
+
+class CurveView(pg.PlotWidget):
+    def __init__(self, parent: Optional[QtWidgets.QWidget] = None) -> None:
+        super().__init__(parent, background=(24, 24, 28))
+        self.setMenuEnabled(False)
+        self.showGrid(x=True, y=True, alpha=0.25)
+        self._legend = self.addLegend(offset=(-10, 10))
+        self._curves: dict[str, pg.PlotDataItem] = {}
+
+    def set_curves(self, series: Mapping[str, tuple[np.ndarray, np.ndarray]], x_label: str = "", y_label: str = "",
+                   log_y: bool = False) -> None:
+        self.setLogMode(y=log_y)
+        for name in list(self._curves):
+            if name not in series:
+                self.removeItem(self._curves.pop(name))
+        for i, (name, (x, y)) in enumerate(series.items()):
+            if name not in self._curves:
+                color = SERIES_COLORS[i % len(SERIES_COLORS)]
+                self._curves[name] = self.plot(name=name, pen=pg.mkPen(*color, width=2))
+            self._curves[name].setData(np.asarray(x, float), np.asarray(y, float))
+        self.setLabel("bottom", x_label)
+        self.setLabel("left", y_label)
+
+
+class MetricsView(QtWidgets.QTableWidget):
+    def __init__(self, parent: Optional[QtWidgets.QWidget] = None) -> None:
+        super().__init__(0, 2, parent)
+        self.setHorizontalHeaderLabels(["metric", "value"])
+        self.verticalHeader().setVisible(False)
+        self.horizontalHeader().setStretchLastSection(True)
+        self.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.setAlternatingRowColors(True)
+
+    def set_values(self, values: Mapping[str, object]) -> None:
+        self.setRowCount(len(values))
+        for row, (name, value) in enumerate(values.items()):
+            text = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
+            for col, cell in enumerate((name, text)):
+                item = self.item(row, col)
+                if item is None:
+                    item = QtWidgets.QTableWidgetItem()
+                    self.setItem(row, col, item)
+                item.setText(cell)
+                if col == 1:
+                    item.setTextAlignment(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter)
+        self.resizeColumnToContents(0)
+
+    def value(self, name: str) -> Optional[str]:
+        for row in range(self.rowCount()):
+            if self.item(row, 0).text() == name:
+                return self.item(row, 1).text()
+        return None

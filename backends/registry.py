@@ -86,6 +86,11 @@ def register(cls: type[Operator]) -> type[Operator]:
     return cls
 
 
+def unregister(name: str) -> None:
+    """For test doubles: take an operator out of the registry again."""
+    _REGISTRY.pop(name, None)
+
+
 def _discover() -> None:
     global _DISCOVERED
     if _DISCOVERED:

@@ -31,6 +31,7 @@ def qt_app():
 
     app = QtWidgets.QApplication.instance()
     if app is None:
+        _quiet_offscreen_warnings()
         app = QtWidgets.QApplication(sys.argv[:1])
         app.setApplicationName("OpScope")
         app.setOrganizationName("OpScope")
@@ -64,6 +65,23 @@ def build(
     window = MainWindow(session, worker, describe(dev), max_side=max_side, restore_layout=restore_layout)
     window.set_image(image, source)
     return App(qapp, session, worker, window)
+
+
+def _quiet_offscreen_warnings() -> None:
+    """The offscreen platform warns on every dock resize that it cannot propagate size hints."""
+    from PySide6 import QtCore
+
+    previous = None
+
+    def handler(mode, context, message):
+        if "propagateSizeHints" in message:
+            return
+        if previous is not None:
+            previous(mode, context, message)
+        else:
+            sys.stderr.write(message + "\n")
+
+    previous = QtCore.qInstallMessageHandler(handler)
 
 
 def _dark_palette(app) -> None:

@@ -50,6 +50,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._restored_ops: set[str] = set()
         self._restore_layout = restore_layout
         self.last_latency_ms = 0.0
+        self._closed = False
         self.last_compute_ms = 0.0
         self.last_apply_ms = 0.0
         self.setWindowTitle("OpScope")
@@ -374,7 +375,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _apply_pending(self) -> None:
         frame, self._pending_frame = self._pending_frame, None
-        if frame is None or frame.operator != self.session.operator or frame.stamp < self._applied_stamp:
+        if self._closed or frame is None or frame.operator != self.session.operator or frame.stamp < self._applied_stamp:
             return
         t0 = time.perf_counter()
         self.docks.show(frame.result)
@@ -478,6 +479,14 @@ class MainWindow(QtWidgets.QMainWindow):
         QtWidgets.QMessageBox.information(self, "Keyboard shortcuts", "\n".join(lines))
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
+        self._closed = True
+        for signal, slot in ((self.worker.frameReady, self._on_frame), (self.worker.failed, self._on_failure),
+                             (self.worker.jobProgress, self._on_job_progress), (self.worker.jobEnded, self._on_job_ended),
+                             (self.worker.deviceChanged, self._on_device_changed)):
+            try:
+                signal.disconnect(slot)
+            except (RuntimeError, TypeError):
+                pass
         self._save_layout()
         self.settings.setValue("window/geometry", self.saveGeometry())
         self.settings.sync()

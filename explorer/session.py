@@ -31,7 +31,7 @@ class SessionState:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "SessionState":
+    def from_dict(cls, data: dict[str, Any]) -> SessionState:
         q = data.get("query")
         return cls(
             operator=str(data.get("operator", "dilated")),

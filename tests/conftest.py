@@ -1,0 +1,40 @@
+"""Offscreen Qt, a private settings folder, and a ready window on a bundled sample."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ["OPSCOPE_CONFIG_DIR"] = tempfile.mkdtemp(prefix="opscope-test-config-")
+os.environ.setdefault("OPSCOPE_DATA_DIR", tempfile.mkdtemp(prefix="opscope-test-data-"))
+
+import pytest  # noqa: E402
+
+from backends.allocator import tune_malloc  # noqa: E402
+
+tune_malloc()
+
+FRAME_TIMEOUT_MS = 30_000
+
+
+@pytest.fixture
+def app(qtbot):
+    """The whole app on the 'chelsea' sample with the dilated operator, first frame drawn."""
+    from backends.imageio import load_image
+    from explorer.app import build
+    from explorer.image_sources import sample_path
+
+    path = sample_path("chelsea")
+    built = build(load_image(path), str(path), "dilated", restore_layout=False)
+    qtbot.addWidget(built.window)
+    built.window.show()
+    wait_for_frame(qtbot, built.window)
+    yield built
+    built.worker.shutdown()
+    built.window.close()
+
+
+def wait_for_frame(qtbot, window, timeout: int = FRAME_TIMEOUT_MS) -> None:
+    """Until the newest submitted request has been drawn."""
+    qtbot.waitUntil(lambda: window._applied_stamp >= window._stamp, timeout=timeout)

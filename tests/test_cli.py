@@ -1,0 +1,69 @@
+"""The command line: headless render, --list, and one-line errors with a non-zero exit."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(*args, timeout=120):
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen"}
+    return subprocess.run([sys.executable, str(ROOT / "main.py"), *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=ROOT)
+
+
+def test_render_writes_a_png_that_is_not_blank(tmp_path):
+    out = tmp_path / "out.png"
+    proc = run_cli(str(ROOT / "assets/images/coins.png"), "--op", "dilated", "--set", "dilation=4",
+                   "--query", "120,90", "--render", str(out), "--size", "1200x800")
+    assert proc.returncode == 0, proc.stderr
+    import cv2
+
+    img = cv2.imread(str(out))
+    assert img.shape == (800, 1200, 3)
+    assert img.std() > 20  # panels with content, not a flat window
+    assert len(np.unique(img.reshape(-1, 3), axis=0)) > 1000
+
+
+def test_list_prints_operators_and_parameters():
+    proc = run_cli("--list")
+    assert proc.returncode == 0
+    assert "dilated" in proc.stdout and "dilation=2 [1..16]" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--op", "nonsense"], "unknown operator 'nonsense'"),
+        (["--set", "dilation=99"], "dilation: 99 is outside [1, 16]"),
+        (["--set", "colour=red"], "unknown parameter 'colour'"),
+        (["--set", "dilation"], "expected NAME=VALUE"),
+        (["/definitely/not/here.png"], "no such file"),
+    ],
+)
+def test_bad_arguments_give_one_line_and_exit_2(tmp_path, args, fragment):
+    proc = run_cli(*args, "--render", str(tmp_path / "x.png"))
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("opscope: error:") and fragment in lines[0]
+    assert not (tmp_path / "x.png").exists()
+
+
+def test_a_non_image_file_is_refused_in_one_line(tmp_path):
+    bad = tmp_path / "fake.jpg"
+    bad.write_text("hello")
+    proc = run_cli(str(bad), "--render", str(tmp_path / "x.png"))
+    assert proc.returncode == 2 and "fake.jpg: not an image" in proc.stderr
+
+
+def test_without_a_display_the_window_command_explains_instead_of_aborting():
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM")}
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py")], capture_output=True, text=True, timeout=60,
+                          env=env, cwd=ROOT)
+    assert proc.returncode == 1
+    assert "cannot open a window" in proc.stderr and "--render" in proc.stderr

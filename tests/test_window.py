@@ -1,0 +1,166 @@
+"""The main window as a person uses it: operators, sliders, clicks, bad files, layout."""
+
+import numpy as np
+import pytest
+from PySide6 import QtCore, QtGui
+
+from backends.imageio import normalize_array
+from tests.conftest import wait_for_frame
+
+
+def test_window_opens_with_the_operator_docks(app):
+    w = app.window
+    assert set(w.docks.docks) == {"Output", "Dilated kernel", "Receptive field", "Stack effective receptive field", "Metrics"}
+    assert "chelsea" in w.image_label.text()
+    assert w.device_label.text().startswith("device: cpu")
+    assert "compute" in w.timing_label.text()
+
+
+def test_moving_a_slider_draws_a_new_frame(app, qtbot):
+    w = app.window
+    before = w._applied_stamp
+    row = w.form.rows["dilation"]
+    row.slider.setValue(7)
+    wait_for_frame(qtbot, w)
+    assert w._applied_stamp > before
+    assert app.session.params()["dilation"] == 7
+    assert row.spin.value() == 7
+    caption = w.docks.panels["Dilated kernel"].caption.text()
+    assert "15x15" in caption  # 3 taps, dilation 7: 7 * 2 + 1
+
+
+def test_clicking_the_canvas_moves_the_query_and_the_receptive_field_follows(app, qtbot):
+    w = app.window
+    w.canvas.clicked.emit(100.4, 80.7)
+    wait_for_frame(qtbot, w)
+    assert app.session.query == (100, 80)
+    rf = w.docks.panels["Receptive field"].view
+    assert w.docks.panels["Metrics"].view.value("query") == "(100, 80)"
+    # The marker sits on the clicked pixel in the canvas and in every frame panel.
+    for canvas in (w.canvas, rf):
+        xs, ys = canvas._marker.getData()
+        assert (xs[0], ys[0]) == (100.5, 80.5)
+
+
+def test_hovering_mirrors_a_crosshair_in_every_image_panel(app):
+    w = app.window
+    w.canvas.hovered.emit(30.2, 40.9)
+    frame_canvases = [c for c in w.docks.canvases() if c.frame_coords]
+    assert frame_canvases
+    for canvas in frame_canvases:
+        assert canvas._vline.isVisible() and canvas._vline.value() == 30.5
+    assert w.cursor_label.text().startswith("x 30  y 40  rgb")
+    w.canvas.left.emit()
+    assert not frame_canvases[0]._vline.isVisible()
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("empty.png", b""),
+        ("notes.png", b"plain text pretending to be a picture"),
+        ("cut.png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x01"),
+        ("document.pdf", b"%PDF-1.4 not an image"),
+    ],
+)
+def test_a_bad_file_keeps_the_image_and_says_why(app, qtbot, tmp_path, name, content):
+    w = app.window
+    path = tmp_path / name
+    path.write_bytes(content)
+    before_key = app.session.image_key
+    with qtbot.waitSignal(w.imageRejected, timeout=2000):
+        assert not w.open_path(path)
+    assert app.session.image_key == before_key
+    assert w.banner.isVisible() and "current image is kept" in w.banner.text()
+    assert name in w.banner.text()
+
+
+def test_opening_a_good_file_replaces_the_image_and_recomputes(app, qtbot, tmp_path):
+    import cv2
+
+    path = tmp_path / "grey16.png"
+    cv2.imwrite(str(path), (np.linspace(0, 65535, 64 * 48).reshape(48, 64)).astype(np.uint16))
+    assert app.window.open_path(path)
+    wait_for_frame(qtbot, app.window)
+    assert app.session.pixels.shape == (48, 64, 3)
+    assert app.window.docks.panels["Metrics"].view.value("output size") == "64 x 48"
+    assert str(path.resolve()) in app.window.recent.list()
+
+
+def test_a_huge_image_is_downscaled_with_a_visible_notice(app, qtbot, tmp_path):
+    import cv2
+
+    path = tmp_path / "huge.png"
+    cv2.imwrite(str(path), np.zeros((100, 3000, 3), np.uint8))
+    assert app.window.open_path(path)
+    assert app.session.pixels.shape[1] == 2048
+    assert app.window.banner.isVisible() and "downscaled" in app.window.banner.text()
+
+
+def test_pasting_an_image_from_the_clipboard(app, qtbot):
+    img = QtGui.QImage(40, 30, QtGui.QImage.Format.Format_RGB32)
+    img.fill(QtGui.QColor(255, 0, 0))
+    mime = QtCore.QMimeData()
+    mime.setImageData(img)
+    app.window._load_mime(mime, "clipboard")
+    wait_for_frame(qtbot, app.window)
+    assert app.session.pixels.shape == (30, 40, 3)
+    np.testing.assert_allclose(app.session.pixels[0, 0], [1, 0, 0])
+
+
+def test_dropping_a_file_url_opens_it(app, qtbot, tmp_path):
+    import cv2
+
+    path = tmp_path / "drop.png"
+    cv2.imwrite(str(path), np.full((20, 25, 3), 200, np.uint8))
+    mime = QtCore.QMimeData()
+    mime.setUrls([QtCore.QUrl.fromLocalFile(str(path))])
+    app.window._load_mime(mime, "drop")
+    assert app.session.pixels.shape == (20, 25, 3)
+
+
+def test_an_operator_error_is_shown_and_the_last_frame_kept(app, qtbot):
+    w = app.window
+    w.set_image(normalize_array(np.random.default_rng(0).random((40, 40, 3))), "small")
+    wait_for_frame(qtbot, w)
+    with qtbot.waitSignal(w.frameFailed, timeout=20000) as failure:
+        app.session.set_params({"padding": "reflect", "dilation": 16, "kernel_size": "7"})
+    assert "reflect padding" in failure.args[0]
+    assert w.banner.isVisible() and "last good frame" in w.banner.text()
+    assert "Output" in w.docks.docks  # the old panels stay
+    app.session.set_params({"padding": "zeros"})
+    wait_for_frame(qtbot, w)
+    assert not w.banner.isVisible()
+
+
+def test_reset_parameters_restores_defaults_in_form_and_session(app, qtbot):
+    w = app.window
+    w.form.rows["dilation"].spin.setValue(9)
+    assert app.session.params()["dilation"] == 9
+    w.form.resetRequested.emit()
+    assert app.session.params()["dilation"] == 2
+    assert w.form.rows["dilation"].spin.value() == 2
+
+
+def test_every_panel_exports_to_png(app, tmp_path):
+    for name, panel in app.window.docks.panels.items():
+        out = tmp_path / f"{name}.png"
+        assert panel.export_png(out)
+        img = QtGui.QImage(str(out))
+        assert img.width() > 50 and img.height() > 50
+
+
+def test_layout_is_remembered_per_operator(app, qtbot):
+    w = app.window
+    w.docks.docks["Metrics"].setVisible(False)
+    w._save_layout()
+    state = w.settings.value("window/state/dilated")
+    assert state is not None
+    w.reset_layout()
+    assert w.docks.docks["Metrics"].isVisible()
+    assert w.settings.value("window/state/dilated") is None
+
+
+def test_view_menu_toggles_every_dock(app):
+    texts = {a.text() for a in app.window.view_menu.actions()}
+    assert {"Operators", "Parameters", "Output", "Metrics"} <= texts

@@ -25,7 +25,7 @@ test: setup
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest
 
 bench: setup
-	QT_QPA_PLATFORM=offscreen $(BIN)/python -m benchmarks.latency
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m explorer.bench
 
 samples: setup
 	$(BIN)/python -m assets.make_samples

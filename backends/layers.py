@@ -15,6 +15,10 @@ import numpy as np
 
 Extent = tuple[float, float, float, float]  # x, y, width, height in input pixels
 
+# A background that is the operator's input image: the view uses the pixels it already has,
+# so the image is neither copied back from the worker nor re-uploaded on every frame.
+INPUT = "input"
+
 
 @dataclass(frozen=True)
 class ImageLayer:
@@ -187,27 +191,36 @@ class Result:
         return tuple(lay.name for lay in self.layers)
 
 
-def to_numpy(value: Any) -> Any:
-    """Torch tensors (and containers of them) to float32/int numpy; other values unchanged."""
+def to_numpy(value: Any, cache: Optional[dict] = None) -> Any:
+    """Torch tensors (and containers of them) to float32/int numpy; other values unchanged.
+
+    ``cache`` maps id(tensor) to (tensor, array): a tensor an operator kept from the last run
+    (a memoized stage) converts to the very same array, which the views then skip redrawing.
+    """
     if hasattr(value, "detach") and hasattr(value, "cpu"):
+        if cache is not None and id(value) in cache and cache[id(value)][0] is value:
+            return cache[id(value)][1]
         arr = value.detach().cpu().numpy()
-        return arr.astype(np.float32) if arr.dtype.kind == "f" else arr
+        arr = arr.astype(np.float32) if arr.dtype.kind == "f" else arr
+        if cache is not None:
+            cache[id(value)] = (value, arr)
+        return arr
     if isinstance(value, np.ndarray) and value.dtype == np.float64:
         return value.astype(np.float32)
     if isinstance(value, dict):
-        return {k: to_numpy(v) for k, v in value.items()}
+        return {k: to_numpy(v, cache) for k, v in value.items()}
     if isinstance(value, tuple):
-        return tuple(to_numpy(v) for v in value)
+        return tuple(to_numpy(v, cache) for v in value)
     if isinstance(value, PointSet):
-        return _materialize(value)
+        return _materialize(value, cache)
     return value
 
 
-def _materialize(obj: Any) -> Any:
-    changes = {f.name: to_numpy(getattr(obj, f.name)) for f in fields(obj)}
+def _materialize(obj: Any, cache: Optional[dict]) -> Any:
+    changes = {f.name: to_numpy(getattr(obj, f.name), cache) for f in fields(obj)}
     return replace(obj, **changes)
 
 
-def materialize(result: Result) -> Result:
+def materialize(result: Result, cache: Optional[dict] = None) -> Result:
     """Every tensor in the result as numpy, so the UI thread never touches torch."""
-    return Result(layers=tuple(_materialize(lay) for lay in result.layers), notes=result.notes)
+    return Result(layers=tuple(_materialize(lay, cache) for lay in result.layers), notes=result.notes)

@@ -4,11 +4,13 @@ to views (no computation beyond tiling and binning)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Callable, Optional
 
 import numpy as np
 
 from backends.layers import (
+    INPUT,
     BarsLayer,
     CurveLayer,
     FeatureMapsLayer,
@@ -58,7 +60,11 @@ def _frame_coords(layer: Layer) -> bool:
     return True
 
 
-def show(panel: Panel, layer: Layer) -> None:
+def show(panel: Panel, layer: Layer, input_pixels: Optional[np.ndarray] = None) -> None:
+    """``input_pixels`` stands in for a layer background of ``INPUT``."""
+    background = getattr(layer, "background", None)
+    if isinstance(background, str):
+        layer = replace(layer, background=input_pixels if background == INPUT else None)
     SHOWERS[layer.kind](panel, layer)
     panel.set_caption(layer.caption)
 
@@ -72,10 +78,20 @@ def _show_image(panel: Panel, layer: ImageLayer) -> None:
     panel.set_colormap(layer.colormap if scalar else None, _levels_of(canvas) if scalar else None)
 
 
+def _tiled(panel: Panel, maps: np.ndarray, fill: float = np.nan) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """The mosaic of ``maps``, reused while the worker hands back the very same array."""
+    cached = getattr(panel, "_tile_cache", None)
+    if cached is not None and cached[0] is maps and cached[1] == fill:
+        return cached[2], cached[3]
+    mosaic, origins = tile(np.asarray(maps, np.float32), fill=fill)
+    panel._tile_cache = (maps, fill, mosaic, origins)
+    return mosaic, origins
+
+
 def _show_feature_maps(panel: Panel, layer: FeatureMapsLayer) -> None:
     canvas: ImageCanvas = panel.view
     canvas.clear_overlays()
-    mosaic, origins = tile(np.asarray(layer.maps, np.float32))
+    mosaic, origins = _tiled(panel, layer.maps)
     canvas.set_image(mosaic, layer.levels, layer.colormap)
     for (x, y), label in zip(origins, layer.labels):
         canvas.add_text(label, x, y)
@@ -96,7 +112,7 @@ def _show_heatmap(panel: Panel, layer: HeatmapLayer) -> None:
             canvas.set_image(maps, levels, layer.colormap, layer.extent)
         canvas.set_focus(layer.focus)
     else:
-        heat, origins = tile(maps)
+        heat, origins = _tiled(panel, layer.maps)
         if layer.background is not None:
             bg = np.broadcast_to(layer.background, (len(maps),) + layer.background.shape)
             back, _ = tile(np.ascontiguousarray(bg), fill=0.1)

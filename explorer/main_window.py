@@ -378,7 +378,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if self._closed or frame is None or frame.operator != self.session.operator or frame.stamp < self._applied_stamp:
             return
         t0 = time.perf_counter()
-        self.docks.show(frame.result)
+        self.docks.show(frame.result, self.session.pixels)
         self._on_query_changed(schedule=False)
         self.last_apply_ms = (time.perf_counter() - t0) * 1e3
         self._applied_stamp = frame.stamp
@@ -413,7 +413,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.job_progress.setRange(0, 0)
         self.job_progress.setFormat(job.message or "%p%")
         if job.result is not None:
-            self.docks.show(job.result)
+            self.docks.show(job.result, self.session.pixels)
         self.timing_label.setText(f"step {job.step_ms:.1f} ms · {job.message}")
 
     def _on_job_ended(self, operator: str, action: str, how: str) -> None:

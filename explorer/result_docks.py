@@ -25,7 +25,7 @@ class ResultDocks(QtCore.QObject):
         self.docks: dict[str, QtWidgets.QDockWidget] = {}
         self.panels: dict[str, Panel] = {}
 
-    def show(self, result: Result) -> bool:
+    def show(self, result: Result, input_pixels=None) -> bool:
         """Shows each layer in its panel; returns True when the set of docks changed."""
         changed = False
         for layer in result.layers:
@@ -35,7 +35,7 @@ class ResultDocks(QtCore.QObject):
                     self._remove(layer.name)
                 self._add(layer)
                 changed = True
-            layer_views.show(self.panels[layer.name], layer)
+            layer_views.show(self.panels[layer.name], layer, input_pixels)
         for name in [n for n in self.docks if n not in result.names]:
             self._remove(name)
             changed = True

@@ -93,6 +93,7 @@ class ComputeWorker(QtCore.QObject):
         self._operators: dict[str, Operator] = {}
         self._tensor_key: Optional[tuple] = None
         self._tensor: Optional[torch.Tensor] = None
+        self._converted: dict = {}  # id(tensor) -> (tensor, array), from the last frame only
         self.busy = False
         self._thread = threading.Thread(target=self._loop, name="opscope-compute", daemon=True)
         self._thread.start()
@@ -199,7 +200,10 @@ class ComputeWorker(QtCore.QObject):
             result = op.run(image, dict(request.params), request.query)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        return materialize(result)
+        fresh: dict = {}
+        out = materialize(result, _ReusingCache(self._converted, fresh))
+        self._converted = fresh
+        return out
 
     def _fall_back_to_cpu(self, exc: Exception) -> str:
         notice = f"The {self.device.type.upper()} failed ({_readable(exc)}); computing on the CPU from now on."
@@ -236,6 +240,23 @@ class ComputeWorker(QtCore.QObject):
         self._job, self._job_iter = None, None
         self._last_key = None  # the operator's learned state changed: recompute the next frame
         self.jobEnded.emit(request.operator, action, how)
+
+
+class _ReusingCache(dict):
+    """Looks up the last frame's conversions and records this frame's, so memory is bounded."""
+
+    def __init__(self, previous: dict, fresh: dict) -> None:
+        super().__init__(previous)
+        self._fresh = fresh
+
+    def __getitem__(self, key):
+        value = super().__getitem__(key)
+        self._fresh[key] = value
+        return value
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        self._fresh[key] = value
 
 
 def _readable(exc: BaseException) -> str:

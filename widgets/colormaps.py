@@ -23,3 +23,12 @@ def apply(values: np.ndarray, levels: tuple[float, float], name: str) -> np.ndar
     scale = 255.0 / (hi - lo) if hi > lo else 0.0
     idx = np.clip((values - lo) * scale, 0, 255).astype(np.uint8)
     return lookup_table(name)[idx]
+
+
+@lru_cache(maxsize=32)
+def overlay_table(name: str, opacity: float) -> np.ndarray:
+    """(256, 4) uint8: the map's colours with alpha rising from 0, so low values let the image
+    underneath show instead of darkening it."""
+    rgb = lookup_table(name)
+    ramp = np.clip(np.linspace(0.0, 1.0, 256) * 3.0, 0.0, 1.0) * opacity * 255
+    return np.concatenate([rgb, ramp[:, None].astype(np.uint8)], axis=1)

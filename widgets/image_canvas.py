@@ -15,7 +15,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from widgets.colormaps import lookup_table
+from widgets.colormaps import lookup_table, overlay_table
 
 Extent = tuple[float, float, float, float]
 
@@ -54,6 +54,9 @@ class ImageCanvas(pg.GraphicsView):
         self._extent: Optional[Extent] = None
         self._data: Optional[np.ndarray] = None
         self._focus: Optional[Extent] = None
+        self._image_key: tuple = ()
+        self._heat_key: tuple = ()
+        self._heat_data: Optional[np.ndarray] = None
         self.last_paint_ms = 0.0
         self.setMouseTracking(True)
         self.scene().sigMouseMoved.connect(self._on_mouse_moved)
@@ -72,9 +75,12 @@ class ImageCanvas(pg.GraphicsView):
         Float data with fixed levels goes to the ImageItem as is: converting to uint8 here
         would cost the UI thread more than pyqtgraph's own conversion at paint time.
         """
-        self._data = image
         if levels is None:
             levels = (0.0, 1.0) if image.ndim == 3 else _auto_levels(image)
+        key = (id(image), tuple(levels), colormap, extent)
+        if image is self._data and key == self._image_key:
+            return  # the same array as the last frame: nothing to upload or repaint
+        self._data, self._image_key = image, key
         lut = lookup_table(colormap or "viridis") if image.ndim == 2 else None
         self.image_item.setImage(image, levels=levels, lut=lut, autoLevels=False)
         h, w = image.shape[:2]
@@ -90,11 +96,15 @@ class ImageCanvas(pg.GraphicsView):
                  extent: Optional[Extent] = None) -> None:
         if heat is None:
             self.heat_item.setVisible(False)
+            self._heat_key = ()
             return
-        self.heat_item.setImage(heat, levels=levels, lut=lookup_table(colormap), autoLevels=False)
+        key = (id(heat), tuple(levels), colormap, opacity, extent)
+        if key == self._heat_key and heat is self._heat_data:
+            return
+        self._heat_key, self._heat_data = key, heat
+        self.heat_item.setImage(heat, levels=levels, lut=overlay_table(colormap, round(opacity, 3)), autoLevels=False)
         h, w = heat.shape[:2]
         self.heat_item.setRect(QtCore.QRectF(*(extent or (0.0, 0.0, float(w), float(h)))))
-        self.heat_item.setOpacity(opacity)
         self.heat_item.setVisible(True)
 
     def clear_overlays(self) -> None:

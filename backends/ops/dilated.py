@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from backends.kernels import KERNEL_NAMES, NONNEGATIVE, dilate_kernel, make_kernel
 from backends.layers import (
+    INPUT,
     FeatureMapsLayer,
     HeatmapLayer,
     ImageLayer,
@@ -169,7 +170,7 @@ class DilatedConvolution(Operator):
         erf = self._memo.get(erf_key, lambda: self._erf(image, erf_kernel, rates, pad_mode, (qx, qy)))
         t_erf = time.perf_counter()
 
-        background = image[0].permute(1, 2, 0)
+        background = INPUT
         rf_single = d * (k - 1) + 1
         rf_stack = 1 + sum(r * (k - 1) for r in rates)
         coverage = self._coverage(erf, k, rates, (qx, qy))
@@ -207,7 +208,7 @@ class DilatedConvolution(Operator):
                 erf,
                 background=background,
                 levels=(0.0, 1.0),
-                opacity=0.75,
+                opacity=0.9,
                 focus=_box(qx, qy, rf_stack + 16),
                 caption=f"rates {', '.join(map(str, rates))}: {coverage:.0%} of the {rf_stack}x{rf_stack} box reaches the query",
             ),

@@ -1,0 +1,199 @@
+"""Slider-to-frame benchmark: drives the real window offscreen and reports latency, compute and
+render time, UI-thread stalls, start-up time, and a matplotlib redraw loop for comparison.
+
+Run: ``make bench`` or ``QT_QPA_PLATFORM=offscreen python -m explorer.bench [--ops a,b] [--changes N]``.
+Numbers, not assertions: this is not a test. Results go in docs/BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+os.environ.setdefault("OPSCOPE_CONFIG_DIR", "/tmp/opscope-bench-config")
+
+# Which parameter each operator's sweep moves, and through which values (cycled).
+SWEEPS: dict[str, tuple[str, list]] = {
+    "dilated": ("dilation", list(range(1, 17)) + list(range(15, 1, -1))),
+    "deformable": ("strength", [round(0.1 * i, 2) for i in range(1, 11)]),
+    "spatial_transformer": ("rotate", list(range(-40, 41, 5))),
+    "squeeze_excitation": ("reduction", [2, 4, 8, 16]),
+    "self_attention": ("temperature", [round(0.2 + 0.1 * i, 2) for i in range(15)]),
+}
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Sample:
+    latency_ms: float
+    compute_ms: float
+    render_ms: float
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q)) if values else float("nan")
+
+
+def bench_operator(app, op: str, changes: int) -> tuple[list[Sample], list[float]]:
+    from PySide6 import QtCore, QtWidgets
+
+    window, session = app.window, app.session
+    session.set_operator(op)
+    _wait(window)
+    name, values = SWEEPS[op]
+    spec_names = {p.name for p in window.form.rows.values() for p in [p.spec]}
+    if name not in spec_names:
+        return [], []
+    row = window.form.rows[name]
+    stalls: list[float] = []
+    last = [time.perf_counter()]
+    interval_ms = 2
+
+    def beat() -> None:
+        now = time.perf_counter()
+        stalls.append(max(0.0, (now - last[0]) * 1e3 - interval_ms))
+        last[0] = now
+
+    timer = QtCore.QTimer()
+    timer.setInterval(interval_ms)
+    timer.timeout.connect(beat)
+    timer.start()
+    samples = []
+    for i in range(changes):
+        value = values[i % len(values)]
+        if session.params()[name] == value:
+            value = values[(i + 1) % len(values)]
+        t0 = time.perf_counter()
+        if row.spec.kind in ("int", "float"):
+            row.spin.setValue(value)
+        elif row.spec.kind == "choice":
+            row.combo.setCurrentText(str(value))
+        _wait(window)
+        t_frame = time.perf_counter()
+        QtWidgets.QApplication.processEvents()  # paint
+        t1 = time.perf_counter()
+        paint_ms = (t1 - t_frame) * 1e3
+        samples.append(Sample((t1 - t0) * 1e3, window.last_compute_ms, window.last_apply_ms + paint_ms))
+    timer.stop()
+    return samples, stalls[5:]
+
+
+def _wait(window, timeout_s: float = 60) -> None:
+    from PySide6 import QtWidgets
+
+    deadline = time.perf_counter() + timeout_s
+    while window._applied_stamp < window._stamp and time.perf_counter() < deadline:
+        QtWidgets.QApplication.processEvents()
+        time.sleep(0.0005)
+
+
+def matplotlib_loop(op: str, image: np.ndarray, changes: int) -> float:
+    """Frames per second of what a notebook user would do: compute, then redraw every panel."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import torch
+
+    from backends.layers import materialize
+    from backends.registry import operator_class, validated_params
+
+    name, values = SWEEPS[op]
+    tensor = torch.from_numpy(image).permute(2, 0, 1)[None].contiguous()
+    fig = plt.figure(figsize=(12, 8), dpi=100)
+    times = []
+    for i in range(changes):
+        t0 = time.perf_counter()
+        params = validated_params(op, {name: values[i % len(values)]})
+        with torch.no_grad():
+            result = materialize(operator_class(op)().run(tensor, params, None))
+        fig.clf()
+        images = [lay for lay in result.layers if lay.kind in ("image", "heatmap")]
+        for k, lay in enumerate(images):
+            ax = fig.add_subplot(2, 2, k + 1)
+            data = lay.image if lay.kind == "image" else lay.maps
+            ax.imshow(data if data.ndim == 3 or data.ndim == 2 else data[0], cmap="inferno")
+            ax.set_title(lay.name)
+        fig.canvas.draw()
+        times.append(time.perf_counter() - t0)
+    plt.close(fig)
+    return 1.0 / float(np.median(times))
+
+
+def startup_seconds() -> float:
+    """Process start to the first computed frame drawn, in a fresh interpreter."""
+    code = (
+        "import time, sys; t0=float(sys.argv[1]);"
+        "from explorer.cli import main;"
+        "import explorer.cli as c;"
+        "orig=c.render;"
+        "c.render=lambda app,out,size:(c.wait_for_frame(app),print('FIRST_FRAME',time.time()-t0),app.close(),0)[-1];"
+        "main(['--render','/dev/null'])"
+    )
+    t0 = time.time()
+    out = subprocess.run([sys.executable, "-c", code, str(t0)], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "QT_QPA_PLATFORM": "offscreen"}, timeout=120)
+    for line in out.stdout.splitlines():
+        if line.startswith("FIRST_FRAME"):
+            return float(line.split()[1])
+    raise RuntimeError(out.stderr)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ops", default=",".join(SWEEPS))
+    parser.add_argument("--changes", type=int, default=100)
+    parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--no-matplotlib", action="store_true")
+    args = parser.parse_args(argv)
+
+    import cv2
+    import torch
+
+    from backends.imageio import normalize_array
+    from backends.registry import operator_names
+    from explorer.app import build
+
+    sample = cv2.imread(str(ROOT / "assets/images/astronaut.png"))[..., ::-1]
+    sample = cv2.resize(sample, (args.size, args.size), interpolation=cv2.INTER_AREA)
+    image = normalize_array(sample[..., ::-1].copy(), "astronaut 512")
+    app = build(image, "bench", "dilated", restore_layout=False)
+    app.window.resize(1600, 1000)
+    app.window.show()
+    _wait(app.window)
+
+    print(f"machine: {platform.machine()} {platform.processor() or ''} · {os.cpu_count()} CPUs · "
+          f"torch {torch.__version__} ({torch.get_num_threads()} threads) · Python {platform.python_version()}")
+    print(f"image {args.size}x{args.size}, {args.changes} parameter changes per operator, each waited for")
+    print()
+    print("| operator | parameter | latency p50 | latency p95 | compute p50 | render p50 | UI stall p99 | max stall | matplotlib fps | OpScope fps | speed-up |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for op in [o for o in args.ops.split(",") if o]:
+        if op not in operator_names():
+            continue
+        samples, stalls = bench_operator(app, op, args.changes)
+        if not samples:
+            continue
+        lat = [s.latency_ms for s in samples]
+        fps = 1000.0 / float(np.median(lat))
+        mpl = float("nan") if args.no_matplotlib else matplotlib_loop(op, image.pixels, max(10, args.changes // 5))
+        print(f"| {op} | {SWEEPS[op][0]} | {percentile(lat, 50):.1f} ms | {percentile(lat, 95):.1f} ms | "
+              f"{percentile([s.compute_ms for s in samples], 50):.1f} ms | {percentile([s.render_ms for s in samples], 50):.1f} ms | "
+              f"{percentile(stalls, 99):.1f} ms | {max(stalls, default=0):.1f} ms | {mpl:.1f} | {fps:.1f} | {fps / mpl:.1f}x |")
+    app.close()
+    print()
+    print(f"start-up to first computed frame: {startup_seconds():.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -116,3 +116,30 @@ def test_requests_are_served_while_a_job_runs(worker, qtbot):
         worker.submit(request(2, delay=0.002))
     assert frame.args[0].stamp == 2
     worker.stop_job()
+
+
+@register
+class GpuOnlyFailure(Operator):
+    """Fails like a broken accelerator on any device but the CPU."""
+
+    spec = OperatorSpec(name="_test_gpu_failure", title="GPU failure", family="Tests", description="test double", params=())
+
+    def run(self, image, params, query):
+        if image.device.type != "cpu":
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+        return Result((MetricsLayer("m", {"device": image.device.type}),))
+
+
+def test_a_failing_gpu_hands_over_to_the_cpu_with_a_notice(qtbot):
+    worker = ComputeWorker(torch.device("meta"))  # stands in for an accelerator
+    try:
+        with qtbot.waitSignal(worker.deviceChanged, timeout=5000) as changed, \
+                qtbot.waitSignal(worker.frameReady, timeout=5000) as frame:
+            worker.submit(Request(1, "_test_gpu_failure", (), None, 1, IMAGE))
+        assert changed.args[0].startswith("cpu") and "computing on the CPU" in changed.args[1]
+        assert frame.args[0].result.layers[0].values == {"device": "cpu"}
+        assert "CPU" in frame.args[0].notice
+        assert worker.device.type == "cpu"
+    finally:
+        worker.shutdown()
+        unregister(GpuOnlyFailure.spec.name)

@@ -11,7 +11,7 @@ from typing import Optional
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from backends.imageio import DEFAULT_MAX_SIDE, ImageLoadError, LoadedImage, load_image
+from backends.imageio import DEFAULT_MAX_SIDE, ImageLoadError, LoadedImage, load_image, normalize_array
 from backends.params import ParamError
 from backends.registry import families, spec_of
 from explorer import image_sources
@@ -22,6 +22,7 @@ from explorer.worker import ComputeWorker, Failure, Frame, JobFrame, Request, fr
 from widgets.image_canvas import ImageCanvas
 from widgets.operator_picker import OperatorPicker
 from widgets.param_form import ParamForm
+from widgets.sketchpad import Sketchpad
 
 Area = QtCore.Qt.DockWidgetArea
 BANNER_STYLES = {
@@ -113,8 +114,14 @@ class MainWindow(QtWidgets.QMainWindow):
         form_scroll.setWidget(self.form)
         self.picker_dock = self._side_dock("Operators", self.picker)
         self.params_dock = self._side_dock("Parameters", form_scroll)
+        self.sketchpad = Sketchpad()
+        self.sketchpad.sketched.connect(self._on_sketch)
+        self.sketch_dock = self._side_dock("Sketchpad", self.sketchpad)
         self.addDockWidget(Area.LeftDockWidgetArea, self.picker_dock)
         self.addDockWidget(Area.LeftDockWidgetArea, self.params_dock)
+        self.addDockWidget(Area.LeftDockWidgetArea, self.sketch_dock)
+        self.tabifyDockWidget(self.params_dock, self.sketch_dock)
+        self.params_dock.raise_()
         self.splitDockWidget(self.picker_dock, self.params_dock, QtCore.Qt.Orientation.Vertical)
         self.resizeDocks([self.picker_dock, self.params_dock], [220, 700], QtCore.Qt.Orientation.Vertical)
         self.resizeDocks([self.picker_dock], [330], QtCore.Qt.Orientation.Horizontal)
@@ -148,6 +155,7 @@ class MainWindow(QtWidgets.QMainWindow):
         for name, path in image_sources.samples().items():
             samples_menu.addAction(name, lambda p=path: self.open_path(p))
         self._action(file_menu, "&Paste Image", self.paste_image, QtGui.QKeySequence.StandardKey.Paste)
+        self._action(file_menu, "&Sketch…", self.show_sketchpad, "Ctrl+K")
         file_menu.addSeparator()
         self._action(file_menu, "&Export Window as PNG…", self.export_window_dialog, "Ctrl+E")
         file_menu.addSeparator()
@@ -181,7 +189,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._action(menu, "Zoom &1:1", self.canvas.one_to_one, "Ctrl+1")
         self._action(menu, "Reset &Layout", self.reset_layout)
         menu.addSeparator()
-        for dock in (self.picker_dock, self.params_dock, *self.docks.docks.values()):
+        for dock in (self.picker_dock, self.params_dock, self.sketch_dock, *self.docks.docks.values()):
             menu.addAction(dock.toggleViewAction())
 
     def _fill_recent_menu(self) -> None:
@@ -230,6 +238,15 @@ class MainWindow(QtWidgets.QMainWindow):
         self.show_banner(f"Image not loaded: {message}. The current image is kept.", "error")
         self.statusBar().showMessage(message, 8000)
         self.imageRejected.emit(message)
+
+    def show_sketchpad(self) -> None:
+        self.sketch_dock.setVisible(True)
+        self.sketch_dock.raise_()
+        self._on_sketch(self.sketchpad.canvas.pixels())
+
+    def _on_sketch(self, pixels: np.ndarray) -> None:
+        """Each finished stroke (and the pen, throttled) becomes the working image."""
+        self.set_image(normalize_array(pixels, "sketch", self.max_side), "sketch")
 
     def paste_image(self) -> None:
         self._load_mime(QtGui.QGuiApplication.clipboard().mimeData(), "clipboard")
@@ -473,7 +490,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def _show_shortcuts(self) -> None:
         lines = [
             "Ctrl+O  open image", "Ctrl+V  paste image", "Ctrl+E  export window as PNG", "Ctrl+R  reset parameters",
-            "Ctrl+0  fit image", "Ctrl+1  zoom 1:1", "Ctrl+Q  quit",
+            "Ctrl+K  sketchpad (draw an input image)", "Ctrl+0  fit image", "Ctrl+1  zoom 1:1", "Ctrl+Q  quit",
             "Click   set the query point", "Wheel   zoom, drag to pan", "Right-click a panel  export it",
         ]
         QtWidgets.QMessageBox.information(self, "Keyboard shortcuts", "\n".join(lines))

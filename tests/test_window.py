@@ -164,3 +164,19 @@ def test_layout_is_remembered_per_operator(app, qtbot):
 def test_view_menu_toggles_every_dock(app):
     texts = {a.text() for a in app.window.view_menu.actions()}
     assert {"Operators", "Parameters", "Output", "Metrics"} <= texts
+
+
+def test_a_sketch_becomes_the_working_image_and_undo_takes_a_stroke_back(app, qtbot):
+    w = app.window
+    w.show_sketchpad()
+    pad = w.sketchpad.canvas
+    assert app.session.state.image_source == "sketch"
+    assert app.session.pixels.shape == (256, 256, 3) and app.session.pixels.min() == 1.0
+    pad.begin_stroke()
+    pad.draw_line(QtCore.QPointF(20, 128), QtCore.QPointF(230, 128))
+    pad.strokeFinished.emit()
+    wait_for_frame(qtbot, w)
+    assert app.session.pixels[128, 20:230].max() < 0.2  # the dark stroke
+    assert w.docks.panels["Metrics"].view.value("output size") == "256 x 256"
+    pad.undo()
+    assert app.session.pixels.min() == 1.0

@@ -120,9 +120,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.addDockWidget(Area.LeftDockWidgetArea, self.picker_dock)
         self.addDockWidget(Area.LeftDockWidgetArea, self.params_dock)
         self.addDockWidget(Area.LeftDockWidgetArea, self.sketch_dock)
+        self.splitDockWidget(self.picker_dock, self.params_dock, QtCore.Qt.Orientation.Vertical)
         self.tabifyDockWidget(self.params_dock, self.sketch_dock)
         self.params_dock.raise_()
-        self.splitDockWidget(self.picker_dock, self.params_dock, QtCore.Qt.Orientation.Vertical)
         self.resizeDocks([self.picker_dock, self.params_dock], [220, 700], QtCore.Qt.Orientation.Vertical)
         self.resizeDocks([self.picker_dock], [330], QtCore.Qt.Orientation.Horizontal)
 
@@ -471,11 +471,13 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def reset_layout(self) -> None:
         self.settings.remove(f"window/state/{self.session.operator}")
-        for dock in (self.picker_dock, self.params_dock):
+        for dock in (self.picker_dock, self.params_dock, self.sketch_dock):
             dock.setFloating(False)
             dock.setVisible(True)
             self.addDockWidget(Area.LeftDockWidgetArea, dock)
         self.splitDockWidget(self.picker_dock, self.params_dock, QtCore.Qt.Orientation.Vertical)
+        self.tabifyDockWidget(self.params_dock, self.sketch_dock)
+        self.params_dock.raise_()
         self.docks.arrange()
 
     def _save_layout(self) -> None:

@@ -20,7 +20,13 @@ from backends.ops.squeeze_excitation import (
     se_parameter_count,
     squeeze_excitation,
 )
-from backends.registry import validated_params
+from backends.params import validate
+
+
+def params_of(values: dict) -> dict:
+    """Validated parameters, without importing every other operator module."""
+    return validate(SqueezeExcitation.spec.params, values)
+
 
 LAYERS = ("Features", "Recalibrated features", "Squeeze", "Excitation", "Recalibrated energy", "Training", "Metrics")
 
@@ -111,7 +117,7 @@ def test_region_share_matches_the_energy_map():
 
 def test_run_layers_and_recalibrated_equals_features_times_weights():
     op = SqueezeExcitation()
-    params = validated_params("squeeze_excitation", {"mode": "random", "seed": 5})
+    params = params_of({"mode": "random", "seed": 5})
     with torch.no_grad():
         result = op.run(torch.rand(1, 3, 40, 52), params, None)
     assert result.names == LAYERS
@@ -126,7 +132,7 @@ def test_run_layers_and_recalibrated_equals_features_times_weights():
 @pytest.mark.parametrize("mode", ["learned", "random", "manual"])
 def test_run_on_tiny_and_odd_images(mode):
     op = SqueezeExcitation()
-    params = validated_params("squeeze_excitation", {"mode": mode, "region": 8})
+    params = params_of({"mode": mode, "region": 8})
     with torch.no_grad():
         for h, w in ((1, 1), (5, 3), (17, 300)):
             result = op.run(torch.rand(1, 3, h, w), params, (w + 5, -3))
@@ -136,7 +142,7 @@ def test_run_on_tiny_and_odd_images(mode):
 def test_training_raises_the_box_share_and_is_kept_as_state():
     op = SqueezeExcitation()
     image = stripes()
-    params = validated_params("squeeze_excitation", {"steps": 80, "lr": 0.05, "region": 24, "mode": "manual"})
+    params = params_of({"steps": 80, "lr": 0.05, "region": 24, "mode": "manual"})
     query = (16, 32)  # on the stripes
     torch.set_grad_enabled(False)  # as on the worker thread
     try:
@@ -162,7 +168,7 @@ def test_training_raises_the_box_share_and_is_kept_as_state():
 
 def test_unknown_action_is_an_error():
     with pytest.raises(ValueError, match="no action"):
-        SqueezeExcitation().start("fit", torch.rand(1, 3, 8, 8), validated_params("squeeze_excitation", {}), None)
+        SqueezeExcitation().start("fit", torch.rand(1, 3, 8, 8), params_of({}), None)
 
 
 @pytest.mark.parametrize("angle", GABOR_ORIENTATIONS)

@@ -52,6 +52,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self._restore_layout = restore_layout
         self.last_latency_ms = 0.0
         self._closed = False
+        self._last_key: Optional[tuple] = None
+        self._busy_timer = QtCore.QTimer(self)
+        self._busy_timer.setSingleShot(True)
+        self._busy_timer.setInterval(150)
+        self._busy_timer.timeout.connect(self._show_busy)
         self.last_compute_ms = 0.0
         self.last_apply_ms = 0.0
         self.setWindowTitle("OpScope")
@@ -366,12 +371,26 @@ class MainWindow(QtWidgets.QMainWindow):
         )
 
     def schedule(self, force: bool = False) -> Optional[int]:
-        request = self.make_request()
-        if request is None:
+        """Submits the session's current request, unless it is the one last submitted."""
+        if self.session.pixels is None:
             return None
+        key = (self.session.operator, freeze(self.session.params()), self.session.effective_query(), self.session.image_key)
+        if key == self._last_key and not force:
+            return None
+        self._last_key = key
+        request = self.make_request()
         self._submitted[request.stamp] = time.perf_counter()
         self.worker.submit(request, force=force)
+        self._busy_timer.start()
         return request.stamp
+
+    def _show_busy(self) -> None:
+        """Anything slower than a blink says so, with how long it has taken so far."""
+        pending = [t for s, t in self._submitted.items() if s > self._applied_stamp]
+        if pending:
+            waited = (time.perf_counter() - min(pending)) * 1e3
+            self.timing_label.setText(f"computing… {waited:.0f} ms")
+            self._busy_timer.start()
 
     def start_job(self, action: str) -> None:
         request = self.make_request()
@@ -417,6 +436,9 @@ class MainWindow(QtWidgets.QMainWindow):
         if failure.operator != self.session.operator:
             return
         self._submitted.pop(failure.stamp, None)
+        self._last_key = None  # the same request may be retried
+        self._busy_timer.stop()
+        self.timing_label.setText("failed")
         self.show_banner(f"{spec_of(failure.operator).title} failed: {failure.message}. Showing the last good frame.", "error")
         self.frameFailed.emit(failure.message)
 

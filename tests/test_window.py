@@ -180,3 +180,38 @@ def test_a_sketch_becomes_the_working_image_and_undo_takes_a_stroke_back(app, qt
     assert w.docks.panels["Metrics"].view.value("output size") == "256 x 256"
     pad.undo()
     assert app.session.pixels.min() == 1.0
+
+
+def test_a_long_job_shows_progress_partial_results_and_stops(app, qtbot):
+    import time as _time
+
+    from backends.layers import CurveLayer, Result
+    from backends.registry import Action, JobUpdate, Operator, OperatorSpec, register, unregister
+
+    @register
+    class Counter(Operator):
+        spec = OperatorSpec(name="_test_counter", title="Counter", family="Tests", description="test double",
+                            params=(), actions=(Action("count", "Counting"),))
+
+        def run(self, image, params, query):
+            return Result((CurveLayer("Loss", {"loss": (np.arange(2), np.ones(2))}),))
+
+        def start(self, action, image, params, query):
+            for i in range(10_000):
+                _time.sleep(0.005)
+                yield JobUpdate(i / 10_000, f"step {i}", Result((CurveLayer("Loss", {"loss": (np.arange(i + 2), np.ones(i + 2))}),)))
+
+    try:
+        w = app.window
+        app.session.set_operator("_test_counter")
+        wait_for_frame(qtbot, w)
+        button = w.job_buttons["count"]
+        button.setChecked(True)
+        qtbot.waitUntil(lambda: w.job_progress.isVisible() and w.job_progress.value() > 0, timeout=10000)
+        qtbot.waitUntil(lambda: "step" in w.timing_label.text(), timeout=10000)
+        button.setChecked(False)
+        qtbot.waitUntil(lambda: not w.job_progress.isVisible(), timeout=10000)
+        assert not button.isChecked()
+    finally:
+        app.session.set_operator("dilated")
+        unregister("_test_counter")

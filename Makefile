@@ -25,6 +25,7 @@ test: setup
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m pytest
 
 bench: setup
+	$(BIN)/python -m pip install -q matplotlib
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m explorer.bench
 
 samples: setup

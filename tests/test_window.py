@@ -215,3 +215,17 @@ def test_a_long_job_shows_progress_partial_results_and_stops(app, qtbot):
     finally:
         app.session.set_operator("dilated")
         unregister("_test_counter")
+
+
+def test_every_operator_draws_its_panels_in_the_window(app, qtbot):
+    from backends.registry import operator_names
+
+    w = app.window
+    failures = []
+    w.frameFailed.connect(failures.append)
+    for name in [n for n in operator_names() if not n.startswith("_")]:
+        app.session.set_operator(name)
+        wait_for_frame(qtbot, w, timeout=60_000)
+        assert not failures, f"{name}: {failures}"
+        assert w.docks.docks, name
+        assert w.form.title.text()

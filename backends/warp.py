@@ -1,6 +1,6 @@
 """Shared grid helpers for operators that move sampling positions (deformable convolution,
 spatial transformers): pixel <-> ``grid_sample`` coordinates, affine maps composed in pixels,
-displacement fields, and thin-plate splines.
+per-tap displacement fields (analytic warps, edge-following taps), and thin-plate splines.
 
 Pixel coordinates put pixel centres on integers (x right, y down), so pixel ``(0, 0)`` covers
 ``[-0.5, 0.5]``. Normalized coordinates are those of ``F.grid_sample`` / ``F.affine_grid``:
@@ -14,6 +14,9 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.nn.functional as F
+
+from backends.kernels import make_kernel
 
 
 def pixel_to_normalized(coord: torch.Tensor, size: int, align_corners: bool) -> torch.Tensor:
@@ -128,18 +131,6 @@ def apply_affine(matrix: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     return points @ m[:2, :2].T + m[:2, 2]
 
 
-def swirl_displacement(points: torch.Tensor, centre: tuple[float, float], angle_rad: float, radius: float) -> torch.Tensor:
-    """Displacement (..., 2) that turns ``points`` about ``centre`` by ``angle * exp(-r^2 / 2 radius^2)``."""
-    c = torch.tensor(centre, device=points.device, dtype=points.dtype)
-    rel = points - c
-    r2 = (rel * rel).sum(-1, keepdim=True)
-    phi = angle_rad * torch.exp(-r2 / (2.0 * radius * radius))
-    cos, sin = torch.cos(phi), torch.sin(phi)
-    x, y = rel[..., :1], rel[..., 1:]
-    turned = torch.cat([cos * x + sin * y, -sin * x + cos * y], -1)
-    return turned - rel
-
-
 def border_polyline(width: int, height: int, per_side: int = 16, dtype=torch.float32) -> torch.Tensor:
     """(4 * per_side, 2) points along the frame's outer edge (pixel coordinates), clockwise from
     the top-left corner: warp them to draw where the frame lands."""
@@ -150,6 +141,116 @@ def border_polyline(width: int, height: int, per_side: int = 16, dtype=torch.flo
     bottom = torch.stack([x1 - t * (x1 - x0), torch.full_like(t, y1)], 1)
     left = torch.stack([torch.full_like(t, x0), y1 - t * (y1 - y0)], 1)
     return torch.cat([top, right, bottom, left])
+
+
+# -- deformable taps: where each tap of each pixel reads, as torchvision offsets -------------------
+
+
+def tap_vectors(k: int, dilation: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """(K, 2) regular tap positions (x, y) relative to the output pixel, 'same' padding, row-major."""
+    c = (torch.arange(k, device=device, dtype=dtype) - k // 2) * dilation
+    return torch.stack([c.repeat(k), c.repeat_interleave(k)], 1)
+
+
+def tap_coords(h: int, w: int, k: int, dilation: int, device=None, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each regular tap reads: x (K, 1, W) and y (K, H, 1), broadcasting to (K, H, W).
+
+    Fields are built from separate x and y planes, never (..., 2) stacks: on the CPU, elementwise
+    work over a trailing dimension of 2 is several times slower at 512 x 512 x 9 taps.
+    """
+    t = tap_vectors(k, dilation, device, dtype)
+    x = torch.arange(w, device=device, dtype=dtype)[None, None, :] + t[:, 0, None, None]
+    y = torch.arange(h, device=device, dtype=dtype)[None, :, None] + t[:, 1, None, None]
+    return x, y
+
+
+def pack_offsets(dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    """Displacement planes (K, H, W) (broadcastable) -> torchvision offsets (1, 2K, H, W) of (dy, dx)."""
+    dx, dy = torch.broadcast_tensors(dx, dy)
+    k, h, w = dx.shape
+    return torch.stack([dy, dx], 1).reshape(1, 2 * k, h, w)
+
+
+def offsets_to_xy(offsets: torch.Tensor) -> torch.Tensor:
+    """(1, 2K, H, W) torchvision offsets -> (K, H, W, 2) displacements (dx, dy); thin it first."""
+    _, c, h, w = offsets.shape
+    return offsets.reshape(c // 2, 2, h, w).permute(0, 2, 3, 1).flip(-1)
+
+
+def offset_magnitude(offsets: torch.Tensor) -> torch.Tensor:
+    """(1, 2K, H, W) offsets -> (K, H, W) lengths in pixels."""
+    _, c, h, w = offsets.shape
+    return offsets.reshape(c // 2, 2, h, w).pow(2).sum(1).sqrt()
+
+
+def analytic_offsets(kind: str, strength: float, query: tuple[float, float], h: int, w: int, k: int, dilation: int,
+                     seed: int = 0, device=None) -> torch.Tensor:
+    """Offsets (1, 2K, H, W) that make every tap read where a global warp sends it.
+
+    zoom magnifies about the query by 2**strength, rotate turns by 45 deg * strength about it,
+    shear slides x by strength / 2 * (y - query y), swirl turns by pi * strength about the query
+    with a Gaussian fall-off (radius a fifth of the short side); random gives each tap its own
+    smooth field of about 2 * dilation * strength pixels.
+    """
+    if kind == "random":
+        g = torch.Generator().manual_seed(int(seed))
+        coarse = torch.randn(1, 2 * k * k, 6, 6, generator=g).to(device)
+        return F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True) * (2.0 * dilation * strength)
+    x, y = tap_coords(h, w, k, dilation, device)
+    if kind == "swirl":
+        rx, ry = x - query[0], y - query[1]
+        radius = 0.2 * min(h, w)
+        phi = (math.pi * strength) * torch.exp((rx * rx + ry * ry) * (-0.5 / radius**2))
+        cos, sin = torch.cos(phi), torch.sin(phi)
+        return pack_offsets(cos * rx + sin * ry - rx, cos * ry - sin * rx - ry)
+    maps = {"zoom": dict(scale=2.0 ** (-strength)), "rotate": dict(angle_deg=45.0 * strength), "shear": dict(shear=0.5 * strength)}
+    if kind not in maps:
+        raise ValueError(f"unknown analytic offsets {kind!r}")
+    m = compose_affine(centre=query, **maps[kind]).tolist()
+    return pack_offsets((m[0][0] - 1) * x + m[0][1] * y + m[0][2], m[1][0] * x + (m[1][1] - 1) * y + m[1][2])
+
+
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (N, C, H, W), replicate border; identity below sigma 0.3."""
+    if sigma < 0.3:
+        return x
+    r = int(math.ceil(3 * sigma))
+    t = torch.arange(-r, r + 1, device=x.device, dtype=x.dtype)
+    g = torch.exp(-t * t / (2 * sigma * sigma))
+    g = g / g.sum()
+    c = x.shape[1]
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), g.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), g.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def structure_tensor(grey: torch.Tensor, sigma: float = 2.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Dominant gradient angle (H, W), radians, and coherence in [0, 1] of a (1, 1, H, W) image."""
+    sob = torch.from_numpy(make_kernel("sobel_x", 3)).to(grey.device, grey.dtype)
+    padded = F.pad(grey, (1, 1, 1, 1), mode="replicate")
+    gx = F.conv2d(padded, sob[None, None])
+    gy = F.conv2d(padded, sob.T[None, None])
+    j = gaussian_blur(torch.cat([gx * gx, gx * gy, gy * gy], 1), sigma)[0]
+    jxx, jxy, jyy = j[0], j[1], j[2]
+    angle = 0.5 * torch.atan2(2 * jxy, jxx - jyy)
+    spread = torch.sqrt((jxx - jyy) ** 2 + 4 * jxy * jxy)
+    coherence = (spread / (jxx + jyy).clamp_min(1e-8)) ** 2
+    return angle, coherence.clamp(0, 1)
+
+
+def edge_offsets(angle: torch.Tensor, coherence: torch.Tensor, strength: float, k: int, dilation: int) -> torch.Tensor:
+    """Offsets (1, 2K, H, W) turning the tap grid so its rows follow the local edge (the tangent,
+    across the dominant gradient) and stretching it along the edge by 2**(strength * coherence),
+    squeezing across by the inverse; flat regions (low coherence) keep the regular grid.
+
+    Tap t = (tx, ty) moves to t + c * (tx * s * tangent + ty / s * normal - t), linear in t, so
+    four (H, W) planes give every tap's displacement."""
+    t = tap_vectors(k, dilation, angle.device, angle.dtype)
+    tx, ty = t[:, 0, None, None], t[:, 1, None, None]
+    cos, sin, c = torch.cos(angle), torch.sin(angle), coherence
+    s = 2.0 ** (strength * coherence)
+    dx = tx * (c * (-sin * s - 1)) + ty * (c * cos / s)
+    dy = tx * (c * cos * s) + ty * (c * (sin / s - 1))
+    return pack_offsets(dx, dy)
 
 
 # -- thin-plate splines ------------------------------------------------------------------------

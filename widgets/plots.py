@@ -35,7 +35,8 @@ class BarsView(pg.PlotWidget):
             item = pg.BarGraphItem(x=x - 0.4 + width * (i + 0.5), height=np.asarray(values, float), width=width,
                                    brush=pg.mkBrush(*color), pen=pg.mkPen(None))
             self.addItem(item)
-            self._legend.addItem(item, name)
+            if len(series) > 1:  # one series needs no legend over its bars
+                self._legend.addItem(item, name)
             self._items.append(item)
         step = max(1, len(labels) // 24)
         self.getAxis("bottom").setTicks([[(i, str(labels[i])) for i in range(0, len(labels), step)]])
@@ -74,7 +75,9 @@ class MetricsView(QtWidgets.QTableWidget):
         super().__init__(0, 2, parent)
         self.setHorizontalHeaderLabels(["metric", "value"])
         self.verticalHeader().setVisible(False)
-        self.horizontalHeader().setStretchLastSection(True)
+        header = self.horizontalHeader()
+        header.setSectionResizeMode(0, QtWidgets.QHeaderView.ResizeMode.Stretch)
+        header.setSectionResizeMode(1, QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
         self.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setAlternatingRowColors(True)
 
@@ -90,7 +93,6 @@ class MetricsView(QtWidgets.QTableWidget):
                 item.setText(cell)
                 if col == 1:
                     item.setTextAlignment(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter)
-        self.resizeColumnToContents(0)
 
     def value(self, name: str) -> Optional[str]:
         for row in range(self.rowCount()):

@@ -1,0 +1,441 @@
+"""A StyleGAN2-like generator and discriminator at 32x32, small enough to train on a CPU.
+
+Generator: z (64) -> mapping network (4 equalized-lr layers) -> w (64), broadcast to ``NUM_WS``
+per-layer styles. Synthesis starts from a learned constant 4x4, doubles to 32x32 with modulated /
+demodulated 3x3 convolutions, adds per-pixel noise scaled by a learned strength per layer, and sums
+toRGB outputs of every resolution (skip architecture).
+
+Style index per layer (``LAYER_NAMES``): 0 b4.conv, 1 b8.conv0, 2 b8.conv1, 3 b16.conv0, 4 b16.conv1,
+5 b32.conv0, 6 b32.conv1, 7 b32.torgb. The toRGB of a block reads the style of the next block's
+first conv (as in StyleGAN2), the last toRGB has its own. Coarse = 0-2 (4x4, 8x8), middle = 3-4
+(16x16), fine = 5-7 (32x32).
+
+Discriminator: residual blocks 32 -> 4 (stride-2 convs), minibatch standard deviation, then two linear layers.
+Every weight uses the equalized learning rate (weights stored as N(0, 1) and scaled at run time by
+``1 / sqrt(fan_in)``), which keeps the effective step of Adam the same for every layer.
+Images are (N, 3, 32, 32) in [-1, 1] at this level; ``to_unit`` maps them to [0, 1].
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+WEIGHTS_PATH = Path(__file__).resolve().parents[2] / "assets" / "weights" / "stylegan_faces.safetensors"
+Z_DIM = 64
+W_DIM = 64
+NUM_WS = 8
+LAYER_NAMES = ("4 conv", "8 conv0", "8 conv1", "16 conv0", "16 conv1", "32 conv0", "32 conv1", "32 toRGB")
+LAYER_GROUPS = {"coarse": (0, 1, 2), "middle": (3, 4), "fine": (5, 6, 7)}
+NOISE_LAYERS = 7  # every conv layer (not toRGB) has a noise input
+G_CHANNELS = {4: 96, 8: 80, 16: 48, 32: 32}
+D_CHANNELS = {32: 32, 16: 64, 8: 128, 4: 128}
+SQRT2 = math.sqrt(2.0)
+
+
+def lrelu(x: torch.Tensor) -> torch.Tensor:
+    """Leaky ReLU with the gain that keeps unit variance, as in StyleGAN."""
+    return F.leaky_relu(x, 0.2) * SQRT2
+
+
+class EqLinear(nn.Module):
+    """Linear layer with equalized learning rate; ``lr_mul`` slows it (mapping network)."""
+
+    def __init__(self, cin: int, cout: int, bias_init: float = 0.0, lr_mul: float = 1.0, act: bool = False) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin) / lr_mul)
+        self.bias = nn.Parameter(torch.full((cout,), float(bias_init) / lr_mul))
+        self.scale = lr_mul / math.sqrt(cin)
+        self.lr_mul = lr_mul
+        self.act = act
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.linear(x, self.weight * self.scale, self.bias * self.lr_mul)
+        return lrelu(x) if self.act else x
+
+
+class EqConv2d(nn.Module):
+    """Plain convolution with equalized learning rate ('same' padding, optional stride 2), for the
+    discriminator."""
+
+    def __init__(self, cin: int, cout: int, k: int, bias: bool = True, act: bool = True, stride: int = 1) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin, k, k))
+        self.bias = nn.Parameter(torch.zeros(cout)) if bias else None
+        self.scale = 1.0 / math.sqrt(cin * k * k)
+        self.act = act
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.conv2d(x, self.weight * self.scale, self.bias, stride=self.stride, padding=self.weight.shape[-1] // 2)
+        return lrelu(x) if self.act else x
+
+
+class MappingNetwork(nn.Module):
+    """z (N, Z_DIM) -> w (N, W_DIM); keeps ``w_avg``, the running mean of w, for truncation."""
+
+    def __init__(self, layers: int = 4, lr_mul: float = 0.1, w_avg_beta: float = 0.995) -> None:
+        super().__init__()
+        dims = [Z_DIM] + [W_DIM] * layers
+        self.net = nn.Sequential(*[EqLinear(a, b, lr_mul=lr_mul, act=True) for a, b in zip(dims[:-1], dims[1:])])
+        self.register_buffer("w_avg", torch.zeros(W_DIM))
+        self.w_avg_beta = w_avg_beta
+
+    def forward(self, z: torch.Tensor, update_avg: bool = False) -> torch.Tensor:
+        z = z * torch.rsqrt(z.pow(2).mean(1, keepdim=True) + 1e-8)  # pixel norm
+        w = self.net(z)
+        if update_avg:
+            with torch.no_grad():
+                self.w_avg.lerp_(w.detach().float().mean(0), 1.0 - self.w_avg_beta)
+        return w
+
+
+_BLUR = torch.tensor([1.0, 2.0, 1.0]) / 4.0
+BLUR_GAIN = 2.2  # measured: the blur after a transposed conv leaves ~0.45 of the std of a plain conv
+
+
+def blur(x: torch.Tensor) -> torch.Tensor:
+    """Depthwise [1, 2, 1] x [1, 2, 1] / 16 low-pass, 'same' size (smooths transposed-conv output)."""
+    c = x.shape[1]
+    k = (_BLUR[:, None] * _BLUR[None, :]).to(x)[None, None].expand(c, 1, 3, 3)
+    return F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), k, groups=c)
+
+
+class ModulatedConv(nn.Module):
+    """Modulated (and optionally demodulated) k x k convolution; ``up`` doubles the size with a
+    stride-2 transposed convolution followed by a blur, as StyleGAN2 does.
+
+    Styles scale the input channels, the shared weight convolves, and demodulation rescales each
+    output channel so its expected variance is one. Computed without grouped convolution (scale
+    activations instead of weights), which is the faster path on a CPU and gives the same result.
+    Weight layout (cout, cin, k, k) in both cases.
+    """
+
+    def __init__(self, cin: int, cout: int, k: int, demod: bool = True, up: bool = False) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(cout, cin, k, k))
+        self.affine = EqLinear(W_DIM, cin, bias_init=1.0)
+        self.scale = 1.0 / math.sqrt(cin * k * k)
+        self.demod, self.up, self.k = demod, up, k
+
+    _baked: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+
+    def bake(self, on: bool = True) -> None:
+        """Precompute the scaled (and transposed) weight and its squared sums for inference; the
+        weights must not change while baked."""
+        self._baked = None
+        if on:
+            with torch.no_grad():
+                weight = self.weight * self.scale
+                conv_w = (weight.transpose(0, 1) * 2.0).contiguous() if self.up else weight.contiguous()
+                self._baked = (conv_w, weight.pow(2).sum((2, 3)).t().contiguous())
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        s = self.affine(w)  # (N, cin)
+        if self._baked is not None:
+            conv_w, wsq_t = self._baked
+        else:
+            weight = self.weight * self.scale
+            # Transposed conv at stride 2 costs what a conv at the low resolution costs. Each output
+            # pixel gets taps from about a quarter of the kernel, so the gain of 2 restores variance.
+            conv_w = weight.transpose(0, 1) * 2.0 if self.up else weight
+            wsq_t = weight.pow(2).sum((2, 3)).t() if self.demod else None  # (cin, cout)
+        x = x * s[:, :, None, None]
+        if self.up:
+            x = F.conv_transpose2d(x, conv_w, stride=2, padding=self.k // 2, output_padding=1)
+            x = blur(x) * BLUR_GAIN
+        else:
+            x = F.conv2d(x, conv_w, padding=self.k // 2)
+        if self.demod:
+            d = torch.rsqrt(s.pow(2) @ wsq_t + 1e-8)  # (N, cout)
+            x = x * d[:, :, None, None]
+        return x
+
+
+class SynthesisLayer(nn.Module):
+    """Modulated conv, then noise times a learned per-layer strength, bias and leaky ReLU."""
+
+    def __init__(self, cin: int, cout: int, resolution: int, up: bool = False) -> None:
+        super().__init__()
+        self.conv = ModulatedConv(cin, cout, 3, up=up)
+        self.noise_strength = nn.Parameter(torch.zeros(()))
+        self.bias = nn.Parameter(torch.zeros(cout))
+        self.resolution = resolution
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise: Optional[torch.Tensor], noise_gain: float = 1.0) -> torch.Tensor:
+        x = self.conv(x, w)
+        if noise is not None and noise_gain != 0.0:
+            x = x + noise * (self.noise_strength * noise_gain)
+        return lrelu(x + self.bias[None, :, None, None])
+
+
+class ToRGB(nn.Module):
+    def __init__(self, cin: int) -> None:
+        super().__init__()
+        self.conv = ModulatedConv(cin, 3, 1, demod=False)
+        self.bias = nn.Parameter(torch.zeros(3))
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return self.conv(x, w) + self.bias[None, :, None, None]
+
+
+class SynthesisNetwork(nn.Module):
+    """ws (N, NUM_WS, W_DIM) -> image (N, 3, 32, 32) in about [-1, 1]."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        c = G_CHANNELS
+        self.const = nn.Parameter(torch.randn(c[4], 4, 4))
+        self.layers = nn.ModuleList([
+            SynthesisLayer(c[4], c[4], 4),
+            SynthesisLayer(c[4], c[8], 8, up=True), SynthesisLayer(c[8], c[8], 8),
+            SynthesisLayer(c[8], c[16], 16, up=True), SynthesisLayer(c[16], c[16], 16),
+            SynthesisLayer(c[16], c[32], 32, up=True), SynthesisLayer(c[32], c[32], 32),
+        ])
+        self.torgb = nn.ModuleList([ToRGB(c[4]), ToRGB(c[8]), ToRGB(c[16]), ToRGB(c[32])])
+
+    def make_noise(self, n: int, mode: str = "random", generator: Optional[torch.Generator] = None,
+                   device=None) -> list[Optional[torch.Tensor]]:
+        """Noise inputs per conv layer: 'random', 'const' (fixed seed 0 maps) or 'none'."""
+        if mode == "none":
+            return [None] * NOISE_LAYERS
+        if mode == "const":
+            generator = torch.Generator().manual_seed(0)
+            maps = [torch.randn(1, 1, L.resolution, L.resolution, generator=generator) for L in self.layers]
+            return [m.to(device).expand(n, -1, -1, -1) for m in maps]
+        return [torch.randn(n, 1, L.resolution, L.resolution, generator=generator).to(device) for L in self.layers]
+
+    def forward(self, ws: torch.Tensor, noise: Optional[Sequence[Optional[torch.Tensor]]] = None,
+                noise_gains: Optional[Sequence[float]] = None, return_features: bool = False):
+        n = ws.shape[0]
+        if noise is None:
+            noise = self.make_noise(n, "random", device=ws.device)
+        gains = list(noise_gains) if noise_gains is not None else [1.0] * NOISE_LAYERS
+        x = self.const[None].expand(n, -1, -1, -1)
+        feats = []
+        x = self.layers[0](x, ws[:, 0], noise[0], gains[0])
+        feats.append(x)
+        img = self.torgb[0](x, ws[:, 1])
+        for b in range(3):  # blocks 8, 16, 32
+            i = 1 + 2 * b
+            x = self.layers[i](x, ws[:, i], noise[i], gains[i])
+            x = self.layers[i + 1](x, ws[:, i + 1], noise[i + 1], gains[i + 1])
+            feats.append(x)
+            img = F.interpolate(img, scale_factor=2, mode="bilinear", align_corners=False)
+            img = img + self.torgb[b + 1](x, ws[:, i + 2])
+        return (img, feats) if return_features else img
+
+
+class Generator(nn.Module):
+    """z -> image. ``mapping`` and ``synthesis`` are usable on their own for latent editing."""
+
+    def __init__(self, mapping_lr_mul: float = 0.1) -> None:
+        super().__init__()
+        self.mapping = MappingNetwork(lr_mul=mapping_lr_mul)
+        self.synthesis = SynthesisNetwork()
+
+    @property
+    def w_avg(self) -> torch.Tensor:
+        return self.mapping.w_avg
+
+    def map(self, z: torch.Tensor, psi: float = 1.0, update_avg: bool = False) -> torch.Tensor:
+        """(N, Z_DIM) -> ws (N, NUM_WS, W_DIM), truncated towards ``w_avg`` by ``psi``."""
+        w = self.mapping(z, update_avg=update_avg)
+        if psi != 1.0:
+            w = self.w_avg + psi * (w - self.w_avg)
+        return w[:, None].expand(-1, NUM_WS, -1)
+
+    def forward(self, z: torch.Tensor, psi: float = 1.0, noise_mode: str = "random") -> torch.Tensor:
+        ws = self.map(z, psi)
+        return self.synthesis(ws, self.synthesis.make_noise(len(z), noise_mode, device=z.device))
+
+
+class DiscriminatorBlock(nn.Module):
+    """A 3x3 conv, then a stride-2 3x3 conv that halves the size, with a residual path
+    (2x average pool and 1x1 conv). Striding the second conv keeps the cost a CPU can afford."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        self.conv0 = EqConv2d(cin, cin, 3)
+        self.conv1 = EqConv2d(cin, cout, 3, stride=2)
+        self.skip = EqConv2d(cin, cout, 1, bias=False, act=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.skip(F.avg_pool2d(x, 2))
+        return (self.conv1(self.conv0(x)) + y) / SQRT2
+
+
+def minibatch_stddev(x: torch.Tensor, group: int = 4) -> torch.Tensor:
+    """Appends one channel: the std of each feature over a group of samples, averaged (StyleGAN)."""
+    n, c, h, w = x.shape
+    g = min(group, n)
+    while n % g:
+        g -= 1
+    y = x.reshape(g, -1, c, h, w)
+    y = (y - y.mean(0)).pow(2).mean(0).add(1e-8).sqrt()  # (n/g, c, h, w)
+    y = y.mean((1, 2, 3)).reshape(-1, 1, 1, 1).repeat(g, 1, h, w)
+    return torch.cat([x, y], 1)
+
+
+class Discriminator(nn.Module):
+    """image (N, 3, 32, 32) in [-1, 1] -> logit (N / pac,)."""
+
+    def __init__(self, mbstd_group: int = 4, pac: int = 1) -> None:
+        super().__init__()
+        c = D_CHANNELS
+        self.pac = pac
+        self.from_rgb = EqConv2d(3 * pac, c[32], 1)
+        self.blocks = nn.Sequential(
+            DiscriminatorBlock(c[32], c[16]), DiscriminatorBlock(c[16], c[8]), DiscriminatorBlock(c[8], c[4])
+        )
+        self.conv = EqConv2d(c[4] + 1, c[4], 3)
+        self.fc = EqLinear(c[4] * 16, c[4], act=True)
+        self.out = EqLinear(c[4], 1)
+        self.mbstd_group = mbstd_group
+
+    def forward(self, img: torch.Tensor) -> torch.Tensor:
+        """``img`` (N, 3, 32, 32); with ``pac`` > 1 (PacGAN) consecutive samples are judged together
+        as one (N / pac, 3 pac, 32, 32) input, so a generator that repeats itself is easier to spot.
+        Returns (N / pac,) logits."""
+        n, c, h, w = img.shape
+        x = self.blocks(self.from_rgb(img.reshape(n // self.pac, c * self.pac, h, w)))
+        x = self.conv(minibatch_stddev(x, self.mbstd_group))
+        return self.out(self.fc(x.flatten(1)))[:, 0]
+
+
+def to_unit(img: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] generator output to [0, 1] images."""
+    return (img * 0.5 + 0.5).clamp(0, 1)
+
+
+def z_from_seed(seeds: Sequence[int] | int, device=None) -> torch.Tensor:
+    """One z per seed (as StyleGAN's tools do: a NumPy RandomState per seed), (N, Z_DIM)."""
+    if isinstance(seeds, (int, np.integer)):
+        seeds = [int(seeds)]
+    z = np.stack([np.random.RandomState(int(s) % (2**32)).randn(Z_DIM) for s in seeds]).astype(np.float32)
+    return torch.from_numpy(z).to(device)
+
+
+def parameter_count(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+_CACHE: dict[str, Generator] = {}
+
+
+def load_generator(path: Optional[Path] = None, device: str = "cpu") -> Generator:
+    """The shipped EMA generator in eval mode, float32 (cached per path and device)."""
+    from safetensors.torch import load_file
+
+    path = Path(path or WEIGHTS_PATH)
+    key = f"{path}:{device}"
+    if key not in _CACHE:
+        if not path.exists():
+            raise FileNotFoundError(f"no generator weights at {path}; run python -m backends.training.stylegan")
+        g = Generator()
+        g.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+        for p in g.parameters():
+            p.requires_grad_(False)
+        g = g.eval().to(device)
+        for m in g.modules():
+            if isinstance(m, ModulatedConv):
+                m.bake()
+        _CACHE[key] = g
+    return _CACHE[key]
+
+
+# -- latent directions (GANSpace and InterFaceGAN) ------------------------------------------------
+
+DIRECTIONS_PATH = WEIGHTS_PATH.with_name("stylegan_faces_directions.safetensors")
+ATTRIBUTE_DIRECTIONS = ("smile", "glasses", "tilt")
+
+
+@torch.no_grad()
+def principal_directions(G: Generator, n: int = 20000, k: int = 5, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """GANSpace: PCA of mapped w's. Returns unit directions (k, W_DIM) and the std along each (k,)."""
+    g = torch.Generator().manual_seed(seed)
+    w = G.mapping(torch.randn(n, Z_DIM, generator=g))
+    w = w - w.mean(0)
+    _, s, vt = torch.linalg.svd(w, full_matrices=False)
+    return vt[:k].contiguous(), s[:k] / math.sqrt(n - 1)
+
+
+def fit_linear_boundary(x: torch.Tensor, y: torch.Tensor, steps: int = 300, l2: float = 1e-3) -> tuple[torch.Tensor, float]:
+    """Logistic regression by L-BFGS (InterFaceGAN uses a linear SVM; the boundary is alike).
+    ``x`` (N, D), ``y`` (N,) in {0, 1}. Returns the unit normal (D,) and the training accuracy."""
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    xs = (x - mu) / sd
+    wb = torch.zeros(x.shape[1] + 1, requires_grad=True)
+    opt = torch.optim.LBFGS([wb], max_iter=steps, line_search_fn="strong_wolfe")
+    yf = y.float()
+
+    def closure():
+        opt.zero_grad()
+        logits = xs @ wb[:-1] + wb[-1]
+        loss = F.binary_cross_entropy_with_logits(logits, yf) + l2 * wb[:-1].pow(2).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    normal = wb.detach()[:-1] / sd  # back to unstandardized w coordinates
+    acc = float((((xs @ wb.detach()[:-1] + wb.detach()[-1]) > 0).float() == yf).float().mean())
+    return normal / normal.norm(), acc
+
+
+@torch.no_grad()
+def attribute_directions(G: Generator, n: int = 3000, seed: int = 1, batch: int = 250) -> dict[str, dict]:
+    """InterFaceGAN: label generated faces with the attribute classifier (smile sign, glasses, tilt
+    sign), fit a linear boundary in w for each, and keep its unit normal and the std of w along it."""
+    from backends.models.attribute_classifier import predict
+
+    g = torch.Generator().manual_seed(seed)
+    ws, labels = [], {k: [] for k in ATTRIBUTE_DIRECTIONS}
+    for i in range(0, n, batch):
+        z = torch.randn(min(batch, n - i), Z_DIM, generator=g)
+        w = G.mapping(z)
+        img = to_unit(G.synthesis(w[:, None].expand(-1, NUM_WS, -1), G.synthesis.make_noise(len(z), "const")))
+        pred = predict(img)
+        ws.append(w)
+        for k in ATTRIBUTE_DIRECTIONS:
+            labels[k].append(torch.from_numpy(pred[k]))
+    w = torch.cat(ws)
+    out = {}
+    for k in ATTRIBUTE_DIRECTIONS:
+        y = torch.cat(labels[k])
+        normal, acc = fit_linear_boundary(w, y)
+        out[k] = {"direction": normal, "std": float((w @ normal).std()), "accuracy": acc, "positive": float(y.float().mean())}
+    return out
+
+
+def save_directions(G: Generator, path: Path = DIRECTIONS_PATH) -> dict:
+    """Fits and writes GANSpace and InterFaceGAN directions for ``G``; returns a summary."""
+    from backends.models.attribute_classifier import save_weights
+
+    pcs, pc_std = principal_directions(G)
+    attrs = attribute_directions(G)
+    tensors = {"pca.directions": pcs, "pca.std": pc_std}
+    for k, v in attrs.items():
+        tensors[f"attr.{k}.direction"] = v["direction"]
+        tensors[f"attr.{k}.std"] = torch.tensor(v["std"])
+    sha = save_weights(tensors, path)
+    return {
+        "pca_std": [round(float(s), 4) for s in pc_std],
+        "attribute_boundary_accuracy": {k: round(v["accuracy"], 4) for k, v in attrs.items()},
+        "attribute_positive_rate": {k: round(v["positive"], 4) for k, v in attrs.items()},
+        "sha256": sha,
+    }
+
+
+def load_directions(path: Path = DIRECTIONS_PATH) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"no latent directions at {path}; run python -m backends.training.stylegan --export-only")
+    return {k: v.float() for k, v in load_file(str(path)).items()}

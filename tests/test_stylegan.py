@@ -1,0 +1,225 @@
+"""The shipped StyleGAN-like face generator, its training step and the stylegan operator."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from backends.models.stylegan import (
+    DIRECTIONS_PATH,
+    NUM_WS,
+    W_DIM,
+    WEIGHTS_PATH,
+    Z_DIM,
+    Discriminator,
+    Generator,
+    load_directions,
+    load_generator,
+    minibatch_stddev,
+    parameter_count,
+    to_unit,
+    z_from_seed,
+)
+from backends.params import defaults
+from backends.registry import operator_class, spec_of
+
+
+@pytest.fixture(scope="module")
+def G():
+    return load_generator()
+
+
+def _mix(ws_a: torch.Tensor, ws_b: torch.Tensor, crossover: int) -> torch.Tensor:
+    """Layers before ``crossover`` from A, the rest from B (StyleGAN's mixing)."""
+    layer = torch.arange(NUM_WS)[None, :, None]
+    return torch.where(layer >= crossover, ws_b, ws_a)
+
+
+def test_shipped_generator_shapes_size_and_file(G):
+    assert WEIGHTS_PATH.stat().st_size < 5 * 2**20
+    assert 200_000 <= parameter_count(G) <= 400_000
+    with torch.no_grad():
+        ws = G.map(z_from_seed([1, 2, 3]))
+        assert ws.shape == (3, NUM_WS, W_DIM)
+        img = G.synthesis(ws, G.synthesis.make_noise(3, "const"))
+    assert img.shape == (3, 3, 32, 32)
+    assert torch.isfinite(img).all()
+    dirs = load_directions(DIRECTIONS_PATH)
+    assert dirs["pca.directions"].shape[1] == W_DIM
+    for a in ("smile", "glasses", "tilt"):
+        assert dirs[f"attr.{a}.direction"].shape == (W_DIM,)
+        assert dirs[f"attr.{a}.direction"].norm() == pytest.approx(1.0, abs=1e-3)
+
+
+@pytest.mark.parametrize("noise", ["const", "none"])
+def test_psi_zero_gives_the_same_image_for_any_seed(G, noise):
+    with torch.no_grad():
+        ws = G.map(z_from_seed([0, 17, 12345, 999_999]), psi=0.0)
+        img = G.synthesis(ws, G.synthesis.make_noise(4, noise))
+    assert torch.allclose(img, img[:1].expand_as(img), atol=1e-5)
+    assert not torch.allclose(ws, G.map(z_from_seed([0, 17, 12345, 999_999]), psi=1.0))
+
+
+def test_mixing_crossover_after_the_last_layer_equals_the_first_seed(G):
+    with torch.no_grad():
+        ws_a, ws_b = G.map(z_from_seed([3])), G.map(z_from_seed([4]))
+        noise = G.synthesis.make_noise(1, "const")
+        a = G.synthesis(ws_a, noise)
+        b = G.synthesis(ws_b, noise)
+        assert torch.equal(G.synthesis(_mix(ws_a, ws_b, NUM_WS), noise), a)
+        assert torch.equal(G.synthesis(_mix(ws_a, ws_b, 0), noise), b)
+        middle = G.synthesis(_mix(ws_a, ws_b, 3), noise)
+    assert not torch.allclose(middle, a) and not torch.allclose(middle, b)
+
+
+def test_attribute_frequencies_of_samples_match_the_data_within_1_5x(G):
+    """The coverage check of the issue: smile sign, glasses, hair style and tilt sign, counted by the
+    attribute classifier on 400 generated and 400 data faces, agree within a factor of 1.5."""
+    from backends.data.faces import sample_faces
+    from backends.models.attribute_classifier import attribute_frequencies, predict
+
+    g = torch.Generator().manual_seed(2024)
+    with torch.no_grad():
+        z = torch.randn(400, Z_DIM, generator=g)
+        fake = to_unit(G.synthesis(G.map(z), G.synthesis.make_noise(400, "random", generator=g)))
+    real, _ = sample_faces(400, seed=99)
+    ff, fr = attribute_frequencies(predict(fake)), attribute_frequencies(predict(real))
+    checked = ("smile", "frown", "glasses", "no_glasses", "hair_none", "hair_short", "hair_long", "tilt_right", "tilt_left")
+    bad = {k: (round(ff[k], 3), round(fr[k], 3)) for k in checked if not (fr[k] / 1.5 <= ff[k] <= fr[k] * 1.5)}
+    assert not bad, f"generated vs data frequency outside 1.5x: {bad}"
+
+
+def test_minibatch_stddev_appends_one_channel():
+    x = torch.randn(8, 5, 4, 4)
+    y = minibatch_stddev(x, 4)
+    assert y.shape == (8, 6, 4, 4)
+    assert torch.equal(y[:, :5], x)
+    same = minibatch_stddev(torch.ones(8, 5, 4, 4), 4)
+    assert same[:, 5].abs().max() < 1e-3  # identical samples have no spread
+
+
+def test_discriminator_and_generator_losses_respond_to_their_updates():
+    """Sanity of the adversarial losses (a GAN's losses need not fall together): with G frozen,
+    D updates lower D's loss on a fixed real and fake batch; with D frozen, G updates lower G's
+    non-saturating loss on fixed z."""
+    import torch.nn.functional as F
+
+    from backends.training.stylegan import Config, Trainer
+
+    tr = Trainer(Config(pool=32, batch=8, bf16=False, r1_gamma=0.0, mix_prob=0.0, seed=3), None)
+    real = tr._reals()
+    z = torch.randn(8, Z_DIM, generator=torch.Generator().manual_seed(0))
+    noise = tr.G.synthesis.make_noise(8, "const")
+
+    def d_loss():
+        with torch.no_grad():
+            fake = tr.G.synthesis(tr.G.map(z), noise)
+            return float(F.softplus(tr.D(fake)).mean() + F.softplus(-tr.D(real)).mean())
+
+    def g_loss():
+        with torch.no_grad():
+            return float(F.softplus(-tr.D(tr.G.synthesis(tr.G.map(z), noise))).mean())
+
+    before = d_loss()
+    for _ in range(5):
+        tr.d_step()
+    assert d_loss() < before
+    before = g_loss()
+    for _ in range(5):
+        tr.g_step()
+    assert g_loss() < before
+
+
+def test_training_script_steps_checkpoints_and_resumes(tmp_path):
+    from backends.training.stylegan import Config, Trainer
+
+    cfg = Config(pool=64, batch=8, steps=3)
+    tr = Trainer(cfg, tmp_path)
+    for _ in range(3):
+        out = tr.step()
+    assert np.isfinite([out["loss_d"], out["loss_g"]]).all()
+    tr.save()
+    again = Trainer(cfg, tmp_path)
+    assert again.step_i == 3
+    for a, b in zip(again.G_ema.parameters(), tr.G_ema.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_untrained_models_shapes():
+    G, D = Generator(), Discriminator(pac=2)
+    img = G(torch.randn(4, Z_DIM), noise_mode="none")
+    assert img.shape == (4, 3, 32, 32)
+    assert D(img).shape == (2,)
+
+
+# -- operator ----------------------------------------------------------------------------------
+
+def _params(**kw):
+    p = defaults(spec_of("stylegan").params)
+    p.update(kw)
+    return p
+
+
+@pytest.fixture(scope="module")
+def op():
+    return operator_class("stylegan")()
+
+
+def test_operator_default_run_and_upscaled_outputs(op):
+    with torch.no_grad():
+        r = op.run(torch.rand(1, 3, 40, 50), _params(), None)
+    assert r.layer("Generated").image.shape == (256, 256, 3)
+    for name in ("Mean face (w_avg)", "Seed browser", "Style mixing", "Interpolation in z", "Interpolation in w",
+                 "Principal directions (GANSpace)", "Attribute directions (InterFaceGAN)", "Projection", "Metrics"):
+        assert name in r.names
+
+
+def test_operator_psi_zero_and_mixing_every_layer(op):
+    image = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        a = op.run(image, _params(seed=1, psi=0.0), None).layer("Generated").image
+        b = op.run(image, _params(seed=2, psi=0.0), None).layer("Generated").image
+        assert torch.allclose(a, b, atol=1e-5)
+        all_b = {f"mix_{i}": True for i in range(NUM_WS)}
+        mixed = op.run(image, _params(seed=1, mix_seed=2, **all_b), None).layer("Generated").image
+        seed2 = op.run(image, _params(seed=2), None).layer("Generated").image
+        assert torch.allclose(mixed, seed2, atol=1e-5)
+
+
+def test_operator_attribute_slider_moves_the_classifier_readout(op):
+    image = torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        lo = op.run(image, _params(seed=8, smile=-3.0), None).layer("Attributes read by the classifier").series["edited face"]
+        hi = op.run(image, _params(seed=8, smile=3.0), None).layer("Attributes read by the classifier").series["edited face"]
+    assert hi[0] > lo[0]
+
+
+def test_operator_latent_edits_are_fast(op):
+    image = torch.rand(1, 3, 32, 32)
+    edits = [dict(pc_1=0.5), dict(pc_2=-1.0), dict(smile=1.0), dict(glasses=1.0), dict(tilt=-1.0),
+             dict(mix_2=True), dict(noise="per-layer", noise_7=3.0), dict(psi=0.7)]
+    times = []
+    with torch.no_grad():
+        op.run(image, _params(), None)
+        for kw in edits:
+            t0 = time.perf_counter()
+            op.run(image, _params(**kw), None)
+            times.append(time.perf_counter() - t0)
+    # The issue asks for 50 ms on a 2-core CPU; the test allows slack for a busy machine.
+    assert np.median(times) < 0.2, f"median latent edit {np.median(times) * 1e3:.0f} ms"
+
+
+def test_projection_lowers_its_loss_and_becomes_a_source(op):
+    from backends.data.faces import sample_faces
+
+    image = sample_faces(1, seed=123)[0]  # a data face as the target
+    updates = list(op.start("project", image, _params(project_steps=40, project_space="w+"), None))
+    assert updates[-1].progress == 1.0
+    loss = op._projection.loss
+    assert loss[-1] < loss[0]
+    with torch.no_grad():
+        r = op.run(image, _params(source="projection"), None)
+    assert "projection" in r.layer("Generated").caption

@@ -203,3 +203,52 @@ def feature_bank(image: torch.Tensor, side: int = WORK_SIDE) -> FeatureBank:
     groups["light/dark"] = (n_g + 4, n_g + 5)
     groups["texture"] = (n_g + 6, n_g + 7)
     return FeatureBank(maps, tuple(labels), tuple(short), tuple(glyphs), groups, small.shape[-2] / image.shape[-2])
+
+
+# -- patch tokens for attention ------------------------------------------------------------------
+TOKEN_BINS = 6  # edge orientations 0°, 30°, ..., 150°
+TOKEN_LABELS = ("light", "red-green", "yellow-blue") + tuple(f"edge {i * 180 // TOKEN_BINS}°" for i in range(TOKEN_BINS)) + (
+    "tex fine", "tex coarse", "x", "y")
+TOKEN_GROUPS = {"colour": (0, 3), "orientation": (3, 9), "texture": (9, 11), "position": (11, 13)}
+PIXEL_SIDE = 512  # per-pixel token features are computed with the longer side at most this
+# Orthonormal opponent axes (luminance, red-green, yellow-blue) with the luminance axis halved, so
+# Euclidean colour distance is mostly about hue and saturation and only half about brightness.
+COLOUR_BASIS = torch.tensor([[0.5 / math.sqrt(3), 0.5 / math.sqrt(3), 0.5 / math.sqrt(3)],
+                             [1 / math.sqrt(2), -1 / math.sqrt(2), 0.0],
+                             [1 / math.sqrt(6), 1 / math.sqrt(6), -2 / math.sqrt(6)]])
+
+
+def opponent_to_rgb(colour: torch.Tensor) -> torch.Tensor:
+    """(..., 3) opponent colour back to RGB, inverting COLOUR_BASIS."""
+    return colour @ torch.linalg.inv(COLOUR_BASIS).T.to(colour)
+
+
+def pixel_features(image: torch.Tensor, side: int = PIXEL_SIDE) -> tuple[torch.Tensor, float]:
+    """Per-pixel features (1, 11, h, w) that patches average into tokens: RGB, a 6-bin edge
+    orientation histogram, and log-compressed fine and coarse texture contrast; plus the scale
+    h / H of the working resolution (at most ``side`` on the longer side, for speed)."""
+    small = working_resolution(image, side)
+    grey = luminance(small)
+    texture = torch.log1p(20 * texture_energy(grey))
+    return torch.cat([small, orientation_histogram(grey, TOKEN_BINS), texture], 1), small.shape[-2] / image.shape[-2]
+
+
+def patch_features(pixels: torch.Tensor, scale: float, patch: int, rows: int, cols: int) -> torch.Tensor:
+    """Tokens (rows * cols, 13), raster order, from non-overlapping patch x patch input pixels
+    (the ViT patchify; the border that does not fill a whole patch is left out): mean colour on
+    the COLOUR_BASIS opponent axes, the
+    edge orientation histogram as a direction (its L2-normalized shape, shortened for patches
+    whose edges are weaker than the median patch), mean texture, and the patch centre (x, y) as
+    fractions of the longer covered side."""
+    h = max(1, min(pixels.shape[-2], round(rows * patch * scale)))
+    w = max(1, min(pixels.shape[-1], round(cols * patch * scale)))
+    pooled = F.adaptive_avg_pool2d(pixels[..., :h, :w], (rows, cols))[0].flatten(1).T  # (N, 11)
+    hist = pooled[:, 3:9]
+    strength = hist.norm(dim=1, keepdim=True)
+    direction = hist / (strength + strength.median().clamp_min(1e-6))
+    ys, xs = torch.meshgrid(torch.arange(rows, device=pixels.device, dtype=pixels.dtype),
+                            torch.arange(cols, device=pixels.device, dtype=pixels.dtype), indexing="ij")
+    span = max(rows, cols)
+    position = torch.stack([(xs.flatten() + 0.5) / span, (ys.flatten() + 0.5) / span], 1)
+    colour = pooled[:, :3] @ COLOUR_BASIS.T.to(pooled)
+    return torch.cat([colour, direction, pooled[:, 9:11], position], 1)

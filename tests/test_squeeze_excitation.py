@@ -28,7 +28,7 @@ def params_of(values: dict) -> dict:
     return validate(SqueezeExcitation.spec.params, values)
 
 
-LAYERS = ("Features", "Recalibrated features", "Squeeze", "Excitation", "Recalibrated energy", "Training", "Metrics")
+LAYERS = ("Features", "Recalibrated features", "Squeeze and excitation", "Recalibrated energy", "Training", "Metrics")
 
 
 def reference_block(channels: int, hidden: int) -> nn.Sequential:
@@ -123,7 +123,10 @@ def test_run_layers_and_recalibrated_equals_features_times_weights():
     assert result.names == LAYERS
     feats = result.layer("Features").maps
     recal = result.layer("Recalibrated features").maps
-    weights = result.layer("Excitation").series["weight"]
+    bars = result.layer("Squeeze and excitation")
+    weights = bars.series["weight"]
+    torch.testing.assert_close(torch.as_tensor(bars.series["squeeze z (channel mean)"]),
+                               torch.as_tensor(feats).mean((1, 2)), atol=0.02, rtol=0)  # mosaic is area-downscaled
     assert ((weights > 0) & (weights < 1)).all()
     torch.testing.assert_close(torch.as_tensor(recal), torch.as_tensor(feats) * torch.as_tensor(weights)[:, None, None])
     assert len(result.layer("Features").labels) == feats.shape[0] == 24
@@ -151,7 +154,7 @@ def test_training_raises_the_box_share_and_is_kept_as_state():
     finally:
         torch.set_grad_enabled(True)
     assert updates[-1].progress == 1.0 and updates[-1].result is not None
-    curve = updates[-1].result.layer("Training").series["box share"][1]
+    curve = updates[-1].result.layer("Training").series["box share %"][1] / 100
     assert len(curve) == 80
     assert curve[-1] > curve[0] + 0.05
     with torch.no_grad():
@@ -163,7 +166,7 @@ def test_training_raises_the_box_share_and_is_kept_as_state():
     op.reset_state()
     with torch.no_grad():
         reset = op.run(image, dict(params, mode="learned"), query)
-    assert "untrained" in reset.layer("Excitation").caption
+    assert "untrained" in reset.layer("Squeeze and excitation").caption
 
 
 def test_unknown_action_is_an_error():

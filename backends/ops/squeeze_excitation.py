@@ -251,12 +251,13 @@ class SqueezeExcitation(Operator):
             FeatureMapsLayer("Features", small, labels=bank.short_labels, levels=(0.0, hi), colormap="inferno",
                              caption=f"{c} channels at {w}x{h} (the bank runs at reduced resolution; mosaic at "
                                      f"{small.shape[-1]}x{small.shape[-2]})"),
-            FeatureMapsLayer("Recalibrated features", recal, labels=bank.short_labels, levels=(0.0, hi), colormap="inferno",
-                             caption="each channel times its excitation weight, on the same colour scale"),
-            BarsLayer("Squeeze", bank.glyphs, {"global average": z[0]},
-                      caption="z_c, each channel's mean over the image. —/|\\ + octave: Gabor stripes at 0/45/90/135°; "
-                              "R G B Y: colour opponents; L D: light, dark; T1 T2: texture fine, coarse"),
-            BarsLayer("Excitation", bank.glyphs, {"weight": weights}, y_range=(0.0, 1.0), caption=how),
+            FeatureMapsLayer("Recalibrated features", recal, levels=(0.0, hi), colormap="inferno",
+                             caption="each channel times its excitation weight, in the layout and colour scale of "
+                                     "Features"),
+            BarsLayer("Squeeze and excitation", bank.glyphs, {"squeeze z (channel mean)": z[0], "weight": weights},
+                      y_range=(0.0, 1.0),
+                      caption=f"{how}. —/|\\ + octave: Gabor stripes at 0/45/90/135°; R G B Y: colour opponents; "
+                              "L D: light, dark; T1 T2: texture fine, coarse"),
             PointsLayer(
                 "Recalibrated energy",
                 sets=(PointSet(np.array([q], np.float32), color=(60, 220, 255), size=11.0, label="query"),),
@@ -283,15 +284,16 @@ class SqueezeExcitation(Operator):
     def _curve_layer(self) -> CurveLayer:
         t = self._training
         if t is None:
-            series = {"loss": (np.zeros(0), np.zeros(0)), "box share": (np.zeros(0), np.zeros(0))}
+            series = {"loss": (np.zeros(0), np.zeros(0)), "box share %": (np.zeros(0), np.zeros(0))}
             caption = "press Train: Adam on -log(box share), the MLP's only input is this image's squeeze"
         else:
             x = np.asarray(t.steps, np.float32)
-            series = {"loss": (x, np.asarray(t.loss, np.float32)), "box share": (x, np.asarray(t.share, np.float32))}
+            series = {"loss": (x, np.asarray(t.loss, np.float32)),
+                      "box share %": (x, 100 * np.asarray(t.share, np.float32))}
             x0, y0, w, h = t.box
             caption = (f"loss -log(share) {t.loss[0]:.3f} -> {t.loss[-1]:.3f}; share {t.share[0]:.1%} -> "
                        f"{t.share[-1]:.1%} for the {w:.0f}x{h:.0f} box at ({x0:.0f}, {y0:.0f})")
-        return CurveLayer("Training", series, x_label="step", y_label="loss / share", caption=caption)
+        return CurveLayer("Training", series, x_label="step", y_label="loss, box share %", caption=caption)
 
     # -- training ------------------------------------------------------------------------------
     def start(self, action: str, image: torch.Tensor, params: Mapping[str, Any], query: Query) -> Iterator[JobUpdate]:

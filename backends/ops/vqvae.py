@@ -1,0 +1,241 @@
+"""VQ-VAE tokenizer: any photo as a map of codebook indices at 1/4 resolution, its
+reconstruction and error, the codebook itself, how much of it this image uses, and token edits.
+
+Click a token to inspect it; set ``replace_with`` to a code index to overwrite the clicked token
+(and, with ``paint_radius`` > 0, a disc of tokens around it) with that code. Edits are kept in the
+operator (per image and size) until the image changes or 'Clear token edits' runs.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import math
+import time
+from functools import lru_cache
+from typing import Any, Iterator, Mapping, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from backends.data.patches import sample_patches
+from backends.layers import INPUT, BarsLayer, HeatmapLayer, ImageLayer, MetricsLayer, PointSet, PointsLayer, Result
+from backends.memo import Memo
+from backends.models import image_grid
+from backends.models.vqvae import DOWNSAMPLE, SHIPPED, VQVAE, load_vqvae, perplexity
+from backends.models.weights import read_manifest
+from backends.params import IntParam, ParamError
+from backends.registry import Action, JobUpdate, Operator, OperatorSpec, Query, register
+
+CODE_TILE_TOKENS = 6  # a constant map this many tokens wide is decoded per code, its centre kept
+CODEBOOK_COLUMNS = 16
+
+
+@lru_cache(maxsize=2)
+def _load(path: str, mtime: float) -> VQVAE:
+    return load_vqvae(path)
+
+
+def shipped_vqvae() -> VQVAE:
+    if not SHIPPED.is_file():
+        raise ParamError(f"the shipped VQ-VAE {SHIPPED.name} is missing from assets/weights/")
+    return _load(str(SHIPPED), SHIPPED.stat().st_mtime)
+
+
+def resize_for_tokens(image: torch.Tensor, long_side: int) -> torch.Tensor:
+    """(1, 3, H, W) -> long side ``long_side``, both sides multiples of 4 (area or bilinear resize)."""
+    _, _, h, w = image.shape
+    s = long_side / max(h, w)
+    nh = max(DOWNSAMPLE, int(round(h * s / DOWNSAMPLE)) * DOWNSAMPLE)
+    nw = max(DOWNSAMPLE, int(round(w * s / DOWNSAMPLE)) * DOWNSAMPLE)
+    if (nh, nw) == (h, w):
+        return image
+    if nh < h and nw < w:
+        return F.interpolate(image, size=(nh, nw), mode="area")
+    return F.interpolate(image, size=(nh, nw), mode="bilinear", align_corners=False).clamp(0, 1)
+
+
+def token_palette(codes: int) -> np.ndarray:
+    """(codes, 3) float RGB, neighbouring indices far apart in hue and lightness (categorical)."""
+    out = np.empty((codes, 3), np.float32)
+    for k in range(codes):
+        hue = (k * 0.6180339887) % 1.0
+        out[k] = colorsys.hsv_to_rgb(hue, 0.55 + 0.4 * ((k // 3) % 2), 0.65 + 0.35 * (k % 3) / 2)
+    return out
+
+
+@torch.no_grad()
+def codebook_tiles(model: VQVAE) -> torch.Tensor:
+    """Each code decoded from a constant token map, centre crop: (K, 3, 16, 16)."""
+    n = CODE_TILE_TOKENS
+    tokens = torch.arange(model.codes).view(-1, 1, 1).expand(-1, n, n).contiguous()
+    img = model.decode(tokens.to(model.quantizer.embed.device))
+    c = (n * DOWNSAMPLE - 16) // 2
+    return img[:, :, c : c + 16, c : c + 16]
+
+
+def paint_disc(tokens: np.ndarray, cx: int, cy: int, radius: int) -> list[tuple[int, int]]:
+    """Token positions (y, x) within ``radius`` tokens of (cx, cy), inside the map (h, w)."""
+    h, w = tokens.shape
+    out = []
+    for y in range(max(0, cy - radius), min(h, cy + radius + 1)):
+        for x in range(max(0, cx - radius), min(w, cx + radius + 1)):
+            if (x - cx) ** 2 + (y - cy) ** 2 <= radius * radius + 0.5:
+                out.append((y, x))
+    return out
+
+
+@register
+class VQVAETokenizer(Operator):
+    spec = OperatorSpec(
+        name="vqvae",
+        title="VQ-VAE tokenizer",
+        family="Generative",
+        description=(
+            "A VQ-VAE trained on patches of the bundled photos turns any image into a map of codebook "
+            "indices, one per 4x4 pixels, and decodes it back. See which codes the image uses, the "
+            "codebook's perplexity, where reconstruction fails, and edit tokens: click one, pick "
+            "'replace_with', widen 'paint_radius' to paint a region with that code."
+        ),
+        params=(
+            IntParam("size", 192, 64, 512, step=16, help="Long side, in pixels, the image is resized to before tokenizing."),
+            IntParam("replace_with", -1, -1, 127, help="Code written at the clicked token; -1 only inspects it."),
+            IntParam("paint_radius", 0, 0, 12, help="Radius, in tokens, of the disc painted with 'replace_with'."),
+        ),
+        actions=(Action("clear_edits", "Clear token edits", "Forget every token edit of this image."),),
+    )
+
+    def __init__(self) -> None:
+        self._memo = Memo(capacity=8)
+        self._edits: dict[tuple[int, int], int] = {}
+        self._edits_for: Optional[tuple] = None
+
+    def reset_state(self) -> None:
+        self._memo.clear()
+        self._edits.clear()
+
+    def start(self, action: str, image: torch.Tensor, params: Mapping[str, Any], query: Query) -> Iterator[JobUpdate]:
+        if action != "clear_edits":
+            raise ValueError(f"vqvae has no action {action!r}")
+        n = len(self._edits)
+        self._edits.clear()
+        yield JobUpdate(1.0, f"cleared {n} token edits")
+
+    def run(self, image: torch.Tensor, params: Mapping[str, Any], query: Query) -> Result:
+        t0 = time.perf_counter()
+        model = shipped_vqvae().to(image.device)
+        self._memo.bind(image)
+        size = int(params["size"])
+        _, _, H, W = image.shape
+        enc = self._memo.get(("enc", size), lambda: self._encode(model, image, size))
+        x, tokens = enc["x"], enc["tokens"]
+        h, w = tokens.shape[1:]
+        t_enc = time.perf_counter()
+
+        if self._edits_for is None or self._edits_for[0] is not image or self._edits_for[1] != size:
+            self._edits.clear()  # edits belong to one image at one size
+            self._edits_for = (image, size)
+        code = int(params["replace_with"])
+        if code >= model.codes:
+            raise ParamError(f"replace_with: this codebook has codes 0..{model.codes - 1}")
+        qtok = None
+        if query is not None:
+            qx, qy = query
+            qtok = (min(w - 1, max(0, int(qx * w / W))), min(h - 1, max(0, int(qy * h / H))))
+            if code >= 0:
+                for pos in paint_disc(tokens[0].cpu().numpy(), qtok[0], qtok[1], int(params["paint_radius"])):
+                    self._edits[pos] = code
+        edited = tokens.clone()
+        for (y, x_), c in self._edits.items():
+            edited[0, y, x_] = c
+        recon = enc["recon"]
+        key = tuple(sorted(self._edits.items()))
+        recon_edit = recon if not self._edits else self._memo.get(("edit", size, key), lambda: model.decode(edited))
+        t_dec = time.perf_counter()
+
+        tok_np = edited[0].cpu().numpy()
+        palette = token_palette(model.codes)
+        frame = (0.0, 0.0, float(W), float(H))
+        sx, sy = W / w, H / h
+        err = (recon - x).abs().mean(1)[0]
+        mse = float((recon - x).square().mean())
+        counts = torch.bincount(tokens.flatten(), minlength=model.codes).float()
+        book = self._memo.get(("codebook",), lambda: codebook_tiles(model))
+        grid = _highlight(image_grid(book, CODEBOOK_COLUMNS, upscale=2), code, CODEBOOK_COLUMNS, 32)
+        train_usage = self._memo.get(("train_usage",), lambda: _training_usage(model))
+        entry = read_manifest().get(SHIPPED.name, {}).get("metric", {})
+
+        boxes, sets = (), ()
+        if qtok is not None:
+            tx, ty = qtok
+            r = int(params["paint_radius"]) if code >= 0 else 0
+            boxes = ((tx * sx, ty * sy, sx, sy), ((tx - r) * sx, (ty - r) * sy, (2 * r + 1) * sx, (2 * r + 1) * sy))
+            sets = (PointSet(np.array([[(tx + 0.5) * sx, (ty + 0.5) * sy]], np.float32), (255, 255, 255), 9.0, "query token"),)
+        token_img = _resize_nearest(palette[tok_np], H, W)
+        q_text = f"token ({qtok[0]}, {qtok[1]}) = code {int(tok_np[qtok[1], qtok[0]])}" if qtok else "click a token"
+        layers = (
+            ImageLayer("Reconstruction", recon_edit[0].permute(1, 2, 0), levels=(0.0, 1.0), extent=frame,
+                       caption=f"decode(tokens) with {len(self._edits)} edited tokens" if self._edits else "decode(encode(image))"),
+            ImageLayer("Input | reconstruction", image_grid(torch.cat([x, recon]), 2), levels=(0.0, 1.0),
+                       caption=f"{x.shape[3]}x{x.shape[2]} input as tokenized, and its reconstruction (no edits); PSNR "
+                               f"{10 * math.log10(1 / max(mse, 1e-12)):.1f} dB"),
+            HeatmapLayer("Error map", err, background=INPUT, levels=(0.0, 0.25), opacity=0.8, extent=frame,
+                         caption="|input - reconstruction|, mean over RGB: fine texture and edges cost most"),
+            PointsLayer("Token map", sets=sets, background=token_img, boxes=boxes,
+                        caption=f"{w}x{h} tokens, coloured by code index (categorical); {q_text}"),
+            ImageLayer("Codebook", grid, levels=(0.0, 1.0),
+                       caption=f"each of the {model.codes} codes decoded from a constant map; code k at row k // 16, "
+                               f"column k % 16" + (f"; code {code} framed" if code >= 0 else "")),
+            BarsLayer("Codebook usage", tuple(str(k) for k in range(model.codes)),
+                      {"this image": counts / counts.sum(), "training patches": train_usage},
+                      caption="share of tokens per code"),
+            MetricsLayer("Metrics", {
+                "tokens": f"{w} x {h}",
+                "codes": model.codes,
+                "perplexity (this image)": round(perplexity(tokens, model.codes), 1),
+                "codes used (this image)": int((counts > 0).sum()),
+                "perplexity (fresh training crops)": entry.get("value", "n/a"),
+                "bits per token": round(math.log2(model.codes), 2),
+                "compression vs 8-bit RGB": f"{(DOWNSAMPLE * DOWNSAMPLE * 24) / math.log2(model.codes):.0f}x",
+                "PSNR dB": round(10 * math.log10(1 / max(mse, 1e-12)), 2),
+                "edited tokens": len(self._edits),
+                "query": q_text,
+                "encode ms": round((t_enc - t0) * 1e3, 2),
+                "decode ms": round((t_dec - t_enc) * 1e3, 2),
+                "run ms": round((time.perf_counter() - t0) * 1e3, 2),
+            }),
+        )
+        return Result(layers)
+
+    @staticmethod
+    def _encode(model: VQVAE, image: torch.Tensor, size: int) -> dict[str, torch.Tensor]:
+        x = resize_for_tokens(image, size)
+        tokens = model.encode(x)
+        return {"x": x, "tokens": tokens, "recon": model.decode(tokens)}
+
+
+@torch.no_grad()
+def _training_usage(model: VQVAE) -> np.ndarray:
+    x, _ = sample_patches(256, 12345, 32, split="train")
+    counts = torch.bincount(model.encode(x.to(model.quantizer.embed.device)).flatten(), minlength=model.codes).float()
+    return (counts / counts.sum()).cpu().numpy()
+
+
+def _highlight(grid: np.ndarray, code: int, columns: int, tile: int) -> np.ndarray:
+    if code < 0:
+        return grid
+    r, c = divmod(code, columns)
+    y0, x0 = r * (tile + 1), c * (tile + 1)
+    out = grid.copy()
+    color = np.array([1.0, 0.25, 0.2], np.float32)
+    out[y0 : y0 + tile, x0 : x0 + 2] = color
+    out[y0 : y0 + tile, x0 + tile - 2 : x0 + tile] = color
+    out[y0 : y0 + 2, x0 : x0 + tile] = color
+    out[y0 + tile - 2 : y0 + tile, x0 : x0 + tile] = color
+    return out
+
+
+def _resize_nearest(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    ys = np.minimum((np.arange(h) * img.shape[0] / h).astype(int), img.shape[0] - 1)
+    xs = np.minimum((np.arange(w) * img.shape[1] / w).astype(int), img.shape[1] - 1)
+    return img[ys][:, xs]

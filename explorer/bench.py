@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -129,6 +130,41 @@ def matplotlib_loop(op: str, image: np.ndarray, changes: int) -> float:
     return 1.0 / float(np.median(times))
 
 
+def deform_vs_torchvision(size: int = 512, channels: int = 3, out_channels: int = 3, repeats: int = 10) -> Optional[str]:
+    """The project's deform_conv2d against torchvision's CPU kernel on the same inputs, or None
+    when torchvision is not installed (it is not a dependency)."""
+    try:
+        import torchvision.ops as tv_ops
+    except Exception:
+        return None
+    import torch
+
+    from backends.ops.deformable import deform_conv2d
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, channels, size, size, generator=g)
+    w = torch.randn(out_channels, channels, 3, 3, generator=g)
+    off = torch.randn(1, 18, size, size, generator=g) * 2
+    mask = torch.rand(1, 9, size, size, generator=g)
+
+    def timed(fn) -> float:
+        fn()
+        ts = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        return float(np.median(ts)) * 1e3
+
+    with torch.no_grad():
+        ours = timed(lambda: deform_conv2d(x, off, w, padding=1, mask=mask))
+        theirs = timed(lambda: tv_ops.deform_conv2d(x, off, w, padding=1, mask=mask))
+        err = float((deform_conv2d(x, off, w, padding=1, mask=mask) - tv_ops.deform_conv2d(x, off, w, padding=1, mask=mask)).abs().max())
+    return (f"deform_conv2d {size}x{size}, {channels}->{out_channels} channels, 3x3, v2 mask: ours {ours:.1f} ms, "
+            f"torchvision {theirs:.1f} ms (ratio {ours / theirs:.2f}x), max difference {err:.1e} "
+            f"[torch {torch.__version__}, {torch.get_num_threads()} threads]")
+
+
 def startup_seconds() -> float:
     """Process start to the first computed frame drawn, in a fresh interpreter."""
     code = (
@@ -154,7 +190,11 @@ def main(argv=None) -> int:
     parser.add_argument("--changes", type=int, default=100)
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--no-matplotlib", action="store_true")
+    parser.add_argument("--deform-only", action="store_true", help="only the deform_conv2d vs torchvision timing")
     args = parser.parse_args(argv)
+    if args.deform_only:
+        print(deform_vs_torchvision() or "torchvision is not installed: nothing to compare")
+        return 0
 
     import cv2
     import torch
@@ -192,6 +232,7 @@ def main(argv=None) -> int:
     app.close()
     print()
     print(f"start-up to first computed frame: {startup_seconds():.2f} s")
+    print(deform_vs_torchvision() or "deform_conv2d vs torchvision: torchvision not installed")
     return 0
 
 

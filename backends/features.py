@@ -252,3 +252,27 @@ def patch_features(pixels: torch.Tensor, scale: float, patch: int, rows: int, co
     position = torch.stack([(xs.flatten() + 0.5) / span, (ys.flatten() + 0.5) / span], 1)
     colour = pooled[:, :3] @ COLOUR_BASIS.T.to(pooled)
     return torch.cat([colour, direction, pooled[:, 9:11], position], 1)
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """Standardized token features ``f`` (N, 13) on a rows x cols grid of patch px patches, with
+    the per-dim ``mean`` and ``spread`` (each group's RMS distance to its centroid) that undo it."""
+
+    f: torch.Tensor
+    mean: torch.Tensor
+    spread: torch.Tensor
+    rows: int
+    cols: int
+    patch: int
+
+
+def make_tokens(pixels: torch.Tensor, scale: float, patch: int, rows: int, cols: int) -> Tokens:
+    """Tokens of ``patch_features``, each group centred and divided by its spread, so one
+    temperature means the same for colour, edges, texture and position."""
+    raw = patch_features(pixels, scale, patch, rows, cols)
+    mean = raw.mean(0)
+    spread = torch.empty_like(mean)
+    for a, b in TOKEN_GROUPS.values():
+        spread[a:b] = (raw[:, a:b] - mean[a:b]).pow(2).sum(1).mean().sqrt().clamp_min(1e-6)
+    return Tokens((raw - mean) / spread, mean, spread, rows, cols, patch)

@@ -17,6 +17,7 @@ from backends.ops.attention import (
     SelfAttention,
     apply_rotary,
     attention_entropy,
+    attention_logits,
     attention_rollout,
     attention_weights,
     embed_tokens,
@@ -132,6 +133,17 @@ def test_each_head_is_the_gaussian_kernel_of_its_feature_group():
         dist = torch.cdist(f[:, a:b], f[:, a:b]) ** 2
         expected = torch.softmax(-dist / temps[h] + strength * pe @ pe.T, -1)
         torch.testing.assert_close(w[0, h], expected, atol=1e-10, rtol=1e-8)
+
+
+def test_rotary_heads_still_score_each_query_highest_on_itself():
+    torch.manual_seed(6)
+    f = torch.randn(30, 13, dtype=torch.float64)
+    heads = interpretable_heads((0.5, 0.8, 0.3, 0.1), 0.0, torch.float64)
+    logits = attention_logits(embed_tokens(f, None)[None], heads[0], heads[1], len(HEADS),
+                              rotary=rotary_angles(5, 6, strength=2.0).double())[0]
+    diagonal = torch.diagonal(logits, dim1=-2, dim2=-1)
+    assert (logits <= diagonal[..., None] + 1e-9).all()
+    assert not torch.allclose(logits, attention_logits(embed_tokens(f, None)[None], heads[0], heads[1], 4)[0])
 
 
 def test_rollout_of_identity_is_identity_and_rows_agree():

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from backends.features import TOKEN_GROUPS, opponent_to_rgb, patch_features, pixel_features
+from backends.features import TOKEN_GROUPS, Tokens, make_tokens, opponent_to_rgb, pixel_features
 from backends.layers import INPUT, HeatmapLayer, ImageLayer, MetricsLayer, Result
 from backends.memo import Memo
 from backends.params import ChoiceParam, FloatParam, IntParam, SeedParam
@@ -36,9 +36,10 @@ from backends.registry import Operator, OperatorSpec, Query, register
 HEADS = ("colour", "orientation", "texture", "position")
 POSITION_KINDS = ("none", "sinusoidal-1d", "sinusoidal-2d", "learned-random", "rotary")
 PE_DIM = 16
-FEATURES = 13  # token features: RGB 3, orientation 6, texture 2, position 2
-CONTENT_DIM = 7  # the widest group (orientation, 6) plus its |f|^2 column
-HEAD_DIM = 24  # content 7 + PE 16 + one spare; q, k and v share it, which keeps SDPA on its fast kernel
+FEATURES = 13  # token features: opponent colour 3, orientation 6, texture 2, position 2
+ROTARY_PAIRS = 6  # the widest group (orientation) has 6 features, each carried as a pair (f, 0)
+CONTENT_DIM = 2 * ROTARY_PAIRS + 1  # the pairs, then the |f|^2 / constant column
+HEAD_DIM = 32  # content 13 + PE 16 + 3 spare; q, k and v share it, which keeps SDPA on its fast kernel
 EMBED_DIM = FEATURES + len(HEADS) + 1 + PE_DIM  # features, |f_g|^2 per head, constant 1, PE
 MAX_FULL_TOKENS = 1024  # entropy, rollout and the stack need full N x N matrices
 ROPE_ANGLE = math.pi / 8  # radians per token of the first rotary pair at strength 1
@@ -113,17 +114,26 @@ def multi_head_attention(
     return out, weights
 
 
-def attention_weights(x: torch.Tensor, w_q: torch.Tensor, w_k: torch.Tensor, num_heads: int,
-                      index: Optional[int] = None, rotary: Optional[torch.Tensor] = None,
-                      scale: Optional[float] = None) -> torch.Tensor:
-    """multi_head_attention's weights without its output: (B, heads, N, N), or only the row of
-    token ``index``, (B, heads, N), in O(N E) instead of O(N^2 E): what a click needs."""
+def attention_logits(x: torch.Tensor, w_q: torch.Tensor, w_k: torch.Tensor, num_heads: int,
+                     index: Optional[int] = None, rotary: Optional[torch.Tensor] = None,
+                     scale: Optional[float] = None) -> torch.Tensor:
+    """The scaled scores q.k * scale whose softmax is ``attention_weights``: (B, heads, N, N), or
+    (B, heads, 1, N) for the row of token ``index`` alone, in O(N E) instead of O(N^2 E)."""
     rows = x if index is None else x[:, index : index + 1]
     q = _split_heads(F.linear(rows, w_q), num_heads)
     k = _split_heads(F.linear(x, w_k), num_heads)
     if rotary is not None:
         q, k = apply_rotary(q, rotary if index is None else rotary[index : index + 1]), apply_rotary(k, rotary)
-    w = _attention_rows(q, k, scale)
+    s = scale if scale is not None else 1.0 / math.sqrt(q.shape[-1])
+    return (q * s) @ k.transpose(-1, -2)
+
+
+def attention_weights(x: torch.Tensor, w_q: torch.Tensor, w_k: torch.Tensor, num_heads: int,
+                      index: Optional[int] = None, rotary: Optional[torch.Tensor] = None,
+                      scale: Optional[float] = None) -> torch.Tensor:
+    """multi_head_attention's weights without its output: (B, heads, N, N), or only the row of
+    token ``index``, (B, heads, N): what a click needs at any patch size."""
+    w = torch.softmax(attention_logits(x, w_q, w_k, num_heads, index, rotary, scale), -1)
     return w if index is None else w[:, :, 0]
 
 
@@ -192,9 +202,14 @@ def position_embedding(kind: str, rows: int, cols: int, seed: int = 0, dim: int 
     return pe / pe.norm(dim=1, keepdim=True).clamp_min(1e-12)
 
 
-def rotary_angles(rows: int, cols: int, pairs: int, strength: float) -> torch.Tensor:
+def rotary_angles(rows: int, cols: int, pairs: int = ROTARY_PAIRS, strength: float = 1.0) -> torch.Tensor:
     """(N, pairs) angles for 2-D rotary: even pairs turn with the column, odd pairs with the row,
-    the frequency halving every two pairs: ROPE_ANGLE * strength * 2^-(m // 2) per token."""
+    the frequency halving every two pairs: ROPE_ANGLE * strength * 2^-(m // 2) per token.
+
+    The heads carry feature k as the pair (f_k, 0), so rotary turns it by the token's angle and
+    q_i.k_j compares f_ik f_jk cos(angle_j - angle_i): each feature with a cosine falloff in the
+    offset. The |f|^2 column is not turned, so a query still scores itself highest
+    (2 f.R f' - |f'|^2 <= |f|^2 for any rotation R)."""
     ys, xs = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
     coords = torch.stack([xs.flatten(), ys.flatten()], 1).float()  # (N, 2)
     m = torch.arange(pairs)
@@ -223,39 +238,17 @@ def interpretable_heads(temperatures: Sequence[float], pe_strength: float,
     root = math.sqrt(HEAD_DIM)
     for h, (a, b) in enumerate(TOKEN_GROUPS.values()):
         base, c = h * HEAD_DIM, root / temperatures[h]
-        for i in range(b - a):
-            w_q[base + i, a + i] = 2 * c
-            w_k[base + i, a + i] = 1.0
-        w_q[base + b - a, FEATURES + h_n] = -c  # times the constant 1
-        w_k[base + b - a, FEATURES + h] = 1.0  # |f_j|^2 of this head's group
+        for i in range(b - a):  # feature i in slot 2i, its pair partner 2i + 1 left 0 for rotary to turn into
+            w_q[base + 2 * i, a + i] = 2 * c
+            w_k[base + 2 * i, a + i] = 1.0
+        w_q[base + CONTENT_DIM - 1, FEATURES + h_n] = -c  # times the constant 1
+        w_k[base + CONTENT_DIM - 1, FEATURES + h] = 1.0  # |f_j|^2 of this head's group
         for j in range(PE_DIM):
             w_q[base + CONTENT_DIM + j, FEATURES + h_n + 1 + j] = pe_strength * root
             w_k[base + CONTENT_DIM + j, FEATURES + h_n + 1 + j] = 1.0
         w_v[base : base + FEATURES, :FEATURES] = torch.eye(FEATURES, dtype=dtype)
         w_o[:, base : base + FEATURES] = torch.eye(FEATURES, dtype=dtype) / h_n
     return w_q, w_k, w_v, w_o
-
-
-@dataclass(frozen=True)
-class Tokens:
-    """Standardized token features ``f`` (N, 13) on a rows x cols grid of patch px patches, with
-    the per-dim ``mean`` and ``spread`` (each group's RMS distance to its centroid) that undo it."""
-
-    f: torch.Tensor
-    mean: torch.Tensor
-    spread: torch.Tensor
-    rows: int
-    cols: int
-    patch: int
-
-
-def make_tokens(pixels: torch.Tensor, scale: float, patch: int, rows: int, cols: int) -> Tokens:
-    raw = patch_features(pixels, scale, patch, rows, cols)
-    mean = raw.mean(0)
-    spread = torch.empty_like(mean)
-    for a, b in TOKEN_GROUPS.values():
-        spread[a:b] = (raw[:, a:b] - mean[a:b]).pow(2).sum(1).mean().sqrt().clamp_min(1e-6)
-    return Tokens((raw - mean) / spread, mean, spread, rows, cols, patch)
 
 
 @dataclass(frozen=True)
@@ -275,9 +268,13 @@ def run_stack(tokens: Tokens, heads: tuple[torch.Tensor, ...], pe: Optional[torc
     mean_h(A_h) f: one (N, N) x (N, 13) product instead of every head's A_h v (a test checks)."""
     f, means, entropy = tokens.f, [], None
     for _ in range(depth):
-        w = attention_weights(embed_tokens(f, pe)[None], heads[0], heads[1], len(HEADS), rotary=rotary)[0]
-        if entropy is None:
-            entropy = attention_entropy(w)
+        logits = attention_logits(embed_tokens(f, pe)[None], heads[0], heads[1], len(HEADS), rotary=rotary)[0]
+        if entropy is None:  # from log-softmax: one exp pass replaces a clamp and a log of every weight
+            log_w = torch.log_softmax(logits, -1)
+            w = log_w.exp()
+            entropy = -log_w.mul_(w).sum(-1) / max(math.log(w.shape[-1]), 1e-12)
+        else:
+            w = torch.softmax(logits, -1)
         means.append(w.mean(0))
         f = 0.5 * f + 0.5 * (means[-1] @ f)
     entropy = torch.cat([entropy, attention_entropy(torch.stack([means[0], means[-1]]))])
@@ -321,10 +318,12 @@ class SelfAttention(Operator):
     )
 
     def __init__(self) -> None:
-        self._memo = Memo(capacity=12)
+        self._memo = Memo(capacity=8)  # per image: pixel features, tokens per patch, heads, backgrounds
+        self._stacks = Memo(capacity=3)  # each holds depth x (N, N) matrices: 4 MB apiece at 1024 tokens
 
     def reset_state(self) -> None:
         self._memo.clear()
+        self._stacks.clear()
 
     def _tokens(self, image: torch.Tensor, patch: int) -> Tokens:
         _, _, h, w = image.shape
@@ -335,6 +334,7 @@ class SelfAttention(Operator):
         t0 = time.perf_counter()
         _, _, H, W = image.shape
         self._memo.bind(image)
+        self._stacks.bind(image)
         patch = max(1, min(int(params["patch"]), H, W))
         tokens = self._tokens(image, patch)
         temps = tuple(float(params["temperature"]) * float(params[f"temp_{h}"]) for h in HEADS)
@@ -352,7 +352,7 @@ class SelfAttention(Operator):
         pa = analysis_patch(H, W, patch)
         a_tokens = self._tokens(image, pa)
         stack_key = ("stack", pa, temps, kind, strength, params["seed"], int(params["depth"]))
-        stack = self._memo.get(stack_key, lambda: self._stack(a_tokens, heads, kind, strength, params, image.device))
+        stack = self._stacks.get(stack_key, lambda: self._stack(a_tokens, heads, kind, strength, params, image.device))
         qa = min(qy // pa, a_tokens.rows - 1) * a_tokens.cols + min(qx // pa, a_tokens.cols - 1)
         rollout = rollout_row(stack.means, qa)
         t_stack = time.perf_counter()
@@ -377,7 +377,7 @@ class SelfAttention(Operator):
     @staticmethod
     def _position(kind: str, strength: float, seed: int, tokens: Tokens, device: Any):
         pe = position_embedding(kind, tokens.rows, tokens.cols, seed)
-        rot = rotary_angles(tokens.rows, tokens.cols, HEAD_DIM // 2, strength) if kind == "rotary" else None
+        rot = rotary_angles(tokens.rows, tokens.cols, strength=strength) if kind == "rotary" else None
         return (pe.to(device) if pe is not None else None), (rot.to(device) if rot is not None else None)
 
     def _stack(self, tokens: Tokens, heads: tuple[torch.Tensor, ...], kind: str, strength: float,

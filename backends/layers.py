@@ -109,6 +109,7 @@ class HeatmapLayer:
     opacity: float = 0.6
     extent: Optional[Extent] = None
     focus: Optional[Extent] = None
+    boxes: tuple[Extent, ...] = ()  # e.g. a marked region, drawn over a single map
     caption: str = ""
     kind: str = "heatmap"
 

@@ -93,8 +93,7 @@ def _show_feature_maps(panel: Panel, layer: FeatureMapsLayer) -> None:
     canvas.clear_overlays()
     mosaic, origins = _tiled(panel, layer.maps)
     canvas.set_image(mosaic, layer.levels, layer.colormap)
-    for (x, y), label in zip(origins, layer.labels):
-        canvas.add_text(label, x, y)
+    canvas.set_labels(layer.labels, origins)
     panel.set_colormap(layer.colormap, _levels_of(canvas))
 
 
@@ -121,8 +120,11 @@ def _show_heatmap(panel: Panel, layer: HeatmapLayer) -> None:
         else:
             canvas.set_heat(None, levels, layer.colormap, 0)
             canvas.set_image(heat, levels, layer.colormap)
-        for (x, y), label in zip(origins, layer.labels):
-            canvas.add_text(label, x, y)
+        canvas.set_labels(layer.labels, origins)
+    if maps.ndim == 2:
+        canvas.set_labels((), ())
+        for box in layer.boxes:
+            canvas.add_box(box, (255, 220, 80), width=1.5)
     panel.set_colormap(layer.colormap, levels)
 
 

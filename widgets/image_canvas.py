@@ -50,6 +50,8 @@ class ImageCanvas(pg.GraphicsView):
         self._marker.setZValue(30)
         self.view.addItem(self._marker, ignoreBounds=True)
         self._overlays: list[pg.GraphicsObject] = []
+        self._labels: list[pg.TextItem] = []
+        self._labels_key: tuple = ()
         self._shape: Optional[tuple[int, int]] = None
         self._extent: Optional[Extent] = None
         self._data: Optional[np.ndarray] = None
@@ -153,10 +155,22 @@ class ImageCanvas(pg.GraphicsView):
         ends = np.concatenate([sub[:, 1:].reshape(-1, 2), sub[1:, :].reshape(-1, 2)])
         self.add_segments(starts - 0.5, ends - 0.5, color, width=1.0)
 
-    def add_text(self, text: str, x: float, y: float, color: Sequence[int] = (235, 235, 235)) -> None:
-        item = pg.TextItem(text, color=tuple(color), anchor=(0, 0))
-        item.setPos(x, y)
-        self._add(item, z=15)
+    def set_labels(self, labels: Sequence[str], positions: Sequence[tuple[float, float]],
+                   color: Sequence[int] = (235, 235, 235)) -> None:
+        """Tile captions. Kept across frames while unchanged: each new TextItem costs about 1 ms."""
+        key = (tuple(labels), tuple(map(tuple, positions)), tuple(color))
+        if key == self._labels_key:
+            return
+        for item in self._labels:
+            self.view.removeItem(item)
+        self._labels = []
+        for text, (x, y) in zip(labels, positions):
+            item = pg.TextItem(text, color=tuple(color), anchor=(0, 0))
+            item.setPos(x, y)
+            item.setZValue(15)
+            self.view.addItem(item, ignoreBounds=True)
+            self._labels.append(item)
+        self._labels_key = key
 
     def _add(self, item: pg.GraphicsObject, z: float) -> None:
         item.setZValue(z)

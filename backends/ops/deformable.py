@@ -244,7 +244,8 @@ class Pieces:
 
 FIT_CELL = 8  # fit pixels per cell of the coarse offset lattice: smooth fields, pooled gradients
 FIT_BLUR = 3.0  # starting blur (fit pixels) of the coarse-to-fine schedule
-FRAME_INTERVAL_S = 0.1  # live frames of a running fit, at most this often
+FRAME_INTERVAL_S = 0.1  # live frames of a running fit, at most this often...
+FRAME_SHARE = 0.25  # ...and at most this share of the fit's time, however slow a frame is
 ARROWS_PER_SIDE = 32
 STARS_PER_SIDE = 18
 
@@ -392,7 +393,7 @@ class DeformableConvolution(Operator):
         state = LearnedOffsets(_fit_key(params), image, (h, w), offsets, logits, target)
         self._fit = state
         opt = torch.optim.Adam([t for t in (offsets, logits) if t is not None], lr=float(params["fit_lr"]))
-        steps, last_frame = int(params["fit_steps"]), 0.0
+        steps, throttle = int(params["fit_steps"]), FrameThrottle()
         pad = d * (k - 1) // 2
         q = _clip_query(query, image.shape[3], image.shape[2])
         for i in range(steps):
@@ -408,9 +409,9 @@ class DeformableConvolution(Operator):
             state.losses.append(float(loss))
             now = time.perf_counter()
             result = None
-            if now - last_frame >= FRAME_INTERVAL_S or i == steps - 1:
-                last_frame = now
+            if throttle.due(i == steps - 1):
                 result = self._fit_frame(image, small, params, q, state, weight, {"fit step ms": (now - t0) * 1e3})
+                throttle.built(now)
             yield JobUpdate((i + 1) / steps, f"step {i + 1}/{steps} · loss {float(loss):.3g}", result)
 
     def _fit_frame(self, image: torch.Tensor, small: torch.Tensor, params: Mapping[str, Any], q: tuple[int, int],
@@ -468,6 +469,21 @@ class DeformableConvolution(Operator):
         metrics.update({key: round(v, 2) for key, v in timings.items()})
         layers.append(MetricsLayer("Metrics", metrics))
         return tuple(layers)
+
+
+class FrameThrottle:
+    """When a running fit builds a live frame: at most every ``FRAME_INTERVAL_S``, and never more
+    than ``FRAME_SHARE`` of the time, so a slow machine gets fewer frames rather than a slow fit."""
+
+    def __init__(self) -> None:
+        self._next = 0.0
+
+    def due(self, last_step: bool) -> bool:
+        return last_step or time.perf_counter() >= self._next
+
+    def built(self, started: float) -> None:
+        now = time.perf_counter()
+        self._next = now + max(FRAME_INTERVAL_S, (now - started) * (1.0 / FRAME_SHARE - 1.0))
 
 
 def _fit_key(params: Mapping[str, Any]) -> tuple:

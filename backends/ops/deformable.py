@@ -213,7 +213,6 @@ class LearnedOffsets:
     fit_hw: tuple[int, int]
     offsets: torch.Tensor  # (1, 2K, hc, wc), (dy, dx) in fit pixels
     mask_logits: Optional[torch.Tensor]  # (1, K, hc, wc); the mask is 2 * sigmoid, so 1 at the start
-    target: torch.Tensor  # (1, 3, h, w) at fit resolution
     losses: list[float] = field(default_factory=list)
 
     def offsets_at(self, h: int, w: int, differentiable: bool = False) -> torch.Tensor:
@@ -372,12 +371,7 @@ class DeformableConvolution(Operator):
 
         def build() -> tuple[torch.Tensor, torch.Tensor]:
             small = downsample(image, int(params["fit_size"]))
-            sh, sw = small.shape[2:]
-            content = compose_affine(params["fit_rotate"], params["fit_scale"], params["fit_shear"], centre=frame_centre(sw, sh))
-            theta = theta_from_sampling_map(torch.linalg.inv(content), (sw, sh), (sw, sh), False)
-            grid = F.affine_grid(theta[None].to(image.device, image.dtype), [1, 3, sh, sw], align_corners=False)
-            warped = F.grid_sample(small, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-            return small, depthwise_conv(warped, self._kernel(params, image), int(params["dilation"]))
+            return small, _target(small, params, self._kernel(params, image))
 
         return self._memo.get(("problem",) + _fit_key(params), build)
 
@@ -390,7 +384,7 @@ class DeformableConvolution(Operator):
         lattice = (max(2, -(-h // FIT_CELL) + 1), max(2, -(-w // FIT_CELL) + 1))
         offsets = image.new_zeros(1, 2 * k * k, *lattice).requires_grad_(True)
         logits = image.new_zeros(1, k * k, *lattice).requires_grad_(True) if params["version"] == "v2" else None
-        state = LearnedOffsets(_fit_key(params), image, (h, w), offsets, logits, target)
+        state = LearnedOffsets(_fit_key(params), image, (h, w), offsets, logits)
         self._fit = state
         opt = torch.optim.Adam([t for t in (offsets, logits) if t is not None], lr=float(params["fit_lr"]))
         steps, throttle = int(params["fit_steps"]), FrameThrottle()
@@ -444,11 +438,11 @@ class DeformableConvolution(Operator):
             _modulation(pieces.mask, params, q, frame, work, extent),
         ]
         if params["offsets"] == "learned":
-            target = fit.target if fit else self._problem(image, params)[1]
-            tw, th = target.shape[3], target.shape[2]
-            layers.append(_image_layer("Fit target", target, levels, (0.0, 0.0, float(frame[0]), float(frame[1])),
+            th, tw = self._problem(image, params)[0].shape[2:]
+            target = self._memo.get(("target",) + _fit_key(params), lambda: _target(image, params, self._kernel(params, image)))
+            layers.append(_image_layer("Fit target", target, levels, None,
                                        f"kernel on the image turned {params['fit_rotate']:g} deg, scaled {params['fit_scale']:g}, "
-                                       f"sheared {params['fit_shear']:g}; fitted at {tw}x{th}"))
+                                       f"sheared {params['fit_shear']:g}; the fit runs at {tw}x{th}"))
             losses = fit.losses if fit else []
             steps = np.arange(1, len(losses) + 1, dtype=np.float32)
             layers.append(CurveLayer("Fit loss", {"MSE": (steps, np.asarray(losses, np.float32))}, "step", "loss", log_y=bool(losses),
@@ -490,6 +484,16 @@ def _fit_key(params: Mapping[str, Any]) -> tuple:
     """The settings a fit belongs to; changing any of them shows no fit until the next one."""
     return tuple(params[n] for n in ("kernel", "kernel_size", "dilation", "version", "fit_rotate", "fit_scale",
                                      "fit_shear", "fit_size"))
+
+
+def _target(image: torch.Tensor, params: Mapping[str, Any], kernel: torch.Tensor) -> torch.Tensor:
+    """The fit's target: the kernel on the image turned, scaled and sheared about its centre. (1, C, H, W)."""
+    h, w = image.shape[2:]
+    content = compose_affine(params["fit_rotate"], params["fit_scale"], params["fit_shear"], centre=frame_centre(w, h))
+    theta = theta_from_sampling_map(torch.linalg.inv(content), (w, h), (w, h), False)
+    grid = F.affine_grid(theta[None].to(image.device, image.dtype), [1, image.shape[1], h, w], align_corners=False)
+    warped = F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return depthwise_conv(warped, kernel, int(params["dilation"]))
 
 
 def _clip_query(query: Query, w: int, h: int) -> tuple[int, int]:

@@ -26,6 +26,15 @@ PSNR_BOUND = 21.0  # dB
 HELD_OUT_SEED = 2_000_000_003
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small models on a shared CPU: one thread avoids oversubscription stalls (restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def model():
     return load_vqvae()

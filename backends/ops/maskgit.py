@@ -1,0 +1,248 @@
+"""Masked-token generation (MaskGIT-style) on VQ-VAE tokens, decoded step by step.
+
+Generation starts from an 8x8 map of MASK tokens; each round the transformer samples every masked
+token, the most confident samples are kept and the rest re-masked, with the number left masked
+following the schedule. ``show_step`` scrubs through the rounds: which tokens are fixed, how
+confident the model was, and the image decoded at that round. ``mode = inpaint input`` tokenizes
+the input image instead, masks a box of tokens around the clicked point and fills it from the
+surrounding 8x8 window of tokens.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import lru_cache
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from backends.layers import INPUT, CurveLayer, HeatmapLayer, ImageLayer, MetricsLayer, PointSet, PointsLayer, Result
+from backends.memo import Memo
+from backends.models import image_grid
+from backends.models.maskgit import SCHEDULES, SHIPPED, DecodeTrace, MaskGIT, decode, load_maskgit, masked_counts
+from backends.models.vqvae import DOWNSAMPLE, VQVAE
+from backends.ops.vqvae import resize_for_tokens, shipped_vqvae
+from backends.params import ChoiceParam, FloatParam, IntParam, ParamError, SeedParam
+from backends.registry import Operator, OperatorSpec, Query, register
+
+MODES = ("generate", "inpaint input")
+BATCH = 4  # samples generated together; the step panels follow the first
+MASKED_GREY = np.array([0.5, 0.5, 0.5], np.float32)
+CONTEXT_MARGIN = 3  # tokens around the window decoded with it (the VQ decoder's reach)
+
+
+@lru_cache(maxsize=2)
+def _load(path: str, mtime: float) -> MaskGIT:
+    return load_maskgit(path)
+
+
+def shipped_maskgit() -> MaskGIT:
+    if not SHIPPED.is_file():
+        raise ParamError(f"the shipped MaskGIT {SHIPPED.name} is missing from assets/weights/")
+    return _load(str(SHIPPED), SHIPPED.stat().st_mtime)
+
+
+def window_origin(center: int, size: int, extent: int) -> int:
+    """Top-left of a ``size`` window centred near ``center`` and inside [0, extent)."""
+    return int(min(max(center - size // 2, 0), max(extent - size, 0)))
+
+
+@register
+class MaskedTokenGeneration(Operator):
+    spec = OperatorSpec(
+        name="maskgit",
+        title="Masked-token generation (MaskGIT)",
+        family="Generative",
+        description=(
+            "A small bidirectional transformer fills a map of VQ-VAE tokens in a few parallel rounds: "
+            "each round samples every masked token and keeps the most confident ones; the schedule says "
+            "how many stay masked. Scrub 'show_step' to watch the image form, or switch to 'inpaint "
+            "input' and click the image to regenerate a box of tokens from its surroundings."
+        ),
+        params=(
+            ChoiceParam("mode", "generate", MODES, help="Generate 8x8-token images from nothing, or inpaint a box of the input."),
+            IntParam("steps", 8, 4, 16, help="Decoding rounds."),
+            ChoiceParam("schedule", "cosine", SCHEDULES, help="Fraction still masked after round t of T: cos(pi/2 t/T), 1 - t/T or 1 - (t/T)^2."),
+            FloatParam("temperature", 1.0, 0.1, 3.0, step=0.05, help="Divides the logits before sampling: low is safe and flat, high is varied and noisy."),
+            FloatParam("choice_noise", 4.5, 0.0, 10.0, step=0.5,
+                       help="Gumbel noise on the confidences that pick which samples to keep, fading over the rounds; "
+                            "0 keeps the most confident (flat colour first, flat images)."),
+            SeedParam("seed", 0),
+            IntParam("show_step", 3, 1, 16, help="Which round the step panels show (clipped to 'steps')."),
+            IntParam("box", 4, 1, 8, help="Inpainting: side, in tokens (4 px each at the tokenized size), of the masked box around the click."),
+            IntParam("size", 192, 64, 512, step=16, help="Inpainting: long side the input is resized to before tokenizing."),
+        ),
+    )
+
+    def __init__(self) -> None:
+        self._memo = Memo(capacity=12)
+
+    def reset_state(self) -> None:
+        self._memo.clear()
+
+    def run(self, image: torch.Tensor, params: Mapping[str, Any], query: Query) -> Result:
+        t0 = time.perf_counter()
+        vq = shipped_vqvae().to(image.device)
+        mg = shipped_maskgit().to(image.device)
+        if mg.config.codes != vq.codes:
+            raise ParamError("the shipped MaskGIT and VQ-VAE disagree on the codebook size")
+        self._memo.bind(image)
+        steps = int(params["steps"])
+        show = min(int(params["show_step"]), steps)
+        dec_args = (steps, params["schedule"], float(params["temperature"]), int(params["seed"]), float(params["choice_noise"]))
+        inpaint = params["mode"] == "inpaint input"
+        if inpaint:
+            size_px = int(params["size"])
+            enc = self._memo.get(("encode", size_px), lambda: self._encode(vq, image, size_px))
+            job = self._memo.get(("inpaint", dec_args, int(params["box"]), size_px, query),
+                                 lambda: self._inpaint(vq, mg, image, enc, dec_args, int(params["box"]), size_px, query))
+        else:
+            job = self._memo.get(("generate", dec_args), lambda: self._generate(vq, mg, dec_args))
+        t_dec = time.perf_counter()
+        trace: DecodeTrace = job["trace"]
+        s = show - 1
+        size = mg.config.size
+        px = size * DOWNSAMPLE
+        step_img = job["step_images"][s]
+        state = np.where(trace.new[s, 0], 2.0, np.where(trace.fixed[s, 0], 1.0, 0.0)).astype(np.float32)
+        conf = np.nan_to_num(trace.confidence[s, 0], nan=0.0)
+        order = _decoding_order(trace)
+        n_new = int(trace.new[s, 0].sum())
+        masked_left = trace.counts[s]
+        extent = (0.0, 0.0, float(px), float(px))
+        curve_x = np.arange(0, steps + 1, dtype=np.float32)
+        n0 = int(job["n_masked"])
+        curves = {name: (curve_x, np.array([n0] + masked_counts(n0, steps, name), np.float32)) for name in SCHEDULES}
+        layers = [
+            HeatmapLayer(f"Step {show}: fixed tokens", state, background=step_img, levels=(0.0, 2.0), colormap="viridis",
+                         opacity=0.55, extent=extent,
+                         caption=f"yellow: fixed in round {show} ({n_new}); teal: fixed before; purple: still masked ({masked_left})"),
+            HeatmapLayer(f"Step {show}: confidence", conf, background=step_img, levels=(0.0, 1.0), colormap="inferno",
+                         opacity=0.75, extent=extent,
+                         caption="probability of the token sampled at each position masked before this round (0 where already fixed)"),
+            ImageLayer(f"Step {show}: decoded", step_img, levels=(0.0, 1.0),
+                       caption="fixed tokens plus this round's samples for the masked ones, decoded by the VQ-VAE"),
+            ImageLayer("All steps", job["strip"], levels=(0.0, 1.0),
+                       caption="each round left to right; top: fixed tokens plus the round's samples, bottom: fixed tokens only (grey: still masked)"),
+            HeatmapLayer("Decoding order", order, background=job["window_final"], levels=(0.0, float(steps)), colormap="viridis",
+                         opacity=0.6, extent=extent, caption="the round in which each token was fixed (0: given, not generated)"),
+            CurveLayer("Schedule", curves, x_label="round", y_label="tokens still masked",
+                       caption=f"{n0} masked tokens, {steps} rounds; this decode follows '{params['schedule']}'"),
+        ]
+        if inpaint:
+            layers += [
+                ImageLayer("Inpainted image", job["full"], levels=(0.0, 1.0), extent=job["frame"],
+                           caption="the tokenized input with the box regenerated, decoded"),
+                PointsLayer("Inpainting region", sets=(PointSet(np.array([job["click"]], np.float32), (255, 255, 255), 9.0, "click"),),
+                            background=INPUT, boxes=(job["window_box"], job["mask_box"]),
+                            caption="outer box: the 8x8-token window the transformer sees; inner box: the masked tokens"),
+                ImageLayer("Window: before | masked | after", job["compare"], levels=(0.0, 1.0),
+                           caption="the window's reconstruction, with the box masked, and inpainted"),
+            ]
+        else:
+            layers.append(ImageLayer("Samples", job["samples"], levels=(0.0, 1.0),
+                                     caption=f"{BATCH} samples from seeds decoded together; the step panels follow the first"))
+        layers.append(MetricsLayer("Metrics", {
+            "round": f"{show} / {steps}",
+            "fixed this round": n_new,
+            "still masked": masked_left,
+            "mean confidence (this round)": round(float(np.nanmean(trace.confidence[s, 0])) if n_new + masked_left else 0.0, 3),
+            "tokens": f"{size} x {size} of {vq.codes} codes",
+            "transformer parameters": sum(p.numel() for p in mg.parameters()),
+            "decode ms": round((t_dec - t0) * 1e3, 1),
+            "run ms": round((time.perf_counter() - t0) * 1e3, 1),
+        }))
+        return Result(tuple(layers))
+
+    @staticmethod
+    def _steps_to_images(vq: VQVAE, trace: DecodeTrace, context: torch.Tensor | None = None,
+                         origin: tuple[int, int] = (0, 0)) -> tuple[list[np.ndarray], np.ndarray]:
+        """Per round: the decoded window (sample 0), and a strip of every round: on top the fixed tokens
+        plus that round's samples, below the fixed tokens alone (still-masked ones grey)."""
+        toks = torch.from_numpy(trace.tokens[:, 0]).long()  # (steps, s, s)
+        s = toks.shape[1]
+        if context is not None:
+            # Decode the window inside a margin of its surrounding tokens so its borders match the image.
+            oy, ox = origin
+            h, w = context.shape[1:]
+            y0, x0 = max(0, oy - CONTEXT_MARGIN), max(0, ox - CONTEXT_MARGIN)
+            y1, x1 = min(h, oy + s + CONTEXT_MARGIN), min(w, ox + s + CONTEXT_MARGIN)
+            part = context[:, y0:y1, x0:x1].expand(len(toks), -1, -1).clone()
+            part[:, oy - y0 : oy - y0 + s, ox - x0 : ox - x0 + s] = toks
+            imgs = vq.decode(part.to(vq.quantizer.embed.device))
+            p = DOWNSAMPLE
+            imgs = imgs[:, :, (oy - y0) * p : (oy - y0 + s) * p, (ox - x0) * p : (ox - x0 + s) * p]
+        else:
+            imgs = vq.decode(toks.to(vq.quantizer.embed.device))
+        arr = imgs.permute(0, 2, 3, 1).cpu().numpy()
+        greyed = arr.copy()
+        for t in range(len(arr)):
+            masked = ~trace.fixed[t, 0]
+            pix = masked.repeat(DOWNSAMPLE, 0).repeat(DOWNSAMPLE, 1)
+            greyed[t][pix] = MASKED_GREY
+        both = np.concatenate([arr, greyed]).transpose(0, 3, 1, 2)
+        strip = image_grid(both, len(arr), gap=2, upscale=2)
+        return list(arr), strip
+
+    def _generate(self, vq: VQVAE, mg: MaskGIT, dec_args: tuple) -> dict[str, Any]:
+        steps, schedule, temperature, seed, noise = dec_args
+        s = mg.config.size
+        device = vq.quantizer.embed.device
+        tokens = torch.zeros((BATCH, s, s), dtype=torch.long, device=device)
+        mask = torch.ones((BATCH, s, s), dtype=torch.bool, device=device)
+        trace = decode(mg, tokens, mask, steps, schedule, temperature, seed, noise)
+        step_images, strip = self._steps_to_images(vq, trace)
+        finals = vq.decode(torch.from_numpy(trace.final).long().to(device))
+        return {"trace": trace, "step_images": step_images, "strip": strip, "n_masked": s * s,
+                "window_final": step_images[-1], "samples": image_grid(finals, BATCH, gap=2, upscale=2)}
+
+    @staticmethod
+    def _encode(vq: VQVAE, image: torch.Tensor, size: int) -> dict[str, torch.Tensor]:
+        tokens = vq.encode(resize_for_tokens(image, size))
+        return {"tokens": tokens, "recon": vq.decode(tokens)[0].permute(1, 2, 0)}
+
+    def _inpaint(self, vq: VQVAE, mg: MaskGIT, image: torch.Tensor, enc: dict, dec_args: tuple, box: int, size: int,
+                 query: Query) -> dict[str, Any]:
+        steps, schedule, temperature, seed, noise = dec_args
+        s = mg.config.size
+        _, _, H, W = image.shape
+        tokens = enc["tokens"]
+        h, w = tokens.shape[1:]
+        if h < s or w < s:
+            raise ParamError(f"size {size} gives a {w}x{h} token map; inpainting needs at least {s}x{s}: raise 'size'")
+        qx, qy = query if query is not None else (W // 2, H // 2)
+        tx, ty = min(w - 1, int(qx * w / W)), min(h - 1, int(qy * h / H))
+        ox, oy = window_origin(tx, s, w), window_origin(ty, s, h)
+        bx, by = window_origin(tx - ox, box, s), window_origin(ty - oy, box, s)
+        window = tokens[:, oy : oy + s, ox : ox + s].clone()
+        mask = torch.zeros_like(window, dtype=torch.bool)
+        mask[:, by : by + box, bx : bx + box] = True
+        trace = decode(mg, window, mask, steps, schedule, temperature, seed, noise)
+        step_images, strip = self._steps_to_images(vq, trace, tokens.cpu(), (oy, ox))
+        p = DOWNSAMPLE
+        before = enc["recon"]
+        full = before.clone()  # the reconstruction with the window's decode pasted in
+        full[oy * p : (oy + s) * p, ox * p : (ox + s) * p] = torch.from_numpy(step_images[-1]).to(full.device)
+        crop = before[oy * p : (oy + s) * p, ox * p : (ox + s) * p].cpu().numpy()
+        masked = crop.copy()
+        masked[by * p : (by + box) * p, bx * p : (bx + box) * p] = MASKED_GREY
+        compare = image_grid(np.stack([crop, masked, step_images[-1]]).transpose(0, 3, 1, 2), 3, gap=2, upscale=2)
+        sx, sy = W / (w * p), H / (h * p)
+        return {
+            "trace": trace, "step_images": step_images, "strip": strip, "n_masked": box * box,
+            "window_final": step_images[-1], "full": full, "frame": (0.0, 0.0, float(W), float(H)),
+            "click": (float(qx), float(qy)),
+            "window_box": (ox * p * sx, oy * p * sy, s * p * sx, s * p * sy),
+            "mask_box": ((ox + bx) * p * sx, (oy + by) * p * sy, box * p * sx, box * p * sy),
+            "compare": compare,
+        }
+
+
+def _decoding_order(trace: DecodeTrace) -> np.ndarray:
+    """(s, s) round (1-based) in which each token of sample 0 was fixed; 0 where it was given."""
+    order = np.zeros(trace.new.shape[2:], np.float32)
+    for t in range(trace.new.shape[0]):
+        order[trace.new[t, 0]] = t + 1
+    return order
+

@@ -1,0 +1,176 @@
+"""Masked-token decoding: the schedule's counts are honoured round by round, every token is filled
+by the last round, fixed tokens never change, inpainting leaves the unmasked tokens alone; the
+shipped transformer loads and beats a unigram guess; training lowers the loss; the operator
+scrubs steps from its cache and inpaints around a click."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from backends.models.maskgit import (
+    SCHEDULES,
+    SHIPPED,
+    MaskGIT,
+    MaskGITConfig,
+    decode,
+    gamma,
+    load_maskgit,
+    masked_counts,
+)
+from backends.models.weights import read_manifest
+from backends.params import validate
+from backends.training.maskgit import Trainer, mask_tokens
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Small models on a shared CPU: one thread avoids oversubscription stalls (restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return load_maskgit()
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    return MaskGIT(MaskGITConfig(codes=16, size=4, dim=16, layers=1, heads=2, mlp=32)).eval()
+
+
+def test_schedules_go_from_all_to_none():
+    for name in SCHEDULES:
+        assert gamma(name, 0.0) == pytest.approx(1.0) and gamma(name, 1.0) == pytest.approx(0.0)
+    with pytest.raises(ValueError):
+        gamma("exponential", 0.5)
+
+
+def test_masked_counts_follow_the_formula():
+    # floor(64 * cos(pi/2 * t/8)) for t = 1..8, worked out by hand.
+    assert masked_counts(64, 8, "cosine") == [62, 59, 53, 45, 35, 24, 12, 0]
+    assert masked_counts(64, 8, "linear") == [56, 48, 40, 32, 24, 16, 8, 0]
+    assert masked_counts(64, 4, "square") == [60, 48, 28, 0]
+    # Few tokens, many rounds: each round still fixes at least one until none are left.
+    assert masked_counts(3, 6, "cosine") == [2, 1, 0, 0, 0, 0]
+    for name in SCHEDULES:
+        for n, steps in ((64, 16), (16, 4), (1, 8)):
+            counts = masked_counts(n, steps, name)
+            assert counts[-1] == 0 and all(b <= a for a, b in zip([n] + counts, counts))
+            expect = [min(math.floor(n * gamma(name, (t + 1) / steps) + 1e-9), n) for t in range(steps)]
+            assert all(c <= e for c, e in zip(counts, expect))
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_decode_honours_counts_and_fills_every_token(tiny, schedule):
+    tokens = torch.zeros((3, 4, 4), dtype=torch.long)
+    mask = torch.ones((3, 4, 4), dtype=torch.bool)
+    trace = decode(tiny, tokens, mask, steps=5, schedule=schedule, temperature=1.0, seed=1)
+    counts = masked_counts(16, 5, schedule)
+    assert trace.counts == counts
+    for t in range(5):
+        assert ((~trace.fixed[t]).reshape(3, -1).sum(1) == counts[t]).all()
+        assert (trace.new[t].reshape(3, -1).sum(1) == (16 if t == 0 else counts[t - 1]) - counts[t]).all()
+    assert trace.fixed[-1].all()
+    assert (trace.final >= 0).all() and (trace.final < 16).all()
+    # A token fixed in some round keeps its value in every later round.
+    for t in range(4):
+        kept = trace.fixed[t]
+        assert (trace.tokens[t][kept] == trace.tokens[t + 1][kept]).all()
+
+
+def test_decode_is_seeded(tiny):
+    args = (torch.zeros((1, 4, 4), dtype=torch.long), torch.ones((1, 4, 4), dtype=torch.bool), 4, "cosine", 1.0)
+    a, b, c = decode(tiny, *args, seed=5), decode(tiny, *args, seed=5), decode(tiny, *args, seed=6)
+    assert (a.final == b.final).all() and not (a.tokens == c.tokens).all()
+
+
+def test_inpainting_keeps_the_given_tokens(tiny):
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, 16, (2, 4, 4), generator=gen)
+    mask = torch.zeros((2, 4, 4), dtype=torch.bool)
+    mask[:, 1:3, 1:3] = True
+    trace = decode(tiny, tokens, mask, steps=4, schedule="linear", seed=0)
+    assert (trace.final[~mask.numpy()] == tokens.numpy()[~mask.numpy()]).all()
+    assert trace.counts == [3, 2, 1, 0]
+    with pytest.raises(ValueError, match="same number"):
+        mask[1, 0, 0] = True
+        decode(tiny, tokens, mask, steps=4)
+
+
+def test_shipped_model_loads_and_beats_a_unigram_guess(shipped):
+    assert SHIPPED.stat().st_size < 2 * 2**20
+    logits = shipped(torch.full((2, 8, 8), shipped.mask_id))
+    assert logits.shape == (2, 8, 8, shipped.config.codes)
+    metric = read_manifest()[SHIPPED.name]["metric"]
+    assert metric["value"] < metric["heldout_unigram_ce"]
+    with pytest.raises(ValueError, match="8x8"):
+        shipped(torch.zeros((1, 4, 4), dtype=torch.long))
+
+
+def test_mask_tokens_counts():
+    gen = torch.Generator().manual_seed(0)
+    m = mask_tokens(torch.zeros((3, 8, 8), dtype=torch.long), torch.tensor([0.0, 0.5, 1.0]), gen)
+    assert m.reshape(3, -1).sum(1).tolist() == [1, 32, 64]
+
+
+def test_trainer_lowers_the_loss():
+    from backends.models.vqvae import load_vqvae
+
+    trainer = Trainer(load_vqvae(), batch=8, steps=40, seed=2, warmup=2, fixed_data=True,
+                      config=MaskGITConfig(dim=32, layers=1, heads=2, mlp=64))
+    losses = [trainer.step()["loss"] for _ in range(25)]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.3
+
+
+# -- the operator ------------------------------------------------------------------------------
+
+
+def _op():
+    from backends.ops.maskgit import MaskedTokenGeneration
+
+    return MaskedTokenGeneration()
+
+
+def _params(**values):
+    from backends.ops.maskgit import MaskedTokenGeneration
+
+    return validate(MaskedTokenGeneration.spec.params, values)
+
+
+def test_operator_generates_and_scrubs_from_cache():
+    op = _op()
+    image = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        first = op.run(image, _params(steps=6, show_step=2), None)
+        t0 = time.perf_counter()
+        later = op.run(image, _params(steps=6, show_step=6), None)
+        scrub_s = time.perf_counter() - t0
+    assert "Step 2: fixed tokens" in first.names and "Samples" in first.names
+    assert scrub_s < 0.05
+    state = later.layer("Step 6: fixed tokens").maps
+    assert (state > 0).all()  # every token fixed by the last round
+    assert later.layer("Metrics").values["still masked"] == 0
+    schedule = later.layer("Schedule").series["cosine"][1]
+    assert schedule[0] == 64 and schedule[-1] == 0
+
+
+def test_operator_inpaints_around_the_click():
+    op = _op()
+    image = torch.rand(1, 3, 96, 128)
+    with torch.no_grad():
+        result = op.run(image, _params(mode="inpaint input", size=128, box=3, steps=4, show_step=4), (64, 48))
+    assert "Inpainted image" in result.names and "Inpainting region" in result.names
+    assert result.layer("Inpainted image").image.shape == (96, 128, 3)
+    window, box = result.layer("Inpainting region").boxes
+    assert window[2] == pytest.approx(32.0) and box[2] == pytest.approx(12.0)
+    order = result.layer("Decoding order").maps
+    assert int((order > 0).sum()) == 9  # only the 3x3 box is generated

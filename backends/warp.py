@@ -12,6 +12,7 @@ column vectors ``(x, y, 1)``.
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -164,11 +165,12 @@ def tap_coords(h: int, w: int, k: int, dilation: int, device=None, dtype=torch.f
     return x, y
 
 
-def pack_offsets(dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
-    """Displacement planes (K, H, W) (broadcastable) -> torchvision offsets (1, 2K, H, W) of (dy, dx)."""
-    dx, dy = torch.broadcast_tensors(dx, dy)
-    k, h, w = dx.shape
-    return torch.stack([dy, dx], 1).reshape(1, 2 * k, h, w)
+def _offsets_buffer(k: int, h: int, w: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """An empty (1, 2K, H, W) offsets tensor and its dx and dy planes (K, H, W), to be filled with
+    ``out=`` and in-place ops: the fields are memory-bound, so every full-size pass counts."""
+    out = like.new_empty(1, 2 * k, h, w)
+    planes = out.view(k, 2, h, w)
+    return out, planes[:, 1], planes[:, 0]
 
 
 def offsets_to_xy(offsets: torch.Tensor) -> torch.Tensor:
@@ -183,31 +185,44 @@ def offset_magnitude(offsets: torch.Tensor) -> torch.Tensor:
     return offsets.reshape(c // 2, 2, h, w).pow(2).sum(1).sqrt()
 
 
+def swirl_envelope(query: tuple[float, float], h: int, w: int, k: int, dilation: int, device=None) -> torch.Tensor:
+    """exp(-r^2 / 2 R^2) at every tap (K, H, W), r from the query, R a fifth of the short side:
+    the swirl's fall-off, which does not depend on its strength (so callers may keep it)."""
+    x, y = tap_coords(h, w, k, dilation, device)
+    a = math.sqrt(0.5) / (0.2 * min(h, w))
+    return ((x - query[0]) * a).square_().add((y - query[1]).mul_(a).square_()).neg_().exp_()
+
+
 def analytic_offsets(kind: str, strength: float, query: tuple[float, float], h: int, w: int, k: int, dilation: int,
-                     seed: int = 0, device=None) -> torch.Tensor:
+                     seed: int = 0, device=None, envelope: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Offsets (1, 2K, H, W) that make every tap read where a global warp sends it.
 
     zoom magnifies about the query by 2**strength, rotate turns by 45 deg * strength about it,
     shear slides x by strength / 2 * (y - query y), swirl turns by pi * strength about the query
-    with a Gaussian fall-off (radius a fifth of the short side); random gives each tap its own
-    smooth field of about 2 * dilation * strength pixels.
+    with a Gaussian fall-off (:func:`swirl_envelope`, passed in when the caller keeps it); random
+    gives each tap its own smooth field of about 2 * dilation * strength pixels.
     """
     if kind == "random":
         g = torch.Generator().manual_seed(int(seed))
         coarse = torch.randn(1, 2 * k * k, 6, 6, generator=g).to(device)
         return F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True) * (2.0 * dilation * strength)
     x, y = tap_coords(h, w, k, dilation, device)
+    out, dx, dy = _offsets_buffer(k * k, h, w, x)
     if kind == "swirl":
-        rx, ry = x - query[0], y - query[1]
-        a = math.sqrt(0.5) / (0.2 * min(h, w))  # Gaussian fall-off, radius a fifth of the short side
-        phi = ((rx * a) ** 2 + (ry * a) ** 2).neg_().exp_().mul_(math.pi * strength)  # in place: fewer full passes
+        env = envelope if envelope is not None else swirl_envelope(query, h, w, k, dilation, device)
+        phi = env * (math.pi * strength)
         cos_m1, sin = phi.cos().sub_(1.0), phi.sin_()
-        return pack_offsets(torch.addcmul(cos_m1 * rx, sin, ry), torch.addcmul(cos_m1 * ry, sin, rx, value=-1.0))
+        rx, ry = x - query[0], y - query[1]
+        torch.mul(cos_m1, rx, out=dx).addcmul_(sin, ry)  # (cos - 1) rx + sin ry
+        torch.mul(cos_m1, ry, out=dy).addcmul_(sin, rx, value=-1.0)  # (cos - 1) ry - sin rx
+        return out
     maps = {"zoom": dict(scale=2.0 ** (-strength)), "rotate": dict(angle_deg=45.0 * strength), "shear": dict(shear=0.5 * strength)}
     if kind not in maps:
         raise ValueError(f"unknown analytic offsets {kind!r}")
     m = compose_affine(centre=query, **maps[kind]).tolist()
-    return pack_offsets((m[0][0] - 1) * x + m[0][1] * y + m[0][2], m[1][0] * x + (m[1][1] - 1) * y + m[1][2])
+    torch.add(x * (m[0][0] - 1) + m[0][2], y * m[0][1], out=dx)  # small planes, one full-size pass each
+    torch.add(x * m[1][0], y * (m[1][1] - 1) + m[1][2], out=dy)
+    return out
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -248,9 +263,10 @@ def edge_offsets(angle: torch.Tensor, coherence: torch.Tensor, strength: float, 
     tx, ty = t[:, 0, None, None], t[:, 1, None, None]
     cos, sin, c = torch.cos(angle), torch.sin(angle), coherence
     s = 2.0 ** (strength * coherence)
-    dx = tx * (c * (-sin * s - 1)) + ty * (c * cos / s)
-    dy = tx * (c * cos * s) + ty * (c * (sin / s - 1))
-    return pack_offsets(dx, dy)
+    out, dx, dy = _offsets_buffer(t.shape[0], *angle.shape, angle)
+    torch.mul(c * (-sin * s - 1), tx, out=dx).addcmul_(c * cos / s, ty)
+    torch.mul(c * cos * s, tx, out=dy).addcmul_(c * (sin / s - 1), ty)
+    return out
 
 
 # -- thin-plate splines ------------------------------------------------------------------------

@@ -264,3 +264,10 @@ def test_fit_lowers_the_loss_and_run_shows_the_learned_offsets():
     assert changed.layer("Metrics").values["mean |offset| px"] == 0.0
     op.reset_state()
     assert _run(op, img, None, **params).layer("Metrics").values["mean |offset| px"] == 0.0
+
+
+def test_fast_grid_equals_the_differentiable_grid():
+    offset = torch.randn(2, 36, 5, 6)
+    fast = sampling_grid(offset, (7, 8), (3, 3), (1, 2), (1, 0), (2, 1))
+    tracked = sampling_grid(offset.clone().requires_grad_(True), (7, 8), (3, 3), (1, 2), (1, 0), (2, 1))
+    assert torch.equal(fast, tracked.detach())

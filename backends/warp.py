@@ -46,14 +46,6 @@ def normalizer(width: int, height: int, align_corners: bool, dtype=torch.float64
     return torch.tensor([[sx, 0.0, ox], [0.0, sy, oy], [0.0, 0.0, 1.0]], dtype=dtype)
 
 
-def pixel_grid(height: int, width: int, device=None, dtype=torch.float32) -> torch.Tensor:
-    """(H, W, 2) pixel coordinates (x, y) of every pixel centre."""
-    ys = torch.arange(height, device=device, dtype=dtype)
-    xs = torch.arange(width, device=device, dtype=dtype)
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([gx, gy], -1)
-
-
 def frame_centre(width: int, height: int) -> tuple[float, float]:
     """The centre of a frame in pixel coordinates (between pixels when a side is even)."""
     return ((width - 1) / 2.0, (height - 1) / 2.0)
@@ -124,12 +116,6 @@ def sampling_map_from_theta(
     n_in = normalizer(*in_size, align_corners)
     n_out = normalizer(*out_size, align_corners)
     return torch.linalg.inv(n_in) @ full @ n_out
-
-
-def apply_affine(matrix: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
-    """Points (..., 2) mapped by a (3, 3) matrix; the result has the points' dtype and device."""
-    m = matrix.to(points.device, points.dtype)
-    return points @ m[:2, :2].T + m[:2, 2]
 
 
 def border_polyline(width: int, height: int, per_side: int = 16, dtype=torch.float32) -> torch.Tensor:

@@ -193,7 +193,6 @@ class DeformConv2d(nn.Module):
         return deform_conv2d(input, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask)
 
 
-
 def bilateral_mask(taps: torch.Tensor, image: torch.Tensor, sigma: float) -> torch.Tensor:
     """A v2 modulation from content: each tap weighs exp(-|tap colour - pixel colour|^2 / 2 sigma^2).
 
@@ -249,6 +248,7 @@ class Pieces:
     mask: Optional[torch.Tensor]  # (1, K, h, w) or None for v1
     deformed: torch.Tensor  # (1, 3, h, w)
     regular: torch.Tensor  # (1, 3, h, w)
+    keys: tuple = (None, None)  # memo keys of deformed and regular: their display tensors are kept too
 
 
 FIT_CELL = 8  # fit pixels per cell of the coarse offset lattice: smooth fields, pooled gradients
@@ -295,7 +295,7 @@ class DeformableConvolution(Operator):
     )
 
     def __init__(self) -> None:
-        self._memo = Memo(capacity=16)
+        self._memo = Memo(capacity=24)
         self._fit: Optional[LearnedOffsets] = None
 
     def reset_state(self) -> None:
@@ -316,11 +316,11 @@ class DeformableConvolution(Operator):
         dkey = ("deformed",) + okey + (params["kernel"], params["version"], params["mask_sigma"])
         deformed, mask = self._memo.get(dkey, lambda: self._deform(image, offsets, kernel, params, fit))
         t2 = time.perf_counter()
-        regular = self._memo.get(("regular", params["kernel"], params["kernel_size"], params["dilation"]),
-                                 lambda: depthwise_conv(image, kernel, int(params["dilation"])))
+        rkey = ("regular", params["kernel"], params["kernel_size"], params["dilation"])
+        regular = self._memo.get(rkey, lambda: depthwise_conv(image, kernel, int(params["dilation"])))
         t3 = time.perf_counter()
         timings = {"offsets ms": (t1 - t0) * 1e3, "deformable ms": (t2 - t1) * 1e3, "regular ms": (t3 - t2) * 1e3}
-        return Result(self._layers(image, Pieces(offsets, mask, deformed, regular), params, q, fit, timings))
+        return Result(self._layers(image, Pieces(offsets, mask, deformed, regular, (dkey, rkey)), params, q, fit, timings))
 
     def _kernel(self, params: Mapping[str, Any], image: torch.Tensor) -> torch.Tensor:
         k = int(params["kernel_size"])
@@ -435,6 +435,10 @@ class DeformableConvolution(Operator):
         return Result(self._layers(image, Pieces(off, mask, out, regular), params, q, state, timings))
 
     # -- panels ------------------------------------------------------------------------------------
+    def _kept(self, key: tuple, compute):
+        """Memoized when ``key`` names a memoized stage; computed afresh for fit previews."""
+        return compute() if None in key[1:2] else self._memo.get(key, compute)
+
     def _layers(self, image: torch.Tensor, pieces: Pieces, params: Mapping[str, Any], q: tuple[int, int],
                 fit: Optional[LearnedOffsets], timings: dict[str, float]) -> tuple:
         """Panels from ``pieces`` computed at (h, w), placed on the input frame (H, W)."""
@@ -442,13 +446,17 @@ class DeformableConvolution(Operator):
         work = (pieces.deformed.shape[3], pieces.deformed.shape[2])
         extent = None if work == frame else (0.0, 0.0, float(frame[0]), float(frame[1]))
         name, k, d = params["kernel"], int(params["kernel_size"]), int(params["dilation"])
-        levels = None if name in NONNEGATIVE else _symmetric(pieces.regular)
+        levels = None if name in NONNEGATIVE else self._kept(("levels", pieces.keys[1]), lambda: _symmetric(pieces.regular))
+
+        def shown(x: torch.Tensor, key) -> torch.Tensor:  # a kept tensor converts to the same array: no redraw
+            return self._kept(("shown", key, levels), lambda: _display(x, levels))
         where = f" (fit preview at {work[0]}x{work[1]})" if extent else ""
         mag = offset_magnitude(pieces.offsets[..., ::4, ::4])  # every 4th pixel: plenty for smooth fields
         layers = [
-            _image_layer("Deformable output", pieces.deformed, levels, extent,
+            _image_layer("Deformable output", shown(pieces.deformed, pieces.keys[0]), levels, extent,
                          f"{name} {k}x{k}, dilation {d}, {params['version']} with {params['offsets']} offsets{where}"),
-            _image_layer("Regular convolution", pieces.regular, levels, extent, f"the same kernel on the regular grid{where}"),
+            _image_layer("Regular convolution", shown(pieces.regular, pieces.keys[1]), levels, extent,
+                         f"the same kernel on the regular grid{where}"),
             _offset_field(pieces.offsets, params, frame, work),
             _sampling_points(pieces.offsets, pieces.mask, params, q, frame, work),
             _modulation(pieces.mask, params, q, frame, work, extent),
@@ -456,7 +464,7 @@ class DeformableConvolution(Operator):
         if params["offsets"] == "learned":
             th, tw = self._problem(image, params)[0].shape[2:]
             target = self._memo.get(("target",) + _fit_key(params), lambda: _target(image, params, self._kernel(params, image)))
-            layers.append(_image_layer("Fit target", target, levels, None,
+            layers.append(_image_layer("Fit target", shown(target, ("target",) + _fit_key(params)), levels, None,
                                        f"kernel on the image turned {params['fit_rotate']:g} deg, scaled {params['fit_scale']:g}, "
                                        f"sheared {params['fit_shear']:g}; the fit runs at {tw}x{th}"))
             losses = fit.losses if fit else []
@@ -540,10 +548,15 @@ def _symmetric(x: torch.Tensor) -> tuple[float, float]:
     return (-hi, hi)
 
 
-def _image_layer(name: str, x: torch.Tensor, levels, extent, caption: str) -> ImageLayer:
+def _display(x: torch.Tensor, levels) -> torch.Tensor:
+    """(1, 3, H, W) -> what an ImageLayer shows: RGB (H, W, 3), or the channel mean for signed kernels."""
+    return x[0].permute(1, 2, 0) if levels is None else x[0].mean(0)
+
+
+def _image_layer(name: str, shown: torch.Tensor, levels, extent, caption: str) -> ImageLayer:
     if levels is None:
-        return ImageLayer(name, x[0].permute(1, 2, 0), levels=(0.0, 1.0), extent=extent, caption=caption)
-    return ImageLayer(name, x[0].mean(0), levels=levels, colormap="CET-D1", extent=extent, caption=caption)
+        return ImageLayer(name, shown, levels=(0.0, 1.0), extent=extent, caption=caption)
+    return ImageLayer(name, shown, levels=levels, colormap="CET-D1", extent=extent, caption=caption)
 
 
 def _to_frame(points: torch.Tensor, frame: tuple[int, int], work: tuple[int, int]) -> torch.Tensor:

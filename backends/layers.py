@@ -2,8 +2,10 @@
 
 The app maps each layer kind to a view and each named layer to a dock panel, so an operator
 never writes GUI code. Arrays are numpy (the worker converts any torch tensors it finds).
-Coordinates are image pixels of the *input* frame, x to the right and y down, unless a layer
-says otherwise; ``extent`` places an array of another size (a strided output) on that frame.
+Coordinates are image pixels of the *input* frame, x to the right and y down. Points, vectors,
+grids and outlines use pixel-index coordinates (pixel i's centre is at i); extents, boxes and
+focus regions use edge coordinates (pixel i spans [i, i + 1]). ``extent`` places an array of
+another size (a strided output) on that frame.
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ class SamplingGridLayer:
     grid: np.ndarray
     background: Optional[np.ndarray] = None
     outline: Optional[np.ndarray] = None  # (K, 2) closed polygon, e.g. the source quadrilateral
+    focus: Optional[Extent] = None
     caption: str = ""
     kind: str = "sampling_grid"
 

@@ -66,6 +66,8 @@ def show(panel: Panel, layer: Layer, input_pixels: Optional[np.ndarray] = None) 
     if isinstance(background, str):
         layer = replace(layer, background=input_pixels if background == INPUT else None)
     SHOWERS[layer.kind](panel, layer)
+    if isinstance(panel.view, ImageCanvas):
+        panel.view.finish_overlays()
     panel.set_caption(layer.caption)
 
 
@@ -170,7 +172,19 @@ def _show_sampling_grid(panel: Panel, layer: SamplingGridLayer) -> None:
     _show_background(canvas, layer.background, grid.shape[:2])
     canvas.add_mesh(grid, (90, 220, 255))
     if layer.outline is not None:
-        canvas.add_polyline(np.asarray(layer.outline) - 0.5, (255, 200, 60), width=2.0)
+        canvas.add_polyline(np.asarray(layer.outline), (255, 200, 60), width=2.0)
+    canvas.set_focus(layer.focus or _union_focus(canvas, grid, layer.outline))
+
+
+def _union_focus(canvas: ImageCanvas, grid: np.ndarray, outline: Optional[np.ndarray]):
+    """The image and everything drawn on it, when a grid reaches outside the image; else None."""
+    pts = grid.reshape(-1, 2) if outline is None else np.concatenate([grid.reshape(-1, 2), np.asarray(outline).reshape(-1, 2)])
+    h, w = canvas._shape or (1, 1)
+    lo = np.minimum(pts.min(0) + 0.5, 0.0)
+    hi = np.maximum(pts.max(0) + 0.5, (w, h))
+    if (lo >= 0).all() and (hi <= (w, h)).all():
+        return None
+    return (float(lo[0]), float(lo[1]), float(hi[0] - lo[0]), float(hi[1] - lo[1]))
 
 
 def _show_points(panel: Panel, layer: PointsLayer) -> None:

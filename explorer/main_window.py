@@ -112,7 +112,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.picker.operatorChosen.connect(self.session.set_operator)
         self.form = ParamForm()
         self.form.valueChanged.connect(self._on_form_value)
-        self.form.resetRequested.connect(self.session.reset_params)
+        self.form.resetRequested.connect(self.reset_operator)
         self.job_buttons: dict[str, QtWidgets.QPushButton] = {}
         form_scroll = QtWidgets.QScrollArea()
         form_scroll.setWidgetResizable(True)
@@ -167,7 +167,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self._action(file_menu, "&Quit", self.close, QtGui.QKeySequence.StandardKey.Quit)
 
         edit_menu = mb.addMenu("&Edit")
-        self._action(edit_menu, "&Reset Parameters", self.session.reset_params, "Ctrl+R")
+        self._action(edit_menu, "&Reset Parameters", self.reset_operator, "Ctrl+R")
+        self._action(edit_menu, "&Forget Learned State", self.forget_learned_state)
 
         self.view_menu = mb.addMenu("&View")
         self._fill_view_menu()
@@ -319,6 +320,18 @@ class MainWindow(QtWidgets.QMainWindow):
             button.toggled.connect(lambda on, a=action.name: self.start_job(a) if on else self.worker.stop_job())
             box.addWidget(button)
             self.job_buttons[action.name] = button
+
+    def reset_operator(self) -> None:
+        """Defaults, and a clean slate: fitted or trained state is forgotten too."""
+        self.worker.stop_job()
+        self.worker.reset_operator(self.session.operator)
+        self.session.reset_params()
+        self.schedule(force=True)
+
+    def forget_learned_state(self) -> None:
+        self.worker.stop_job()
+        self.worker.reset_operator(self.session.operator)
+        self.schedule(force=True)
 
     def _on_form_value(self, name: str, value) -> None:
         try:

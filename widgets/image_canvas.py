@@ -50,6 +50,7 @@ class ImageCanvas(pg.GraphicsView):
         self._marker.setZValue(30)
         self.view.addItem(self._marker, ignoreBounds=True)
         self._overlays: list[pg.GraphicsObject] = []
+        self._spare: dict[type, list[pg.GraphicsObject]] = {}
         self._labels: list[pg.TextItem] = []
         self._labels_key: tuple = ()
         self._shape: Optional[tuple[int, int]] = None
@@ -110,9 +111,22 @@ class ImageCanvas(pg.GraphicsView):
         self.heat_item.setVisible(True)
 
     def clear_overlays(self) -> None:
+        """Starts a frame's overlays. Last frame's items are kept as spares and refilled by the
+        next add_* calls (rebuilding pyqtgraph items cost about 10 ms a panel); ``finish_overlays``
+        removes the ones left over."""
         for item in self._overlays:
-            self.view.removeItem(item)
-        self._overlays.clear()
+            self._spare.setdefault(type(item), []).append(item)
+        self._overlays = []
+
+    def finish_overlays(self) -> None:
+        for items in self._spare.values():
+            for item in items:
+                self.view.removeItem(item)
+        self._spare.clear()
+
+    def _reuse(self, cls: type):
+        items = self._spare.get(cls)
+        return items.pop() if items else None
 
     def add_points(self, points: np.ndarray, color: Sequence[int], size: float,
                    values: Optional[np.ndarray] = None) -> None:
@@ -123,7 +137,11 @@ class ImageCanvas(pg.GraphicsView):
             brushes = [pg.mkBrush(*color, int(60 + 195 * a)) for a in v]
         else:
             brushes = pg.mkBrush(*color)
-        item = pg.ScatterPlotItem(pts[:, 0], pts[:, 1], size=size, brush=brushes, pen=pg.mkPen((0, 0, 0, 200), width=1))
+        pen = pg.mkPen((0, 0, 0, 200), width=1)
+        item = self._reuse(pg.ScatterPlotItem)
+        if item is None:
+            item = pg.ScatterPlotItem()
+        item.setData(x=pts[:, 0], y=pts[:, 1], size=size, brush=brushes, pen=pen)
         self._add(item, z=12)
 
     def add_segments(self, starts: np.ndarray, ends: np.ndarray, color: Sequence[int], width: float = 1.0) -> None:
@@ -132,28 +150,38 @@ class ImageCanvas(pg.GraphicsView):
         e = np.asarray(ends, np.float64).reshape(-1, 2) + 0.5
         xy = np.empty((2 * len(s), 2))
         xy[0::2], xy[1::2] = s, e
-        item = pg.PlotDataItem(xy[:, 0], xy[:, 1], connect="pairs", pen=pg.mkPen(*color, width=width))
-        self._add(item, z=10)
+        self._add(self._line_item(xy, "pairs", pg.mkPen(*color, width=width)), z=10)
 
     def add_polyline(self, points: np.ndarray, color: Sequence[int], width: float = 1.5, closed: bool = True) -> None:
-        p = np.asarray(points, np.float64).reshape(-1, 2)
-        if closed and len(p):
-            p = np.vstack([p, p[:1]])
-        self._add(pg.PlotDataItem(p[:, 0], p[:, 1], pen=pg.mkPen(*color, width=width)), z=11)
+        """A polyline through pixel-index coordinates (pixel i's centre at i), like points."""
+        self._polyline(np.asarray(points, np.float64).reshape(-1, 2) + 0.5, color, width, closed)
 
     def add_box(self, box: Extent, color: Sequence[int], width: float = 1.5) -> None:
+        """A box (x, y, w, h) in edge coordinates, as extents and focus regions are."""
         x, y, w, h = box
-        self.add_polyline(np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]]) - 0.5, color, width)
+        self._polyline(np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], np.float64), color, width, True)
+
+    def _polyline(self, p: np.ndarray, color: Sequence[int], width: float, closed: bool) -> None:
+        if closed and len(p):
+            p = np.vstack([p, p[:1]])
+        self._add(self._line_item(p, "all", pg.mkPen(*color, width=width)), z=11)
+
+    def _line_item(self, xy: np.ndarray, connect: str, pen) -> pg.PlotDataItem:
+        item = self._reuse(pg.PlotDataItem)
+        if item is None:
+            item = pg.PlotDataItem()
+        item.setData(xy[:, 0], xy[:, 1], connect=connect, pen=pen)
+        return item
 
     def add_mesh(self, grid: np.ndarray, color: Sequence[int], max_lines: int = 24) -> None:
-        """A (Gh, Gw, 2) grid of x, y drawn as a wire mesh, thinned to ``max_lines`` per axis."""
+        """A (Gh, Gw, 2) grid of pixel-index x, y drawn as a wire mesh, thinned to ``max_lines`` per axis."""
         gh, gw = grid.shape[:2]
         rs = np.unique(np.linspace(0, gh - 1, min(gh, max_lines)).round().astype(int))
         cs = np.unique(np.linspace(0, gw - 1, min(gw, max_lines)).round().astype(int))
         sub = grid[np.ix_(rs, cs)]
         starts = np.concatenate([sub[:, :-1].reshape(-1, 2), sub[:-1, :].reshape(-1, 2)])
         ends = np.concatenate([sub[:, 1:].reshape(-1, 2), sub[1:, :].reshape(-1, 2)])
-        self.add_segments(starts - 0.5, ends - 0.5, color, width=1.0)
+        self.add_segments(starts, ends, color, width=1.0)
 
     def set_labels(self, labels: Sequence[str], positions: Sequence[tuple[float, float]],
                    color: Sequence[int] = (235, 235, 235)) -> None:
@@ -174,7 +202,8 @@ class ImageCanvas(pg.GraphicsView):
 
     def _add(self, item: pg.GraphicsObject, z: float) -> None:
         item.setZValue(z)
-        self.view.addItem(item, ignoreBounds=True)
+        if item.scene() is None:
+            self.view.addItem(item, ignoreBounds=True)
         self._overlays.append(item)
 
     # -- query marker and crosshair ---------------------------------------------------------

@@ -317,7 +317,7 @@ class SpatialTransformer(Operator):
         xs = torch.linspace(0, w - 1, min(w, GRID_LINES), dtype=torch.float64)
         lattice = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), -1)  # (Gh, Gw, 2)
         edge = mapped(border_polyline(w, h, 24, torch.float64))
-        outline = edge + 0.5  # outlines are drawn in edge coordinates
+        outline = edge  # pixel-index coordinates, like the grid
         step = (w - 1) / max(len(xs) - 1, 1)
         fit = self._fit if self._fit is not None and self._fit.key == _fit_key(params, image) else None
         losses = fit.losses if fit else []

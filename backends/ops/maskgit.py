@@ -115,12 +115,12 @@ class MaskedTokenGeneration(Operator):
         n0 = int(job["n_masked"])
         curves = {name: (curve_x, np.array([n0] + masked_counts(n0, steps, name), np.float32)) for name in SCHEDULES}
         layers = [
-            HeatmapLayer(f"Step {show}: fixed tokens", state, background=step_img, levels=(0.0, 2.0), colormap="viridis",
-                         opacity=0.55, extent=extent,
-                         caption=f"yellow: fixed in round {show} ({n_new}); teal: fixed before; purple: still masked ({masked_left})"),
+            HeatmapLayer(f"Step {show}: fixed tokens", state, background=job["fixed_images"][s], levels=(0.0, 2.0),
+                         colormap="viridis", opacity=0.5, extent=extent,
+                         caption=f"yellow: fixed in round {show} ({n_new}); teal: fixed before; grey: still masked ({masked_left})"),
             HeatmapLayer(f"Step {show}: confidence", conf, background=step_img, levels=(0.0, 1.0), colormap="inferno",
                          opacity=0.75, extent=extent,
-                         caption="probability of the token sampled at each position masked before this round (0 where already fixed)"),
+                         caption="probability of the token sampled at each position masked before this round (clear where already fixed)"),
             ImageLayer(f"Step {show}: decoded", step_img, levels=(0.0, 1.0),
                        caption="fixed tokens plus this round's samples for the masked ones, decoded by the VQ-VAE"),
             ImageLayer("All steps", job["strip"], levels=(0.0, 1.0),
@@ -157,9 +157,9 @@ class MaskedTokenGeneration(Operator):
 
     @staticmethod
     def _steps_to_images(vq: VQVAE, trace: DecodeTrace, context: torch.Tensor | None = None,
-                         origin: tuple[int, int] = (0, 0)) -> tuple[list[np.ndarray], np.ndarray]:
-        """Per round: the decoded window (sample 0), and a strip of every round: on top the fixed tokens
-        plus that round's samples, below the fixed tokens alone (still-masked ones grey)."""
+                         origin: tuple[int, int] = (0, 0)) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
+        """Per round: the decoded window (sample 0), the same with still-masked tokens grey, and a strip
+        of every round: on top the fixed tokens plus that round's samples, below the fixed tokens alone."""
         toks = torch.from_numpy(trace.tokens[:, 0]).long()  # (steps, s, s)
         s = toks.shape[1]
         if context is not None:
@@ -183,7 +183,7 @@ class MaskedTokenGeneration(Operator):
             greyed[t][pix] = MASKED_GREY
         both = np.concatenate([arr, greyed]).transpose(0, 3, 1, 2)
         strip = image_grid(both, len(arr), gap=2, upscale=2)
-        return list(arr), strip
+        return list(arr), list(greyed), strip
 
     def _generate(self, vq: VQVAE, mg: MaskGIT, dec_args: tuple) -> dict[str, Any]:
         steps, schedule, temperature, seed, noise = dec_args
@@ -192,9 +192,9 @@ class MaskedTokenGeneration(Operator):
         tokens = torch.zeros((BATCH, s, s), dtype=torch.long, device=device)
         mask = torch.ones((BATCH, s, s), dtype=torch.bool, device=device)
         trace = decode(mg, tokens, mask, steps, schedule, temperature, seed, noise)
-        step_images, strip = self._steps_to_images(vq, trace)
+        step_images, fixed_images, strip = self._steps_to_images(vq, trace)
         finals = vq.decode(torch.from_numpy(trace.final).long().to(device))
-        return {"trace": trace, "step_images": step_images, "strip": strip, "n_masked": s * s,
+        return {"trace": trace, "step_images": step_images, "fixed_images": fixed_images, "strip": strip, "n_masked": s * s,
                 "window_final": step_images[-1], "samples": image_grid(finals, BATCH, gap=2, upscale=2)}
 
     @staticmethod
@@ -219,7 +219,7 @@ class MaskedTokenGeneration(Operator):
         mask = torch.zeros_like(window, dtype=torch.bool)
         mask[:, by : by + box, bx : bx + box] = True
         trace = decode(mg, window, mask, steps, schedule, temperature, seed, noise)
-        step_images, strip = self._steps_to_images(vq, trace, tokens.cpu(), (oy, ox))
+        step_images, fixed_images, strip = self._steps_to_images(vq, trace, tokens.cpu(), (oy, ox))
         p = DOWNSAMPLE
         before = enc["recon"]
         full = before.clone()  # the reconstruction with the window's decode pasted in
@@ -230,7 +230,7 @@ class MaskedTokenGeneration(Operator):
         compare = image_grid(np.stack([crop, masked, step_images[-1]]).transpose(0, 3, 1, 2), 3, gap=2, upscale=2)
         sx, sy = W / (w * p), H / (h * p)
         return {
-            "trace": trace, "step_images": step_images, "strip": strip, "n_masked": box * box,
+            "trace": trace, "step_images": step_images, "fixed_images": fixed_images, "strip": strip, "n_masked": box * box,
             "window_final": step_images[-1], "full": full, "frame": (0.0, 0.0, float(W), float(H)),
             "click": (float(qx), float(qy)),
             "window_box": (ox * p * sx, oy * p * sy, s * p * sx, s * p * sy),

@@ -67,7 +67,7 @@ def test_sprite_factors_are_returned_and_in_range():
     assert set(f) == set(FACTOR_NAMES)
     assert set(np.unique(f["shape"])) == set(range(len(SHAPES)))
     assert f["scale"].min() >= 0.5 and f["scale"].max() <= 1.0
-    assert f["orientation"].min() >= 0 and f["orientation"].max() < 2 * np.pi
+    assert f["orientation"].min() >= -np.pi / 4 and f["orientation"].max() < np.pi / 4
     for k in ("pos_x", "pos_y"):
         assert 0 <= f[k].min() and f[k].max() <= 1
     d = discretize_factors(f)

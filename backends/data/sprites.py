@@ -3,15 +3,17 @@
 One shape (square, ellipse or heart) on black, at a scale, rotation, position and hue, each
 factor drawn independently and uniformly. Rendering is vectorized in torch: every pixel is
 tested against the shape in the shape's own frame at 4x4 sub-samples and averaged, so edges are
-anti-aliased and a batch of 256 takes a few milliseconds.
+anti-aliased and a batch of 256 takes about 0.1 s on one core.
 
 Factors (one entry per image in the returned dict, floats unless said):
 
 - ``shape``        int: 0 square, 1 ellipse, 2 heart
-- ``scale``        in [0.5, 1.0]: the shape's half-size is ``scale * 8`` pixels
-- ``orientation``  radians in [0, 2 pi): counter-clockwise rotation
-- ``pos_x``        in [0, 1]: centre from left (8 px) to right (24 px)
-- ``pos_y``        in [0, 1]: centre from top (8 px) to bottom (24 px)
+- ``scale``        in [0.5, 1.0]: the shape's half-size is ``scale * 10`` pixels
+- ``orientation``  radians in [-pi/4, pi/4): counter-clockwise rotation. A quarter turn covers
+                   every pose of the square; keeping hearts upright-ish keeps shape learnable
+                   by a small VAE in minutes (with full turns it blurs every shape to a blob)
+- ``pos_x``        in [0, 1]: centre from left (10 px) to right (22 px)
+- ``pos_y``        in [0, 1]: centre from top (10 px) to bottom (22 px)
 - ``hue``          in [0, 0.75]: red through yellow, green, cyan to blue (no wrap to red)
 """
 
@@ -27,9 +29,10 @@ SIZE = 32
 SHAPES = ("square", "ellipse", "heart")
 FACTOR_NAMES = ("shape", "scale", "orientation", "pos_x", "pos_y", "hue")
 SCALE_RANGE = (0.5, 1.0)
+ORIENTATION_RANGE = (-math.pi / 4, math.pi / 4)
 HUE_RANGE = (0.0, 0.75)
-HALF_SIZE_PX = 8.0
-POS_MARGIN_PX = 8.0
+HALF_SIZE_PX = 10.0
+POS_MARGIN_PX = 10.0
 SUPERSAMPLE = 4
 RENDER_CHUNK = 256
 SATURATION, VALUE = 0.85, 1.0
@@ -41,7 +44,7 @@ def sample_factors(n: int, seed: int) -> dict[str, np.ndarray]:
     return {
         "shape": rng.integers(0, len(SHAPES), n),
         "scale": rng.uniform(*SCALE_RANGE, n).astype(np.float32),
-        "orientation": rng.uniform(0.0, 2 * math.pi, n).astype(np.float32),
+        "orientation": rng.uniform(*ORIENTATION_RANGE, n).astype(np.float32),
         "pos_x": rng.uniform(0.0, 1.0, n).astype(np.float32),
         "pos_y": rng.uniform(0.0, 1.0, n).astype(np.float32),
         "hue": rng.uniform(*HUE_RANGE, n).astype(np.float32),
@@ -121,7 +124,7 @@ def discretize_factors(factors: Mapping[str, np.ndarray], bins: int = 10) -> dic
     such as the mutual information gap."""
     ranges = {
         "scale": SCALE_RANGE,
-        "orientation": (0.0, 2 * math.pi),
+        "orientation": ORIENTATION_RANGE,
         "pos_x": (0.0, 1.0),
         "pos_y": (0.0, 1.0),
         "hue": HUE_RANGE,

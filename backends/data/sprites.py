@@ -10,8 +10,8 @@ Factors (one entry per image in the returned dict, floats unless said):
 - ``shape``        int: 0 square, 1 ellipse, 2 heart
 - ``scale``        in [0.5, 1.0]: the shape's half-size is ``scale * 10`` pixels
 - ``orientation``  radians in [-pi/4, pi/4): counter-clockwise rotation. A quarter turn covers
-                   every pose of the square; keeping hearts upright-ish keeps shape learnable
-                   by a small VAE in minutes (with full turns it blurs every shape to a blob)
+                   every pose of the square and keeps hearts upright-ish: with full turns, our
+                   4000-step VAEs drew every shape as a blob
 - ``pos_x``        in [0, 1]: centre from left (10 px) to right (22 px)
 - ``pos_y``        in [0, 1]: centre from top (10 px) to bottom (22 px)
 - ``hue``          in [0, 0.75]: red through yellow, green, cyan to blue (no wrap to red)

@@ -1,11 +1,14 @@
 """Train the (beta-)VAE on a procedural dataset and score its disentanglement.
 
-    python -m backends.training.vae --dataset sprites --beta 1 --steps 4000 --out assets/weights/vae_sprites_beta1.safetensors
+    python -m backends.training.vae --dataset sprites --beta 1 --steps 6000 --out assets/weights/vae_sprites_beta1.safetensors
+    python -m backends.training.vae --dataset faces --latent-dim 16 --steps 4000 --pool 20000 --out assets/weights/vae_faces.safetensors
 
 Fixed seed, one CPU thread by default (``--threads`` raises it). Batches come from a pool of
 ``--pool`` images drawn once from the dataset's generator (seed * 1e6 + i), or with ``--pool 0``
-fresh every step (seed * 1e6 + step). On sprites the script reports the mutual information gap (MIG, Chen et al. 2018) of
-the encoder's means against the true factors, and writes it with the losses to the manifest.
+fresh every step (seed * 1e6 + step). On sprites the script reports the mutual information gap
+(MIG, Chen et al. 2018) of the encoder's means against the true factors; on faces, the Frechet
+distance of prior samples to held-out faces in the attribute classifier's features. Either goes
+to the manifest with the losses.
 """
 
 from __future__ import annotations

@@ -98,7 +98,8 @@ def _wait(window, timeout_s: float = 60) -> None:
 
 
 def matplotlib_loop(op: str, image: np.ndarray, changes: int) -> float:
-    """Frames per second of what a notebook user would do: compute, then redraw every panel."""
+    """Frames per second of what a notebook user would do: compute, then redraw every panel of
+    the same result (images, mosaics, arrows, grids, points, bars, curves, metrics) with pyplot."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -110,24 +111,63 @@ def matplotlib_loop(op: str, image: np.ndarray, changes: int) -> float:
 
     name, values = SWEEPS[op]
     tensor = torch.from_numpy(image).permute(2, 0, 1)[None].contiguous()
-    fig = plt.figure(figsize=(12, 8), dpi=100)
+    operator = operator_class(op)()
+    fig = plt.figure(figsize=(16, 10), dpi=100)
     times = []
     for i in range(changes):
         t0 = time.perf_counter()
         params = validated_params(op, {name: values[i % len(values)]})
         with torch.no_grad():
-            result = materialize(operator_class(op)().run(tensor, params, None))
+            result = materialize(operator.run(tensor, params, None))
         fig.clf()
-        images = [lay for lay in result.layers if lay.kind in ("image", "heatmap")]
-        for k, lay in enumerate(images):
-            ax = fig.add_subplot(2, 2, k + 1)
-            data = lay.image if lay.kind == "image" else lay.maps
-            ax.imshow(data if data.ndim == 3 or data.ndim == 2 else data[0], cmap="inferno")
-            ax.set_title(lay.name)
+        n = len(result.layers)
+        cols = 3
+        rows = -(-n // cols)
+        for k, layer in enumerate(result.layers):
+            _draw_layer(fig.add_subplot(rows, cols, k + 1), layer, image)
         fig.canvas.draw()
         times.append(time.perf_counter() - t0)
     plt.close(fig)
     return 1.0 / float(np.median(times))
+
+
+def _draw_layer(ax, layer, image: np.ndarray) -> None:
+    from widgets.mosaic import tile
+
+    ax.set_title(layer.name, fontsize=8)
+    bg = getattr(layer, "background", None)
+    bg = image if isinstance(bg, str) else bg
+    if layer.kind == "image":
+        ax.imshow(np.clip(layer.image, 0, 1) if layer.image.ndim == 3 else layer.image, cmap="viridis")
+    elif layer.kind in ("feature_maps", "heatmap"):
+        maps = layer.maps
+        if bg is not None and maps.ndim == 2:
+            ax.imshow(bg)
+        ax.imshow(tile(maps)[0] if maps.ndim == 3 else maps, cmap="inferno", alpha=0.6 if bg is not None else 1.0)
+    elif layer.kind == "vector_field":
+        if bg is not None:
+            ax.imshow(bg)
+        ax.quiver(layer.origins[:, 0], layer.origins[:, 1], layer.vectors[:, 0], -layer.vectors[:, 1], color="y")
+    elif layer.kind == "sampling_grid":
+        if bg is not None:
+            ax.imshow(bg)
+        g = layer.grid[::4, ::4]
+        ax.plot(g[..., 0], g[..., 1], "c-", lw=0.5)
+        ax.plot(g[..., 0].T, g[..., 1].T, "c-", lw=0.5)
+    elif layer.kind == "points":
+        if bg is not None:
+            ax.imshow(bg)
+        for ps in layer.sets:
+            ax.scatter(ps.points[:, 0], ps.points[:, 1], s=12)
+    elif layer.kind == "bars":
+        for j, vals in enumerate(layer.series.values()):
+            ax.bar(np.arange(len(vals)) + 0.4 * j, vals, width=0.4)
+    elif layer.kind == "curve":
+        for x, y in layer.series.values():
+            ax.plot(x, y)
+    elif layer.kind == "metrics":
+        ax.axis("off")
+        ax.table(cellText=[[k, str(v)] for k, v in layer.values.items()], loc="center")
 
 
 def deform_vs_torchvision(size: int = 512, channels: int = 3, out_channels: int = 3, repeats: int = 10) -> Optional[str]:

@@ -57,6 +57,7 @@ class ImageCanvas(pg.GraphicsView):
         self._extent: Optional[Extent] = None
         self._data: Optional[np.ndarray] = None
         self._focus: Optional[Extent] = None
+        self._marker_at: Optional[tuple[float, float]] = None
         self._image_key: tuple = ()
         self._heat_key: tuple = ()
         self._heat_data: Optional[np.ndarray] = None
@@ -208,6 +209,9 @@ class ImageCanvas(pg.GraphicsView):
 
     # -- query marker and crosshair ---------------------------------------------------------
     def set_marker(self, point: Optional[tuple[float, float]]) -> None:
+        if point == self._marker_at:
+            return  # unchanged: no repaint
+        self._marker_at = point
         if point is None or not self.frame_coords:
             self._marker.setData([])
         else:

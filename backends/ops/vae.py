@@ -203,8 +203,8 @@ class VAEExplorer(Operator):
         grid = image_grid(model.decode(zs.view(-1, d)), PLANE_STEPS)
         cell = 33.0
         span = (PLANE_STEPS - 1) / (2 * RANGE)
-        mx = (float(z[px].clamp(-RANGE, RANGE)) * span + (PLANE_STEPS - 1) / 2) * cell + 16
-        my = ((PLANE_STEPS - 1) / 2 - float(z[py].clamp(-RANGE, RANGE)) * span) * cell + 16
+        mx = (float(z[px].clamp(-RANGE, RANGE)) * span + (PLANE_STEPS - 1) / 2) * cell + 15.5  # pixel-index convention: the centre of a 32 px tile
+        my = ((PLANE_STEPS - 1) / 2 - float(z[py].clamp(-RANGE, RANGE)) * span) * cell + 15.5  # pixel-index convention: the centre of a 32 px tile
         same = " (the same dimension on both axes)" if px == py else ""
         return PointsLayer(
             "Latent plane",

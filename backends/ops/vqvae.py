@@ -170,7 +170,7 @@ class VQVAETokenizer(Operator):
             tx, ty = qtok
             r = int(params["paint_radius"]) if code >= 0 else 0
             boxes = ((tx * sx, ty * sy, sx, sy), ((tx - r) * sx, (ty - r) * sy, (2 * r + 1) * sx, (2 * r + 1) * sy))
-            sets = (PointSet(np.array([[(tx + 0.5) * sx, (ty + 0.5) * sy]], np.float32), (255, 255, 255), 9.0, "query token"),)
+            sets = (PointSet(np.array([[(tx + 0.5) * sx - 0.5, (ty + 0.5) * sy - 0.5]], np.float32), (255, 255, 255), 9.0, "query token"),)
         token_img = _resize_nearest(palette[tok_np], H, W)
         q_text = f"token ({qtok[0]}, {qtok[1]}) = code {int(tok_np[qtok[1], qtok[0]])}" if qtok else "click a token"
         layers = (

@@ -29,6 +29,8 @@ SWEEPS: dict[str, tuple[str, list]] = {
     "spatial_transformer": ("rotate", list(range(-40, 41, 5))),
     "squeeze_excitation": ("reduction", [2, 4, 8, 16]),
     "self_attention": ("temperature", [round(0.2 + 0.1 * i, 2) for i in range(15)]),
+    "vae": ("z0", [round(-3 + 0.25 * i, 2) for i in range(25)]),
+    "stylegan": ("smile", [round(-3 + 0.25 * i, 2) for i in range(25)]),
 }
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -37,26 +37,32 @@ def view_type(layer: Layer) -> type:
     return {"bars": BarsView, "curve": CurveView, "metrics": MetricsView}.get(layer.kind, ImageCanvas)
 
 
-def make_panel(layer: Layer) -> Panel:
+def make_panel(layer: Layer, input_shape: Optional[tuple[int, int]] = None) -> Panel:
     cls = view_type(layer)
-    view = ImageCanvas(frame_coords=_frame_coords(layer)) if cls is ImageCanvas else cls()
+    view = ImageCanvas(frame_coords=_frame_coords(layer, input_shape)) if cls is ImageCanvas else cls()
     return Panel(layer.name, view, with_colorbar=layer.kind in COLORBAR_KINDS)
 
 
-def panel_fits(panel: Panel, layer: Layer) -> bool:
+def panel_fits(panel: Panel, layer: Layer, input_shape: Optional[tuple[int, int]] = None) -> bool:
     """Whether ``panel`` can show ``layer`` in place (same view type, same coordinate frame)."""
     if type(panel.view) is not view_type(layer):
         return False
     if (panel.colorbar is not None) != (layer.kind in COLORBAR_KINDS):
         return False
-    return not isinstance(panel.view, ImageCanvas) or panel.view.frame_coords == _frame_coords(layer)
+    return not isinstance(panel.view, ImageCanvas) or panel.view.frame_coords == _frame_coords(layer, input_shape)
 
 
-def _frame_coords(layer: Layer) -> bool:
+def _frame_coords(layer: Layer, input_shape: Optional[tuple[int, int]] = None) -> bool:
+    """Whether the panel shows the input's frame, so clicks, markers and crosshairs apply.
+    An image of another size without an extent (a codebook, a sample grid) does not."""
     if layer.kind == "feature_maps":
         return False
     if layer.kind == "heatmap":
-        return np.asarray(layer.maps).ndim == 2
+        maps = np.asarray(layer.maps)
+        return maps.ndim == 2 and (layer.background is not None or layer.extent is not None
+                                   or input_shape is None or maps.shape[:2] == tuple(input_shape))
+    if layer.kind == "image":
+        return layer.extent is not None or input_shape is None or tuple(layer.image.shape[:2]) == tuple(input_shape)
     return True
 
 

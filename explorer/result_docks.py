@@ -28,12 +28,13 @@ class ResultDocks(QtCore.QObject):
     def show(self, result: Result, input_pixels=None) -> bool:
         """Shows each layer in its panel; returns True when the set of docks changed."""
         changed = False
+        shape = None if input_pixels is None else input_pixels.shape[:2]
         for layer in result.layers:
             panel = self.panels.get(layer.name)
-            if panel is None or not layer_views.panel_fits(panel, layer):
+            if panel is None or not layer_views.panel_fits(panel, layer, shape):
                 if panel is not None:
                     self._remove(layer.name)
-                self._add(layer)
+                self._add(layer, shape)
                 changed = True
             layer_views.show(self.panels[layer.name], layer, input_pixels)
         for name in [n for n in self.docks if n not in result.names]:
@@ -68,8 +69,8 @@ class ResultDocks(QtCore.QObject):
                 self._window.splitDockWidget(column[-1], dock, QtCore.Qt.Orientation.Vertical)
             column.append(dock)
 
-    def _add(self, layer: Layer) -> None:
-        panel = layer_views.make_panel(layer)
+    def _add(self, layer: Layer, input_shape=None) -> None:
+        panel = layer_views.make_panel(layer, input_shape)
         dock = QtWidgets.QDockWidget(layer.name, self._window)
         dock.setObjectName(f"panel:{layer.name}")
         dock.setWidget(panel)

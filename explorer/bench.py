@@ -50,8 +50,13 @@ def bench_operator(app, op: str, changes: int) -> tuple[list[Sample], list[float
     from PySide6 import QtCore, QtWidgets
 
     window, session = app.window, app.session
+    failures: list[str] = []
+    window.frameFailed.connect(failures.append)
     session.set_operator(op)
-    _wait(window)
+    _wait(window, failures=failures)
+    if failures:
+        print(f"| {op} | skipped: {failures[0]} |")
+        return [], []
     name, values = SWEEPS[op]
     spec_names = {p.name for p in window.form.rows.values() for p in [p.spec]}
     if name not in spec_names:
@@ -90,11 +95,11 @@ def bench_operator(app, op: str, changes: int) -> tuple[list[Sample], list[float
     return samples, stalls[5:]
 
 
-def _wait(window, timeout_s: float = 60) -> None:
+def _wait(window, timeout_s: float = 60, failures: Optional[list] = None) -> None:
     from PySide6 import QtWidgets
 
     deadline = time.perf_counter() + timeout_s
-    while window._applied_stamp < window._stamp and time.perf_counter() < deadline:
+    while window._applied_stamp < window._stamp and time.perf_counter() < deadline and not failures:
         QtWidgets.QApplication.processEvents()
         time.sleep(0.0005)
 

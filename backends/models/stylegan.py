@@ -369,7 +369,9 @@ def principal_directions(G: Generator, n: int = 20000, k: int = 5, seed: int = 0
 def fit_linear_boundary(x: torch.Tensor, y: torch.Tensor, steps: int = 300, l2: float = 1e-3) -> tuple[torch.Tensor, float]:
     """Logistic regression by L-BFGS (InterFaceGAN uses a linear SVM; the boundary is alike).
     ``x`` (N, D), ``y`` (N,) in {0, 1}. Returns the unit normal (D,) and the training accuracy."""
-    mu, sd = x.mean(0), x.std(0) + 1e-6
+    # One scale for all dimensions: per-dimension standardization would favour low-variance
+    # dimensions, giving a normal along which w barely moves the image.
+    mu, sd = x.mean(0), x.std() + 1e-6
     xs = (x - mu) / sd
     wb = torch.zeros(x.shape[1] + 1, requires_grad=True)
     opt = torch.optim.LBFGS([wb], max_iter=steps, line_search_fn="strong_wolfe")
@@ -392,7 +394,8 @@ def fit_linear_boundary(x: torch.Tensor, y: torch.Tensor, steps: int = 300, l2: 
 @torch.no_grad()
 def attribute_directions(G: Generator, n: int = 3000, seed: int = 1, batch: int = 250) -> dict[str, dict]:
     """InterFaceGAN: label generated faces with the attribute classifier (smile sign, glasses, tilt
-    sign), fit a linear boundary in w for each, and keep its unit normal and the std of w along it."""
+    sign), fit a linear boundary in w for each, and keep its unit normal and a slider unit (the
+    typical std of w along one direction)."""
     from backends.models.attribute_classifier import predict
 
     g = torch.Generator().manual_seed(seed)
@@ -410,7 +413,10 @@ def attribute_directions(G: Generator, n: int = 3000, seed: int = 1, batch: int 
     for k in ATTRIBUTE_DIRECTIONS:
         y = torch.cat(labels[k])
         normal, acc = fit_linear_boundary(w, y)
-        out[k] = {"direction": normal, "std": float((w @ normal).std()), "accuracy": acc, "positive": float(y.float().mean())}
+        # Slider unit: the typical spread of w along a random direction (the same for every
+        # attribute), so +-2 moves as far as the w's of two ordinary samples differ.
+        step = float(w.var(0).mean().sqrt())
+        out[k] = {"direction": normal, "std": step, "accuracy": acc, "positive": float(y.float().mean())}
     return out
 
 

@@ -53,11 +53,11 @@ class Config:
     mix_prob: float = 0.9
     ema_kimg: float = 10.0
     ema_rampup: float = 0.05
-    ms_weight: float = 0.0
+    ms_weight: float = 0.05
     mapping_lr_mul: float = 0.1
     pool: int = 40000
     seed: int = 0
-    pac: int = 1  # PacGAN: the discriminator judges this many samples at once
+    pac: int = 2  # PacGAN: the discriminator judges this many samples at once
     ms_pool: int = 4  # the mode-seeking distance compares images average-pooled by this factor
     bf16: bool = True  # autocast the forward passes to bfloat16 (about 2x on a CPU with AVX-512 BF16)
 
@@ -349,7 +349,13 @@ def main() -> None:
     p.add_argument("--export-only", action="store_true")
     p.add_argument("--no-export", action="store_true")
     p.add_argument("--out", type=Path, default=WEIGHTS_PATH)
+    p.add_argument("--docs-images", type=Path, default=None, help="write README pictures of the shipped generator here and exit")
     args = p.parse_args()
+    if args.docs_images:
+        from backends.models.stylegan import load_generator
+
+        save_doc_images(load_generator(args.out), args.docs_images)
+        return
     torch.set_num_threads(args.threads)
     cfg = Config(**{k: getattr(args, k) for k in asdict(cfg)})
 
@@ -380,6 +386,106 @@ def main() -> None:
     tr.save()
     if not args.no_export:
         export(tr, args.out, log)
+
+
+@torch.no_grad()
+def save_doc_images(G: Generator, out_dir: Path, log=print) -> list[Path]:
+    """README pictures: data next to samples, a style-mixing grid, attribute and PCA edits."""
+    import cv2
+
+    from backends.models.stylegan import LAYER_GROUPS, load_directions, z_from_seed
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dirs = load_directions()
+    noise1 = G.synthesis.make_noise(1, "const")
+
+    def synth(ws):
+        return to_unit(G.synthesis(ws, [m.expand(len(ws), -1, -1, -1) for m in noise1]))
+
+    def tiles(images: torch.Tensor, ncol: int, scale: int = 4, gap: int = 2) -> np.ndarray:
+        n = len(images)
+        rows = -(-n // ncol)
+        s = 32 * scale
+        canvas = np.full((rows * (s + gap) - gap, ncol * (s + gap) - gap, 3), 24, np.uint8)
+        arr = (images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+        for i in range(n):
+            r, c = divmod(i, ncol)
+            big = cv2.resize(arr[i], (s, s), interpolation=cv2.INTER_NEAREST)
+            canvas[r * (s + gap): r * (s + gap) + s, c * (s + gap): c * (s + gap) + s] = big
+        return canvas
+
+    def header(img: np.ndarray, labels: list[str], ncol: int, left: int = 0) -> np.ndarray:
+        bar = np.full((26, img.shape[1], 3), 24, np.uint8)
+        cw = (img.shape[1] - left) / ncol
+        for i, text in enumerate(labels):
+            cv2.putText(bar, text, (int(left + i * cw + 4), 18), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (230, 230, 230), 1, cv2.LINE_AA)
+        return np.vstack([bar, img])
+
+    def write(name: str, rgb: np.ndarray) -> Path:
+        path = out_dir / name
+        cv2.imwrite(str(path), rgb[..., ::-1])
+        log(f"wrote {path}")
+        return path
+
+    paths = []
+    # 1. Data beside samples.
+    real, _ = sample_faces(32, EVAL_DATA_SEED)
+    fake = synth(G.map(z_from_seed(list(range(32)))))
+    gap = np.full((tiles(real, 4).shape[0], 16, 3), 24, np.uint8)
+    img = np.hstack([tiles(real, 4), gap, tiles(fake, 4)])
+    paths.append(write("stylegan_samples.png", header(img, ["data (procedural faces)", "", "", "",
+                                                             "generator, seeds 0-31, psi 1", "", "", ""], 8)))
+    # 2. Style mixing: rows A; columns A, B, A with B's coarse / middle / fine styles.
+    seeds_a, seeds_b = [1, 6, 9, 14], [20, 27, 33, 41]
+    wa, wb = G.map(z_from_seed(seeds_a)), G.map(z_from_seed(seeds_b))
+    cells = []
+    for i in range(4):
+        a, b = wa[i: i + 1], wb[i: i + 1]
+        cells.append(a)
+        cells.append(b)
+        for g in ("coarse", "middle", "fine"):
+            m = a.clone()
+            m[:, list(LAYER_GROUPS[g])] = b[:, list(LAYER_GROUPS[g])]
+            cells.append(m)
+    img = tiles(synth(torch.cat(cells)), 5)
+    paths.append(write("stylegan_mixing.png", header(img, ["A", "B", "A + B coarse", "A + B middle", "A + B fine"], 5)))
+    # 3. Attribute edits (InterFaceGAN) and principal directions (GANSpace) on four seeds.
+    steps = torch.tensor([-2.0, 0.0, 2.0])[:, None, None]
+    for name, keys in (("stylegan_attribute_edits.png", [f"attr.{a}" for a in ("smile", "glasses", "tilt")]),
+                       ("stylegan_pca_edits.png", [f"pca.{k}" for k in range(3)])):
+        cells = []
+        for s in (2, 5, 8, 13):
+            base = G.map(z_from_seed([s]))
+            for key in keys:
+                if key.startswith("attr."):
+                    d, sd = dirs[f"{key}.direction"], dirs[f"{key}.std"]
+                else:
+                    k = int(key.split(".")[1])
+                    d, sd = dirs["pca.directions"][k], dirs["pca.std"][k]
+                cells.append(base + steps * sd * d)
+        labels = [f"{key.split('.')[1] if key.startswith('attr.') else 'PC' + str(int(key.split('.')[1]) + 1)} {v:+g}"
+                  for key in keys for v in (-2, 0, 2)]
+        img = tiles(synth(torch.cat(cells)), 9)
+        paths.append(write(name, header(img, labels, 9)))
+    # 4. Projection of held-out data faces into w and w+ (the operator's Project action).
+    from backends.ops.stylegan import PARAMS, StyleGANOperator
+
+    op = StyleGANOperator()
+    targets, _ = sample_faces(4, EVAL_DATA_SEED + 5)
+    cells, losses = [], []
+    for t in targets:
+        cells.append(t[None])
+        for space in ("w", "w+"):
+            params = {p.name: p.default for p in PARAMS}
+            params.update(project_space=space, project_steps=300)
+            for _ in op.start("project", t[None], params, None):
+                pass
+            cells.append(synth(op._projection.ws))
+            losses.append(op._projection.loss[-1])
+    img = tiles(torch.cat(cells), 3)
+    paths.append(write("stylegan_projection.png", header(img, ["target (data face)", "projected, w", "projected, w+"], 3)))
+    log(f"projection final losses (w, w+ per face): {[round(v, 4) for v in losses]}")
+    return paths
 
 
 def _save_grid(images: torch.Tensor, path: Optional[Path], nrow: int = 8) -> None:

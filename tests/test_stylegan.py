@@ -73,13 +73,9 @@ def test_mixing_crossover_after_the_last_layer_equals_the_first_seed(G):
     assert not torch.allclose(middle, a) and not torch.allclose(middle, b)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known gap: the shipped generator (9,251 steps, 60 min) under-produces frowns and glasses "
-    "(manifest: frown 0.58x, glasses 0.69x of the data over 1,000 samples; 400 here gave glasses "
-    "0.21 vs 0.36). strict: this turns red once a retrained generator meets the 1.5x bound"))
-def test_attribute_frequencies_of_samples_match_the_data_within_1_5x(G):
-    """The coverage check of the issue: smile sign, glasses, hair style and tilt sign, counted by the
-    attribute classifier on 400 generated and 400 data faces, agree within a factor of 1.5."""
+@pytest.fixture(scope="module")
+def frequencies(G):
+    """Attribute frequencies read by the classifier on 400 generated and 400 data faces."""
     from backends.data.faces import sample_faces
     from backends.models.attribute_classifier import attribute_frequencies, predict
 
@@ -88,7 +84,31 @@ def test_attribute_frequencies_of_samples_match_the_data_within_1_5x(G):
         z = torch.randn(400, Z_DIM, generator=g)
         fake = to_unit(G.synthesis(G.map(z), G.synthesis.make_noise(400, "random", generator=g)))
     real, _ = sample_faces(400, seed=99)
-    ff, fr = attribute_frequencies(predict(fake)), attribute_frequencies(predict(real))
+    return attribute_frequencies(predict(fake)), attribute_frequencies(predict(real))
+
+
+def _outside(frequencies, keys, factor=1.5):
+    ff, fr = frequencies
+    return {k: (round(ff[k], 3), round(fr[k], 3)) for k in keys if not (fr[k] / factor <= ff[k] <= fr[k] * factor)}
+
+
+def test_attribute_frequencies_that_the_generator_covers(frequencies):
+    """What the shipped generator does cover within 1.5x (tilt sign and strong tilts, hair none and
+    short, smiles); its shortfalls (frowns, glasses, long hair) stay within 2x, so a slide towards
+    the full collapse measured before (0% frowns, 0% strong tilts) is caught."""
+    covered = ("smile", "no_glasses", "hair_none", "hair_short", "tilt_right", "tilt_left", "tilt_over_10deg")
+    assert not _outside(frequencies, covered), "generated vs data frequency outside 1.5x"
+    assert not _outside(frequencies, ("frown", "glasses", "hair_long"), factor=2.0)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "known gap: the shipped generator (9,251 steps, 60 min) under-produces frowns and glasses "
+    "(manifest: frown 0.58x, glasses 0.69x of the data over 1,000 samples; 400 here gave glasses "
+    "0.21 vs 0.36). strict: this turns red once a retrained generator meets the 1.5x bound"))
+def test_attribute_frequencies_of_samples_match_the_data_within_1_5x(frequencies):
+    """The coverage check of the issue: smile sign, glasses, hair style and tilt sign, counted by the
+    attribute classifier on 400 generated and 400 data faces, agree within a factor of 1.5."""
+    ff, fr = frequencies
     checked = ("smile", "frown", "glasses", "no_glasses", "hair_none", "hair_short", "hair_long", "tilt_right", "tilt_left")
     bad = {k: (round(ff[k], 3), round(fr[k], 3)) for k in checked if not (fr[k] / 1.5 <= ff[k] <= fr[k] * 1.5)}
     assert not bad, f"generated vs data frequency outside 1.5x: {bad}"

@@ -11,7 +11,7 @@ another size (a strided output) on that frame.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Optional, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
@@ -179,10 +179,18 @@ LAYER_KINDS = (
 
 @dataclass(frozen=True)
 class Result:
-    """What one operator run returns: its layers in display order, plus free-form notes."""
+    """What one operator run returns: its layers in display order, plus free-form notes.
+
+    An operator whose full-matrix panels cost more than a frame returns the layers a drag must
+    update with ``settle``: a call, made on the worker once no newer request has come for a
+    moment, that returns the complete result. ``pending`` names the layers it will bring, so
+    their panels stay (marked as updating) instead of closing. :func:`complete` runs it at once.
+    """
 
     layers: tuple[Layer, ...]
     notes: tuple[str, ...] = field(default_factory=tuple)
+    settle: Optional[Callable[[], "Result"]] = field(default=None, compare=False, repr=False)
+    pending: tuple[str, ...] = ()
 
     def layer(self, name: str) -> Layer:
         for lay in self.layers:
@@ -226,5 +234,14 @@ def _materialize(obj: Any, cache: Optional[dict]) -> Any:
 
 
 def materialize(result: Result, cache: Optional[dict] = None) -> Result:
-    """Every tensor in the result as numpy, so the UI thread never touches torch."""
-    return Result(layers=tuple(_materialize(lay, cache) for lay in result.layers), notes=result.notes)
+    """Every tensor in the result as numpy, so the UI thread never touches torch. The settle
+    call stays with the worker; ``pending`` goes along."""
+    return Result(layers=tuple(_materialize(lay, cache) for lay in result.layers), notes=result.notes,
+                  pending=result.pending)
+
+
+def complete(result: Result) -> Result:
+    """The result with every settling layer computed: what a still frame, an export or a test sees."""
+    while result.settle is not None:
+        result = result.settle()
+    return result

@@ -34,5 +34,8 @@ class Memo:
             self._items.popitem(last=False)
         return value
 
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._items
+
     def clear(self) -> None:
         self._items.clear()

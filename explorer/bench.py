@@ -40,6 +40,7 @@ class Sample:
     latency_ms: float
     compute_ms: float
     render_ms: float
+    settling: bool = False  # the frame left panels to settle once the parameters rest
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -90,9 +91,33 @@ def bench_operator(app, op: str, changes: int) -> tuple[list[Sample], list[float
         QtWidgets.QApplication.processEvents()  # paint
         t1 = time.perf_counter()
         paint_ms = (t1 - t_frame) * 1e3
-        samples.append(Sample((t1 - t0) * 1e3, window.last_compute_ms, window.last_apply_ms + paint_ms))
+        samples.append(Sample((t1 - t0) * 1e3, window.last_compute_ms, window.last_apply_ms + paint_ms, window._settling))
     timer.stop()
     return samples, stalls[5:]
+
+
+def settled_latencies(app, op: str, changes: int) -> list[float]:
+    """From a parameter change to the frame with every panel, the settling ones included, when
+    the user lets go after each change (so the settle delay is part of the figure)."""
+    from PySide6 import QtWidgets
+
+    window, session = app.window, app.session
+    name, values = SWEEPS[op]
+    row = window.form.rows[name]
+    out = []
+    for i in range(changes):
+        value = values[(i * 3 + 1) % len(values)]
+        if session.params()[name] == value:
+            value = values[(i * 3 + 2) % len(values)]
+        t0 = time.perf_counter()
+        row.spin.setValue(value)
+        deadline = t0 + 60
+        while not window.frame_settled() and time.perf_counter() < deadline:
+            QtWidgets.QApplication.processEvents()
+            time.sleep(0.0005)
+        QtWidgets.QApplication.processEvents()
+        out.append((time.perf_counter() - t0) * 1e3)
+    return out
 
 
 def _wait(window, timeout_s: float = 60, failures: Optional[list] = None) -> None:
@@ -113,7 +138,7 @@ def matplotlib_loop(op: str, image: np.ndarray, changes: int) -> float:
     import matplotlib.pyplot as plt
     import torch
 
-    from backends.layers import materialize
+    from backends.layers import complete, materialize
     from backends.registry import operator_class, validated_params
 
     name, values = SWEEPS[op]
@@ -125,7 +150,7 @@ def matplotlib_loop(op: str, image: np.ndarray, changes: int) -> float:
         t0 = time.perf_counter()
         params = validated_params(op, {name: values[i % len(values)]})
         with torch.no_grad():
-            result = materialize(operator.run(tensor, params, None))
+            result = materialize(complete(operator.run(tensor, params, None)))
         fig.clf()
         n = len(result.layers)
         cols = 3
@@ -264,18 +289,29 @@ def main(argv=None) -> int:
     print()
     print("| operator | parameter | latency p50 | latency p95 | compute p50 | render p50 | UI stall p99 | max stall | matplotlib fps | OpScope fps | speed-up |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
+    settling: dict[str, list[float]] = {}
     for op in [o for o in args.ops.split(",") if o]:
         if op not in operator_names():
             continue
         samples, stalls = bench_operator(app, op, args.changes)
         if not samples:
             continue
+        if any(s.settling for s in samples):
+            settling[op] = settled_latencies(app, op, max(10, args.changes // 4))
         lat = [s.latency_ms for s in samples]
         fps = 1000.0 / float(np.median(lat))
         mpl = float("nan") if args.no_matplotlib else matplotlib_loop(op, image.pixels, max(10, args.changes // 5))
         print(f"| {op} | {SWEEPS[op][0]} | {percentile(lat, 50):.1f} ms | {percentile(lat, 95):.1f} ms | "
               f"{percentile([s.compute_ms for s in samples], 50):.1f} ms | {percentile([s.render_ms for s in samples], 50):.1f} ms | "
               f"{percentile(stalls, 99):.1f} ms | {max(stalls, default=0):.1f} ms | {mpl:.1f} | {fps:.1f} | {fps / mpl:.1f}x |")
+    if settling:
+        print()
+        print("Panels that settle once the parameters rest (full-matrix panels), change to complete frame:")
+        print()
+        print("| operator | complete frame p50 | complete frame p95 |")
+        print("|---|---|---|")
+        for op, lat in settling.items():
+            print(f"| {op} | {percentile(lat, 50):.1f} ms | {percentile(lat, 95):.1f} ms |")
     app.close()
     print()
     print(f"start-up to first computed frame: {startup_seconds():.2f} s")

@@ -116,7 +116,7 @@ def wait_for_frame(app, timeout_s: float = RENDER_TIMEOUT_S) -> Optional[str]:
     loop = QtCore.QEventLoop()
 
     def done(stamp: int) -> None:
-        if stamp >= window._stamp:
+        if window.frame_settled():
             outcome["error"] = None
             loop.quit()
 
@@ -127,11 +127,11 @@ def wait_for_frame(app, timeout_s: float = RENDER_TIMEOUT_S) -> Optional[str]:
     window.frameApplied.connect(done)
     window.frameFailed.connect(failed)
     QtCore.QTimer.singleShot(int(timeout_s * 1000), loop.quit)
-    if window._applied_stamp < window._stamp:
+    if not window.frame_settled():
         loop.exec()
     window.frameApplied.disconnect(done)
     window.frameFailed.disconnect(failed)
-    if window._applied_stamp < window._stamp and "error" not in outcome:
+    if not window.frame_settled() and "error" not in outcome:
         return f"no frame within {timeout_s:.0f} s"
     return outcome.get("error")
 

@@ -47,6 +47,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._stamp = 0
         self._submitted: dict[int, float] = {}
         self._pending_frame: Optional[Frame] = None
+        self._settling = False  # the applied frame's pending layers are still to come
         self._applied_stamp = 0
         self._restored_ops: set[str] = set()
         self._restore_layout = restore_layout
@@ -414,10 +415,14 @@ class MainWindow(QtWidgets.QMainWindow):
         self.worker.start_job(request, action)
 
     # -- results -------------------------------------------------------------------------------
+    def frame_settled(self) -> bool:
+        """Whether the newest request is drawn with every layer, settling ones included."""
+        return self._applied_stamp >= self._stamp and not self._settling
+
     def _on_frame(self, frame: Frame) -> None:
         # Coalesce: if the UI is behind, only the newest frame is ever drawn.
         first = self._pending_frame is None
-        if first or frame.stamp > self._pending_frame.stamp:
+        if first or frame.stamp >= self._pending_frame.stamp:  # a settled frame replaces its fast one
             self._pending_frame = frame
         if first:
             QtCore.QTimer.singleShot(0, self._apply_pending)
@@ -431,6 +436,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._on_query_changed(schedule=False)
         self.last_apply_ms = (time.perf_counter() - t0) * 1e3
         self._applied_stamp = frame.stamp
+        self._settling = not frame.settled
         self.last_compute_ms = frame.compute_ms
         submitted = self._submitted.pop(frame.stamp, None)
         for stale in [s for s in self._submitted if s < frame.stamp]:
@@ -449,6 +455,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if failure.operator != self.session.operator:
             return
         self._submitted.pop(failure.stamp, None)
+        self._settling = False
         self._last_key = None  # the same request may be retried
         self._busy_timer.stop()
         self.timing_label.setText("failed")

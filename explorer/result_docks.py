@@ -13,6 +13,7 @@ from widgets.image_canvas import ImageCanvas
 from widgets.panel import Panel
 
 Area = QtCore.Qt.DockWidgetArea
+UPDATING = "updating when the parameters rest…"
 
 
 class ResultDocks(QtCore.QObject):
@@ -37,10 +38,15 @@ class ResultDocks(QtCore.QObject):
                 self._add(layer, shape)
                 changed = True
             layer_views.show(self.panels[layer.name], layer, input_pixels)
-        for name in [n for n in self.docks if n not in result.names]:
+        for name in result.pending:  # kept as they are until the settled frame brings them
+            if name in self.panels:
+                self.panels[name].set_caption(UPDATING)
+        for name in [n for n in self.docks if n not in result.names and n not in result.pending]:
             self._remove(name)
             changed = True
-        if changed:
+        if changed:  # settling layers arrive later: keep the operator's own order of panels
+            order = [n for n in result.names + result.pending if n in self.docks]
+            self.docks = {n: self.docks[n] for n in order + [n for n in self.docks if n not in order]}
             self.arrange()
             self.docksChanged.emit()
         return changed

@@ -13,7 +13,7 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -25,6 +25,7 @@ from backends.params import ParamError
 from backends.registry import JobUpdate, Operator, operator_class
 
 JOB_EMIT_INTERVAL_S = 0.05
+SETTLE_DELAY_S = 0.04  # a pause in requests this long lets settling layers compute (a drag sends more often)
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class Frame:
     result: Result
     compute_ms: float
     notice: str = ""
+    settled: bool = True  # False: layers named in result.pending follow in a later frame of this stamp
 
 
 @dataclass(frozen=True)
@@ -87,6 +89,7 @@ class ComputeWorker(QtCore.QObject):
         self._force = False
         self._job: Optional[tuple[Request, str]] = None
         self._job_iter: Optional[Iterator[JobUpdate]] = None
+        self._settle: Optional[tuple[Request, Callable[[], Result]]] = None
         self._cancel_job = False
         self._stop = False
         self._last_key: Optional[tuple] = None
@@ -141,8 +144,10 @@ class ComputeWorker(QtCore.QObject):
         torch.set_grad_enabled(False)
         while True:
             with self._cond:
-                while not self._stop and self._pending is None and self._job is None:
+                while not self._stop and self._pending is None and self._job is None and self._settle is None:
                     self._cond.wait()
+                if not self._stop and self._pending is None and self._job is None:
+                    self._cond.wait(SETTLE_DELAY_S)  # settle only once the requests pause
                 if self._stop:
                     break
                 request, force = self._pending, self._force
@@ -150,9 +155,14 @@ class ComputeWorker(QtCore.QObject):
                 cancel = self._cancel_job
             if request is not None:
                 if force or request.key != self._last_key:
+                    self._settle = None  # a newer request supersedes the last one's settling layers
                     self.busy = True
                     self._compute(request)
                     self.busy = False
+            elif self._settle is not None:
+                self.busy = True
+                self._compute_settle()
+                self.busy = False
             elif self._job is not None:
                 if cancel:
                     self._end_job("stopped")
@@ -180,17 +190,35 @@ class ComputeWorker(QtCore.QObject):
         t0 = time.perf_counter()
         try:
             try:
-                result = self._run(request)
+                raw = self._run(request)
             except Exception as exc:
                 if self.device.type == "cpu" or not is_device_failure(exc):
                     raise
                 notice = self._fall_back_to_cpu(exc)
                 t0 = time.perf_counter()
-                result = self._run(request)
+                raw = self._run(request)
+            result = self._to_display(raw)
             compute_ms = (time.perf_counter() - t0) * 1e3
             self._last_key = request.key
-            self.frameReady.emit(Frame(request.stamp, request.operator, result, compute_ms, notice))
+            self._settle = (request, raw.settle) if raw.settle is not None else None
+            self.frameReady.emit(Frame(request.stamp, request.operator, result, compute_ms, notice, raw.settle is None))
         except Exception as exc:  # failures are data: the window shows them, the app lives on
+            self._last_key = None
+            self.failed.emit(Failure(request.stamp, request.operator, _readable(exc), traceback.format_exc()))
+
+    def _compute_settle(self) -> None:
+        request, settle = self._settle
+        self._settle = None
+        t0 = time.perf_counter()
+        try:
+            with torch.no_grad():
+                raw = settle()
+            self._synchronize()
+            result = self._to_display(raw)
+            self._settle = (request, raw.settle) if raw.settle is not None else None
+            compute_ms = (time.perf_counter() - t0) * 1e3
+            self.frameReady.emit(Frame(request.stamp, request.operator, result, compute_ms, "", raw.settle is None))
+        except Exception as exc:
             self._last_key = None
             self.failed.emit(Failure(request.stamp, request.operator, _readable(exc), traceback.format_exc()))
 
@@ -199,13 +227,21 @@ class ComputeWorker(QtCore.QObject):
         image = self._image_tensor(request)
         with torch.no_grad():
             result = op.run(image, dict(request.params), request.query)
+        self._synchronize()
+        return result
+
+    def _synchronize(self) -> None:
+        """Device errors surface here, inside the caller's fallback."""
         if self.device.type == "cuda":
             torch.cuda.synchronize()
+
+    def _to_display(self, result: Result) -> Result:
+        """Numpy layers, RGB as uint8, reusing the last frame's conversions of unchanged tensors."""
         fresh: dict = {}
         out = materialize(result, _ReusingCache(self._converted, fresh))
         self._converted = fresh
         display: dict = {}
-        out = Result(tuple(self._display_ready(lay, display) for lay in out.layers), out.notes)
+        out = Result(tuple(self._display_ready(lay, display) for lay in out.layers), out.notes, pending=out.pending)
         self._display = display
         return out
 

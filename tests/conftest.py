@@ -36,5 +36,5 @@ def app(qtbot):
 
 
 def wait_for_frame(qtbot, window, timeout: int = FRAME_TIMEOUT_MS) -> None:
-    """Until the newest submitted request has been drawn."""
-    qtbot.waitUntil(lambda: window._applied_stamp >= window._stamp, timeout=timeout)
+    """Until the newest submitted request has been drawn, settling layers included."""
+    qtbot.waitUntil(window.frame_settled, timeout=timeout)

@@ -21,6 +21,7 @@ from backends.ops.attention import (
     attention_rollout,
     attention_weights,
     embed_tokens,
+    entropy_from_logits,
     interpretable_heads,
     make_tokens,
     multi_head_attention,
@@ -29,6 +30,7 @@ from backends.ops.attention import (
     rotary_angles,
     run_stack,
 )
+from backends.layers import complete
 from backends.params import validate
 
 LAYERS = ("Head attention", "Rollout", "Attention entropy", "Position term", "Stack output", "Metrics")
@@ -219,14 +221,23 @@ def test_entropy_is_zero_for_one_hot_and_one_for_uniform():
     torch.testing.assert_close(attention_entropy(w), torch.tensor([0.0, 1.0]))
 
 
+@pytest.mark.parametrize("spread", [0.1, 5.0, 400.0])
+def test_entropy_from_logits_equals_the_entropy_of_the_softmax(spread):
+    """The stack's shortcut (lse - sum w l) agrees with -sum w log w to 1e-5, from near-uniform
+    rows to rows whose weights underflow to zero."""
+    logits = torch.randn(3, 64, 256, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * spread
+    w = torch.softmax(logits, -1)
+    torch.testing.assert_close(entropy_from_logits(logits, w), attention_entropy(w), atol=1e-5, rtol=0)
+
+
 def test_run_layer_names_and_maps():
     op = SelfAttention()
     image = torch.rand(1, 3, 100, 140)
     with torch.no_grad():
-        result = op.run(image, params_of({"patch": 8}), (70, 30))
+        result = complete(op.run(image, params_of({"patch": 8}), (70, 30)))
     assert result.names == LAYERS
     heads = result.layer("Head attention")
-    assert heads.maps.shape[0] == len(HEADS) + 2 == len(heads.labels)  # the heads, their mean, rollout
+    assert heads.maps.shape[0] == len(HEADS) + 1 == len(heads.labels)  # the heads and their mean
     assert heads.maps.shape[1:] == heads.background.shape[:2]
     assert (heads.maps[:, :, -1] == 0).all()  # 140 = 17 * 8 + 4 px that no patch covers
     assert float(heads.maps.max()) == 1.0
@@ -242,7 +253,7 @@ def test_run_every_position_kind_and_depth(kind):
     op = SelfAttention()
     with torch.no_grad():
         for depth in (1, 4):
-            result = op.run(torch.rand(1, 3, 64, 64), params_of({"position": kind, "depth": depth}), None)
+            result = complete(op.run(torch.rand(1, 3, 64, 64), params_of({"position": kind, "depth": depth}), None))
             assert result.names == LAYERS
 
 
@@ -250,7 +261,24 @@ def test_run_on_tiny_images_and_large_grids():
     op = SelfAttention()
     with torch.no_grad():
         for h, w, patch in ((3, 5, 16), (1, 1, 4), (40, 33, 32)):
-            assert op.run(torch.rand(1, 3, h, w), params_of({"patch": patch}), (w + 9, -4)).names == LAYERS
-        result = op.run(torch.rand(1, 3, 256, 256), params_of({"patch": 4}), (10, 10))
+            assert complete(op.run(torch.rand(1, 3, h, w), params_of({"patch": patch}), (w + 9, -4))).names == LAYERS
+        result = complete(op.run(torch.rand(1, 3, 256, 256), params_of({"patch": 4}), (10, 10)))
     assert result.layer("Position term").maps.shape == (64, 64)
     assert result.layer("Rollout").maps.shape == (32, 32)  # the full-matrix grid keeps to 1024 tokens
+
+
+def test_full_matrix_panels_settle_after_the_query_rows_and_clicks_need_no_second_pass():
+    """A temperature change first returns the clicked query's rows; the stack's panels come from
+    the settle call. A click with the stack computed returns everything at once."""
+    op = SelfAttention()
+    image = torch.rand(1, 3, 96, 96)
+    with torch.no_grad():
+        fast = op.run(image, params_of({"patch": 8, "temperature": 0.7}), (20, 20))
+        assert fast.names == ("Head attention", "Position term", "Metrics")
+        assert fast.pending == ("Rollout", "Attention entropy", "Stack output")
+        settled = fast.settle()
+        assert settled.names == LAYERS and settled.settle is None
+        torch.testing.assert_close(torch.as_tensor(settled.layer("Head attention").maps),
+                                   torch.as_tensor(fast.layer("Head attention").maps))
+        clicked = op.run(image, params_of({"patch": 8, "temperature": 0.7}), (60, 70))
+    assert clicked.settle is None and clicked.names == LAYERS

@@ -225,7 +225,7 @@ def test_every_operator_draws_its_panels_in_the_window(app, qtbot):
     w.frameFailed.connect(failures.append)
     for name in [n for n in operator_names() if not n.startswith("_")]:
         app.session.set_operator(name)
-        qtbot.waitUntil(lambda: bool(failures) or w._applied_stamp >= w._stamp, timeout=60_000)
+        qtbot.waitUntil(lambda: bool(failures) or w.frame_settled(), timeout=60_000)
         assert not failures, f"{name}: {failures}"
         assert w.docks.docks, name
         assert w.form.title.text()

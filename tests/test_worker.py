@@ -12,7 +12,7 @@ import torch
 from backends.layers import CurveLayer, MetricsLayer, Result
 from backends.params import FloatParam
 from backends.registry import Action, JobUpdate, Operator, OperatorSpec, Query, register, unregister
-from explorer.worker import ComputeWorker, Request, freeze
+from explorer.worker import SETTLE_DELAY_S, ComputeWorker, Request, freeze
 
 IMAGE = np.zeros((8, 8, 3), np.float32)
 
@@ -23,10 +23,11 @@ class SlowProbe(Operator):
 
     spec = OperatorSpec(
         name="_test_probe", title="Probe", family="Tests", description="test double",
-        params=(FloatParam("delay", 0.0, 0.0, 5.0), FloatParam("fail", 0.0, 0.0, 1.0)),
+        params=(FloatParam("delay", 0.0, 0.0, 5.0), FloatParam("fail", 0.0, 0.0, 1.0), FloatParam("settle", 0.0, 0.0, 1.0)),
         actions=(Action("count", "Count"),),
     )
     runs: list[float] = []
+    settled: list[float] = []
     lock = threading.Lock()
 
     def run(self, image: torch.Tensor, params: Mapping[str, Any], query: Query) -> Result:
@@ -35,7 +36,16 @@ class SlowProbe(Operator):
             raise ValueError("the probe was told to fail")
         with self.lock:
             SlowProbe.runs.append(params["delay"])
-        return Result((MetricsLayer("m", {"delay": params["delay"], "device": str(image.device)}),))
+        fast = (MetricsLayer("m", {"delay": params["delay"], "device": str(image.device)}),)
+        if not params["settle"]:
+            return Result(fast)
+
+        def settle() -> Result:
+            with self.lock:
+                SlowProbe.settled.append(params["delay"])
+            return Result(fast + (CurveLayer("late", {"x": (np.arange(3), np.ones(3))}),))
+
+        return Result(fast, settle=settle, pending=("late",))
 
     def start(self, action: str, image, params, query) -> Iterator[JobUpdate]:
         for i in range(1000):
@@ -44,7 +54,7 @@ class SlowProbe(Operator):
 
 
 def request(stamp: int, **params) -> Request:
-    full = {"delay": 0.0, "fail": 0.0, **params}
+    full = {"delay": 0.0, "fail": 0.0, "settle": 0.0, **params}
     return Request(stamp, "_test_probe", freeze(full), None, 1, IMAGE)
 
 
@@ -57,7 +67,7 @@ def _registered_probe():
 
 @pytest.fixture
 def worker(qtbot):
-    SlowProbe.runs = []
+    SlowProbe.runs, SlowProbe.settled = [], []
     w = ComputeWorker(torch.device("cpu"))
     yield w
     w.shutdown()
@@ -143,3 +153,26 @@ def test_a_failing_gpu_hands_over_to_the_cpu_with_a_notice(qtbot):
     finally:
         worker.shutdown()
         unregister(GpuOnlyFailure.spec.name)
+
+
+def test_settling_layers_follow_in_a_second_frame_of_the_same_request(worker, qtbot):
+    frames = []
+    worker.frameReady.connect(frames.append)
+    worker.submit(request(1, settle=1.0))
+    qtbot.waitUntil(lambda: len(frames) == 2, timeout=5000)
+    fast, full = frames
+    assert (fast.stamp, fast.settled, fast.result.names, fast.result.pending) == (1, False, ("m",), ("late",))
+    assert (full.stamp, full.settled, full.result.names) == (1, True, ("m", "late"))
+
+
+def test_a_drag_gets_fast_frames_and_settles_once_when_it_rests(worker, qtbot):
+    """Requests closer together than the settle delay never wait for settling work."""
+    frames = []
+    worker.frameReady.connect(frames.append)
+    for stamp in range(1, 9):
+        worker.submit(request(stamp, delay=0.001 * stamp, settle=1.0))
+        time.sleep(SETTLE_DELAY_S / 8)
+    qtbot.waitUntil(lambda: bool(frames) and frames[-1].settled, timeout=5000)
+    time.sleep(3 * SETTLE_DELAY_S)
+    assert SlowProbe.settled[-1] == 0.008 and len(SlowProbe.settled) <= 2  # 2: a scheduler hiccup mid-drag
+    assert [f.stamp for f in frames if f.settled][-1] == 8

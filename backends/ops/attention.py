@@ -44,6 +44,7 @@ EMBED_DIM = FEATURES + len(HEADS) + 1 + PE_DIM  # features, |f_g|^2 per head, co
 MAX_FULL_TOKENS = 1024  # entropy, rollout and the stack need full N x N matrices
 ROPE_ANGLE = math.pi / 8  # radians per token of the first rotary pair at strength 1
 DISPLAY_SIDE = 256
+STACK_LAYERS = ("Rollout", "Attention entropy", "Stack output")  # from the full matrices: they settle
 
 
 # -- the functional core ---------------------------------------------------------------------------
@@ -116,15 +117,19 @@ def multi_head_attention(
 
 def attention_logits(x: torch.Tensor, w_q: torch.Tensor, w_k: torch.Tensor, num_heads: int,
                      index: Optional[int] = None, rotary: Optional[torch.Tensor] = None,
-                     scale: Optional[float] = None) -> torch.Tensor:
+                     scale: Optional[float] = None, used_dims: Optional[int] = None) -> torch.Tensor:
     """The scaled scores q.k * scale whose softmax is ``attention_weights``: (B, heads, N, N), or
-    (B, heads, 1, N) for the row of token ``index`` alone, in O(N E) instead of O(N^2 E)."""
+    (B, heads, 1, N) for the row of token ``index`` alone, in O(N E) instead of O(N^2 E).
+    ``used_dims``: only the first dims of each head enter q.k, when the caller knows the rest
+    of q or k is zero (the scale still follows the full head dim)."""
     rows = x if index is None else x[:, index : index + 1]
     q = _split_heads(F.linear(rows, w_q), num_heads)
     k = _split_heads(F.linear(x, w_k), num_heads)
     if rotary is not None:
         q, k = apply_rotary(q, rotary if index is None else rotary[index : index + 1]), apply_rotary(k, rotary)
     s = scale if scale is not None else 1.0 / math.sqrt(q.shape[-1])
+    if used_dims is not None:
+        q, k = q[..., :used_dims], k[..., :used_dims]
     return (q * s) @ k.transpose(-1, -2)
 
 
@@ -142,6 +147,15 @@ def attention_entropy(weights: torch.Tensor) -> torch.Tensor:
     n = weights.shape[-1]
     plogp = weights.clamp_min(1e-30).log_().mul_(weights)  # one N x N buffer, reused in place
     return -plogp.sum(-1) / max(math.log(n), 1e-12)
+
+
+def entropy_from_logits(logits: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """``attention_entropy`` of ``weights = softmax(logits)`` without a log or exp per weight:
+    -sum w log w = lse - sum w l, and lse = max l - log max w exactly. (An exp of log-softmax
+    values far below zero ran 12x slower than softmax itself on CPU: 62 ms at 4 x 1024^2.)"""
+    n = weights.shape[-1]
+    lse = logits.amax(-1) - weights.amax(-1).log()
+    return (lse - (weights * logits).sum(-1)) / max(math.log(n), 1e-12)
 
 
 def _with_residual(a: torch.Tensor, residual: bool) -> torch.Tensor:
@@ -268,13 +282,11 @@ def run_stack(tokens: Tokens, heads: tuple[torch.Tensor, ...], pe: Optional[torc
     mean_h(A_h) f: one (N, N) x (N, 13) product instead of every head's A_h v (a test checks)."""
     f, means, entropy = tokens.f, [], None
     for _ in range(depth):
-        logits = attention_logits(embed_tokens(f, pe)[None], heads[0], heads[1], len(HEADS), rotary=rotary)[0]
-        if entropy is None:  # from log-softmax: one exp pass replaces a clamp and a log of every weight
-            log_w = torch.log_softmax(logits, -1)
-            w = log_w.exp()
-            entropy = -log_w.mul_(w).sum(-1) / max(math.log(w.shape[-1]), 1e-12)
-        else:
-            w = torch.softmax(logits, -1)
+        logits = attention_logits(embed_tokens(f, pe)[None], heads[0], heads[1], len(HEADS), rotary=rotary,
+                                  used_dims=CONTENT_DIM if pe is None else None)[0]  # PE dims are 0 then
+        w = torch.softmax(logits, -1)
+        if entropy is None:
+            entropy = entropy_from_logits(logits, w)
         means.append(w.mean(0))
         f = 0.5 * f + 0.5 * (means[-1] @ f)
     entropy = torch.cat([entropy, attention_entropy(torch.stack([means[0], means[-1]]))])
@@ -349,30 +361,41 @@ class SelfAttention(Operator):
         row = attention_weights(x, heads[0], heads[1], len(HEADS), qi, rot)[0]  # (heads, N)
         t_row = time.perf_counter()
 
-        pa = analysis_patch(H, W, patch)
-        a_tokens = self._tokens(image, pa)
-        stack_key = ("stack", pa, temps, kind, strength, params["seed"], int(params["depth"]))
-        stack = self._stacks.get(stack_key, lambda: self._stack(a_tokens, heads, kind, strength, params, image.device))
-        qa = min(qy // pa, a_tokens.rows - 1) * a_tokens.cols + min(qx // pa, a_tokens.cols - 1)
-        rollout = rollout_row(stack.means, qa)
-        t_stack = time.perf_counter()
-
         bg = self._memo.get("backgrounds", lambda: Backgrounds.of(image))
-        layers = _layers(bg, tokens, a_tokens, row, stack, rollout, pe, rot, qi, qa, temps, params)
+        query_layers = _query_layers(bg, tokens, row, pe, rot, qi, temps, params)
         metrics = {
             "tokens": f"{tokens.rows} x {tokens.cols} = {tokens.rows * tokens.cols}",
             "patch": patch,
-            "full-matrix grid": f"patch {pa}: {a_tokens.rows * a_tokens.cols} tokens",
             "heads x head dim": f"{len(HEADS)} x {HEAD_DIM}",
             "embedding dim": EMBED_DIM,
             "Q/K/V/O weights": sum(t.numel() for t in heads),
             "query token": f"{qi} (row {qi // tokens.cols}, col {qi % tokens.cols})",
-            **{f"entropy {h} at query": round(float(stack.entropy[i, qa]), 3) for i, h in enumerate(HEADS)},
             "query row ms": round((t_row - t0) * 1e3, 2),
-            "stack + rollout ms": round((t_stack - t_row) * 1e3, 2),
-            "run ms": round((time.perf_counter() - t0) * 1e3, 2),
         }
-        return Result(layers + (MetricsLayer("Metrics", metrics),))
+
+        pa = analysis_patch(H, W, patch)
+        stack_key = ("stack", pa, temps, kind, strength, params["seed"], int(params["depth"]))
+
+        def with_stack() -> Result:
+            t1 = time.perf_counter()
+            a_tokens = self._tokens(image, pa)
+            stack = self._stacks.get(stack_key, lambda: self._stack(a_tokens, heads, kind, strength, params, image.device))
+            qa = min(qy // pa, a_tokens.rows - 1) * a_tokens.cols + min(qx // pa, a_tokens.cols - 1)
+            rollout = rollout_row(stack.means, qa)
+            layers = _stack_layers(bg, a_tokens, stack, rollout, qa)
+            return Result(query_layers[:1] + layers[:2] + query_layers[1:] + layers[2:] + (MetricsLayer("Metrics", {
+                **metrics,
+                "full-matrix grid": f"patch {pa}: {a_tokens.rows * a_tokens.cols} tokens",
+                **{f"entropy {h} at query": round(float(stack.entropy[i, qa]), 3) for i, h in enumerate(HEADS)},
+                "stack + rollout ms": round((time.perf_counter() - t1) * 1e3, 2),
+            }),))
+
+        if stack_key in self._stacks:  # a click or a display change: the N x N stack is already there
+            return with_stack()
+        # A temperature or position change: the clicked query's rows first, the full matrices
+        # once the slider rests (they cost 1-2 frames at 1024 tokens on a CPU).
+        metrics["run ms"] = round((time.perf_counter() - t0) * 1e3, 2)
+        return Result(query_layers + (MetricsLayer("Metrics", metrics),), settle=with_stack, pending=STACK_LAYERS)
 
     @staticmethod
     def _position(kind: str, strength: float, seed: int, tokens: Tokens, device: Any):
@@ -450,27 +473,33 @@ def _others_max(v: torch.Tensor, index: int) -> torch.Tensor:
     return rest.amax(-1).clamp_min(1e-12)
 
 
-def _layers(bg: Backgrounds, tokens: Tokens, a_tokens: Tokens, row: torch.Tensor, stack: Stack,
-            rollout: torch.Tensor, pe: Optional[torch.Tensor], rot: Optional[torch.Tensor], qi: int, qa: int,
-            temps: tuple[float, ...], params: Mapping[str, Any]) -> tuple:
+def _query_layers(bg: Backgrounds, tokens: Tokens, row: torch.Tensor, pe: Optional[torch.Tensor],
+                  rot: Optional[torch.Tensor], qi: int, temps: tuple[float, ...], params: Mapping[str, Any]) -> tuple:
+    """What the clicked query's rows show: each head and their mean, and the position term."""
     n = tokens.rows * tokens.cols
-    depth = len(stack.means)
-    mean_row = row.mean(0)
-    per_head = torch.cat([row, mean_row[None]])
-    tiles = torch.cat([_on_display_grid((per_head / _others_max(per_head, qi)[:, None]).clamp(max=1.0), tokens, bg),
-                       _on_display_grid((rollout / _others_max(rollout, qa)).clamp(max=1.0), a_tokens, bg)])
-    entropy_maps = _on_display_grid(stack.entropy, a_tokens, bg)
-    lo, hi = float(stack.entropy.min()), max(float(stack.entropy.max()), float(stack.entropy.min()) + 1e-3)
+    per_head = torch.cat([row, row.mean(0)[None]])
+    tiles = _on_display_grid((per_head / _others_max(per_head, qi)[:, None]).clamp(max=1.0), tokens, bg)
     pos, pos_caption = _position_term(pe, rot, qi, float(params["pe_strength"]), n, row.device)
     pos_hi = float(pos.abs().max().clamp_min(1e-6)) if params["position"] != "none" else 1.0
-    mixed = opponent_to_rgb(stack.mixed[:, :3] * a_tokens.spread[:3] + a_tokens.mean[:3]).clamp(0, 1)
     temp_text = ", ".join(f"{h} {t:g}" for h, t in zip(HEADS, temps))
     selfs = ", ".join(f"{float(w):.2f}" for w in row[:, qi])
     return (
-        HeatmapLayer("Head attention", tiles, labels=("colour", "edges", "texture", "position", "mean", "rollout"),
+        HeatmapLayer("Head attention", tiles, labels=("colour", "edges", "texture", "position", "mean"),
                      background=bg.dimmed, levels=(0.0, 1.0), opacity=0.9,
-                     caption=f"softmax rows of query token {qi} of {n}: each head (τ {temp_text}), their mean, and "
-                             f"rollout; each scaled to its largest weight off the query's own patch (self: {selfs})"),
+                     caption=f"softmax rows of query token {qi} of {n}: each head (τ {temp_text}) and their mean, "
+                             f"each scaled to its largest weight off the query's own patch (self: {selfs})"),
+        HeatmapLayer("Position term", pos.view(tokens.rows, tokens.cols), levels=(-pos_hi, pos_hi),
+                     colormap="CET-D4", extent=_extent(tokens), caption=f"{params['position']}: {pos_caption}"),
+    )
+
+
+def _stack_layers(bg: Backgrounds, a_tokens: Tokens, stack: Stack, rollout: torch.Tensor, qa: int) -> tuple:
+    """What the full N x N matrices show: rollout from the query, every query's entropy, the output."""
+    depth = len(stack.means)
+    entropy_maps = _on_display_grid(stack.entropy, a_tokens, bg)
+    lo, hi = float(stack.entropy.min()), max(float(stack.entropy.max()), float(stack.entropy.min()) + 1e-3)
+    mixed = opponent_to_rgb(stack.mixed[:, :3] * a_tokens.spread[:3] + a_tokens.mean[:3]).clamp(0, 1)
+    return (
         HeatmapLayer("Rollout", rollout.view(a_tokens.rows, a_tokens.cols), background=INPUT, opacity=0.9,
                      levels=(0.0, float(_others_max(rollout, qa))), extent=_extent(a_tokens),
                      caption=f"rollout through {depth} layer(s), Â = (A + I) / 2, heads averaged, patch "
@@ -480,8 +509,6 @@ def _layers(bg: Backgrounds, tokens: Tokens, a_tokens: Tokens, row: torch.Tensor
                      caption=f"entropy / log N of every query's row, patch {a_tokens.patch}, from {lo:.2f} to {hi:.2f} "
                              f"(0 looks at one patch, 1 everywhere); heads of layer 1, then the head mean of layers 1 "
                              f"and {depth}"),
-        HeatmapLayer("Position term", pos.view(tokens.rows, tokens.cols), levels=(-pos_hi, pos_hi),
-                     colormap="CET-D4", extent=_extent(tokens), caption=f"{params['position']}: {pos_caption}"),
         ImageLayer("Stack output", mixed.view(a_tokens.rows, a_tokens.cols, 3), levels=(0.0, 1.0),
                    extent=_extent(a_tokens),
                    caption=f"mean colour of each token after {depth} layer(s) of f <- (f + A f) / 2: "

@@ -189,7 +189,7 @@ class Result:
 
     layers: tuple[Layer, ...]
     notes: tuple[str, ...] = field(default_factory=tuple)
-    settle: Optional[Callable[[], "Result"]] = field(default=None, compare=False, repr=False)
+    settle: Optional[Callable[[], Result]] = field(default=None, compare=False, repr=False)
     pending: tuple[str, ...] = ()
 
     def layer(self, name: str) -> Layer:

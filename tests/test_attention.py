@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from backends.features import TOKEN_GROUPS
+from backends.layers import complete
 from backends.ops.attention import (
     HEADS,
     PE_DIM,
@@ -30,7 +31,6 @@ from backends.ops.attention import (
     rotary_angles,
     run_stack,
 )
-from backends.layers import complete
 from backends.params import validate
 
 LAYERS = ("Head attention", "Rollout", "Attention entropy", "Position term", "Stack output", "Metrics")

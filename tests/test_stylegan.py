@@ -131,19 +131,22 @@ def test_discriminator_and_generator_losses_respond_to_their_updates():
 
     from backends.training.stylegan import Config, Trainer
 
+    from backends.models.stylegan import attributes_from_z
+
     tr = Trainer(Config(pool=32, batch=8, bf16=False, r1_gamma=0.0, mix_prob=0.0, seed=3), None)
-    real = tr._reals()
+    real, c_real = tr._reals(with_c=True)
     z = torch.randn(8, Z_DIM, generator=torch.Generator().manual_seed(0))
+    c = attributes_from_z(z)
     noise = tr.G.synthesis.make_noise(8, "const")
 
     def d_loss():
         with torch.no_grad():
             fake = tr.G.synthesis(tr.G.map(z), noise)
-            return float(F.softplus(tr.D(fake)).mean() + F.softplus(-tr.D(real)).mean())
+            return float(F.softplus(tr.D(fake, c)).mean() + F.softplus(-tr.D(real, c_real)).mean())
 
     def g_loss():
         with torch.no_grad():
-            return float(F.softplus(-tr.D(tr.G.synthesis(tr.G.map(z), noise))).mean())
+            return float(F.softplus(-tr.D(tr.G.synthesis(tr.G.map(z), noise), c)).mean())
 
     before = d_loss()
     for _ in range(5):
@@ -175,6 +178,31 @@ def test_untrained_models_shapes():
     img = G(torch.randn(4, Z_DIM), noise_mode="none")
     assert img.shape == (4, 3, 32, 32)
     assert D(img).shape == (2,)
+    from backends.models.stylegan import C_DIM, attributes_from_z
+
+    G, D = Generator(c_dim=C_DIM), Discriminator(pac=2, c_dim=C_DIM)
+    z = torch.randn(4, Z_DIM)
+    img = G(z, noise_mode="none")
+    assert img.shape == (4, 3, 32, 32)
+    assert D(img, attributes_from_z(z)).shape == (2,)
+    # c is a function of z unless given; a different c changes w.
+    assert torch.equal(G.mapping(z), G.mapping(z, c=attributes_from_z(z)))
+    assert not torch.allclose(G.mapping(z), G.mapping(z, c=attributes_from_z(-z)))
+
+
+def test_attributes_from_z_follow_the_data_distribution():
+    """c drawn from z by inverse CDF has the faces' attribute marginals (uniform mouth curve and
+    tilt, glasses 35%, hair 20/45/35%): tolerance 0.02 on 20,000 draws (about 6 standard errors)."""
+    from backends.data.faces import GLASSES_P, HAIR_STYLE_P, SMILE_RANGE
+    from backends.models.stylegan import attributes_from_z
+
+    c = attributes_from_z(torch.randn(20000, Z_DIM, generator=torch.Generator().manual_seed(0)))
+    assert c[:, 0].min() >= SMILE_RANGE[0] and c[:, 0].max() <= SMILE_RANGE[1]
+    assert float((c[:, 0] > 0).float().mean()) == pytest.approx(SMILE_RANGE[1] / (SMILE_RANGE[1] - SMILE_RANGE[0]), abs=0.02)
+    assert float((c[:, 1] > 0).float().mean()) == pytest.approx(0.5, abs=0.02)
+    assert float(c[:, 2].mean()) == pytest.approx(GLASSES_P, abs=0.02)
+    assert c[:, 3:].sum(1).eq(1).all()
+    assert c[:, 3:].mean(0).tolist() == pytest.approx(list(HAIR_STYLE_P), abs=0.02)
 
 
 # -- operator ----------------------------------------------------------------------------------
@@ -262,3 +290,42 @@ def test_projection_lowers_its_loss_and_becomes_a_source(op):
     with torch.no_grad():
         r = op.run(image, _params(source="projection"), None)
     assert "projection" in r.layer("Generated").caption
+
+
+def test_train_action_saves_and_the_trained_generator_loads(monkeypatch, tmp_path):
+    """The Train action steps the trainer on the worker with previews, saves into the user's data
+    folder (with directions fitted for it), and weights = trained then runs every panel."""
+    import backends.ops.stylegan as ops
+    from backends.params import ParamError
+
+    monkeypatch.setenv("OPSCOPE_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(ops, "TRAIN_POOL", 64)
+    monkeypatch.setattr(ops, "TRAIN_DIRECTION_SAMPLES", 250)
+    monkeypatch.setattr(ops, "TRAIN_PCA_SAMPLES", 500)
+    op = operator_class("stylegan")()
+    image = torch.rand(1, 3, 32, 32)
+    with pytest.raises(ParamError, match="no trained generator"):
+        op.run(image, _params(weights="trained"), None)
+    updates = list(op.start("train", image, _params(train_steps=30), None))
+    assert updates[-1].progress == 1.0 and "saved" in updates[-1].message
+    previews = [u.result for u in updates if u.result is not None]
+    assert len(previews) >= 2 and "Training loss" in previews[-1].names and "Training samples" in previews[-1].names
+    assert (tmp_path / "stylegan_faces_trained.safetensors").is_file()
+    with torch.no_grad():
+        r = op.run(image, _params(weights="trained"), None)
+    assert r.layer("Generated").image.shape == (256, 256, 3)
+    assert "trained generator" in r.layer("Generated").caption
+
+
+def test_train_action_stopped_early_keeps_what_it_learned(monkeypatch, tmp_path):
+    import backends.ops.stylegan as ops
+
+    monkeypatch.setenv("OPSCOPE_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(ops, "TRAIN_POOL", 64)
+    monkeypatch.setattr(ops, "TRAIN_DIRECTION_SAMPLES", 250)
+    monkeypatch.setattr(ops, "TRAIN_PCA_SAMPLES", 500)
+    job = operator_class("stylegan")().start("train", torch.rand(1, 3, 32, 32), _params(train_steps=1000), None)
+    for _, update in zip(range(30), job):
+        assert update.progress < 1.0
+    job.close()  # what the worker does on Stop
+    assert (tmp_path / "stylegan_faces_trained.safetensors").is_file()

@@ -10,7 +10,18 @@ Style index per layer (``LAYER_NAMES``): 0 b4.conv, 1 b8.conv0, 2 b8.conv1, 3 b1
 first conv (as in StyleGAN2), the last toRGB has its own. Coarse = 0-2 (4x4, 8x8), middle = 3-4
 (16x16), fine = 5-7 (32x32).
 
-Discriminator: residual blocks 32 -> 4 (stride-2 convs), minibatch standard deviation, then two linear layers.
+Conditioning (as StyleGAN2-ADA conditions its mapping network): a vector ``c`` (``C_DIM``) of the
+true face attributes (mouth curve, tilt / 30 degrees, glasses 0/1, hair one-hot none/short/long) is
+embedded by an equalized linear layer, normalized, and concatenated with the normalized z before
+the mapping MLP, so w carries the attributes; everything after w is unchanged. Unless given, ``c``
+is a deterministic function of z (``attributes_from_z``): the data's own attribute distribution
+(``backends.data.faces``) sampled by inverse CDF from the first ``C_FROM_Z`` coordinates of z. A seed
+therefore fixes both z and c, unconditional sampling at psi = 1 has the data's attribute marginals
+when G follows c, and truncation still pulls towards the one tracked ``w_avg``.
+
+Discriminator: residual blocks 32 -> 4 (stride-2 convs), minibatch standard deviation, then two linear
+layers; with conditioning a projection term (Miyato and Koyama 2018), ``<embed(c), features>``, is
+added to the logit (with PacGAN packing, the packed samples' c vectors are concatenated).
 Every weight uses the equalized learning rate (weights stored as N(0, 1) and scaled at run time by
 ``1 / sqrt(fan_in)``), which keeps the effective step of Adam the same for every layer.
 Images are (N, 3, 32, 32) in [-1, 1] at this level; ``to_unit`` maps them to [0, 1].
@@ -37,6 +48,39 @@ NOISE_LAYERS = 7  # every conv layer (not toRGB) has a noise input
 G_CHANNELS = {4: 96, 8: 80, 16: 48, 32: 32}
 D_CHANNELS = {32: 32, 16: 64, 8: 128, 4: 128}
 SQRT2 = math.sqrt(2.0)
+C_DIM = 6  # smile (mouth curve), tilt / 30 deg, glasses, hair none / short / long
+C_NAMES = ("smile", "tilt/30", "glasses", "hair none", "hair short", "hair long")
+C_FROM_Z = 4  # z coordinates that fix c: smile, tilt, glasses, hair style
+TILT_UNIT_DEG = 30.0
+
+
+def attributes_to_c(attrs: dict) -> torch.Tensor:
+    """True face attributes (``backends.data.faces``) -> (N, C_DIM) float32 conditioning vectors."""
+    smile = torch.as_tensor(np.asarray(attrs["smile"], np.float32))
+    tilt = torch.as_tensor(np.asarray(attrs["tilt"], np.float32)) / TILT_UNIT_DEG
+    glasses = torch.as_tensor(np.asarray(attrs["glasses"], np.float32))
+    hair = F.one_hot(torch.as_tensor(np.asarray(attrs["hair_style"], np.int64)), 3).float()
+    return torch.cat([smile[:, None], tilt[:, None], glasses[:, None], hair], 1)
+
+
+def attributes_from_z(z: torch.Tensor) -> torch.Tensor:
+    """(N, Z_DIM) -> (N, C_DIM): the faces' attribute distribution sampled by inverse CDF from
+    z[:, :C_FROM_Z] (each standard normal, so Phi(z_i) is uniform): mouth curve and tilt uniform
+    over their ranges, glasses with probability GLASSES_P, hair style with HAIR_STYLE_P. Continuous
+    in z for smile and tilt, so z interpolations stay smooth there."""
+    from backends.data.faces import GLASSES_P, HAIR_STYLE_P, SMILE_RANGE, TILT_RANGE
+
+    u = 0.5 * (1.0 + torch.erf(z[:, :C_FROM_Z].float() / SQRT2))
+    smile = SMILE_RANGE[0] + (SMILE_RANGE[1] - SMILE_RANGE[0]) * u[:, 0]
+    tilt = (TILT_RANGE[0] + (TILT_RANGE[1] - TILT_RANGE[0]) * u[:, 1]) / TILT_UNIT_DEG
+    glasses = (u[:, 2] < GLASSES_P).float()
+    edges = torch.tensor(np.cumsum(HAIR_STYLE_P)[:-1], dtype=u.dtype, device=u.device)
+    hair = F.one_hot(torch.bucketize(u[:, 3].contiguous(), edges, right=True), 3).float()
+    return torch.cat([smile[:, None], tilt[:, None], glasses[:, None], hair], 1).to(z.dtype)
+
+
+def _normalize(x: torch.Tensor) -> torch.Tensor:
+    return x * torch.rsqrt(x.pow(2).mean(1, keepdim=True) + 1e-8)
 
 
 def lrelu(x: torch.Tensor) -> torch.Tensor:
@@ -78,18 +122,27 @@ class EqConv2d(nn.Module):
 
 
 class MappingNetwork(nn.Module):
-    """z (N, Z_DIM) -> w (N, W_DIM); keeps ``w_avg``, the running mean of w, for truncation."""
+    """z (N, Z_DIM) [and c (N, C_DIM)] -> w (N, W_DIM); keeps ``w_avg``, the running mean of w, for
+    truncation. With ``c_dim`` > 0 the input is [normalize(z), normalize(embed(c))]; a missing c is
+    ``attributes_from_z(z)``."""
 
-    def __init__(self, layers: int = 4, lr_mul: float = 0.1, w_avg_beta: float = 0.995) -> None:
+    def __init__(self, layers: int = 4, lr_mul: float = 0.1, w_avg_beta: float = 0.995, c_dim: int = 0) -> None:
         super().__init__()
-        dims = [Z_DIM] + [W_DIM] * layers
+        self.c_dim = c_dim
+        if c_dim:
+            self.embed = EqLinear(c_dim, W_DIM)
+        dims = [Z_DIM + (W_DIM if c_dim else 0)] + [W_DIM] * layers
         self.net = nn.Sequential(*[EqLinear(a, b, lr_mul=lr_mul, act=True) for a, b in zip(dims[:-1], dims[1:])])
         self.register_buffer("w_avg", torch.zeros(W_DIM))
         self.w_avg_beta = w_avg_beta
 
-    def forward(self, z: torch.Tensor, update_avg: bool = False) -> torch.Tensor:
-        z = z * torch.rsqrt(z.pow(2).mean(1, keepdim=True) + 1e-8)  # pixel norm
-        w = self.net(z)
+    def forward(self, z: torch.Tensor, update_avg: bool = False, c: Optional[torch.Tensor] = None) -> torch.Tensor:
+        x = _normalize(z)  # pixel norm
+        if self.c_dim:
+            if c is None:
+                c = attributes_from_z(z)
+            x = torch.cat([x, _normalize(self.embed(c.to(z.dtype)))], 1)
+        w = self.net(x)
         if update_avg:
             with torch.no_grad():
                 self.w_avg.lerp_(w.detach().float().mean(0), 1.0 - self.w_avg_beta)
@@ -235,24 +288,28 @@ class SynthesisNetwork(nn.Module):
 class Generator(nn.Module):
     """z -> image. ``mapping`` and ``synthesis`` are usable on their own for latent editing."""
 
-    def __init__(self, mapping_lr_mul: float = 0.1) -> None:
+    def __init__(self, mapping_lr_mul: float = 0.1, c_dim: int = 0) -> None:
         super().__init__()
-        self.mapping = MappingNetwork(lr_mul=mapping_lr_mul)
+        self.c_dim = c_dim
+        self.mapping = MappingNetwork(lr_mul=mapping_lr_mul, c_dim=c_dim)
         self.synthesis = SynthesisNetwork()
 
     @property
     def w_avg(self) -> torch.Tensor:
         return self.mapping.w_avg
 
-    def map(self, z: torch.Tensor, psi: float = 1.0, update_avg: bool = False) -> torch.Tensor:
-        """(N, Z_DIM) -> ws (N, NUM_WS, W_DIM), truncated towards ``w_avg`` by ``psi``."""
-        w = self.mapping(z, update_avg=update_avg)
+    def map(self, z: torch.Tensor, psi: float = 1.0, update_avg: bool = False,
+            c: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """(N, Z_DIM) -> ws (N, NUM_WS, W_DIM), truncated towards ``w_avg`` by ``psi``; ``c`` (N, C_DIM)
+        overrides the attributes a conditional generator reads from z."""
+        w = self.mapping(z, update_avg=update_avg, c=c)
         if psi != 1.0:
             w = self.w_avg + psi * (w - self.w_avg)
         return w[:, None].expand(-1, NUM_WS, -1)
 
-    def forward(self, z: torch.Tensor, psi: float = 1.0, noise_mode: str = "random") -> torch.Tensor:
-        ws = self.map(z, psi)
+    def forward(self, z: torch.Tensor, psi: float = 1.0, noise_mode: str = "random",
+                c: Optional[torch.Tensor] = None) -> torch.Tensor:
+        ws = self.map(z, psi, c=c)
         return self.synthesis(ws, self.synthesis.make_noise(len(z), noise_mode, device=z.device))
 
 
@@ -286,10 +343,13 @@ def minibatch_stddev(x: torch.Tensor, group: int = 4) -> torch.Tensor:
 class Discriminator(nn.Module):
     """image (N, 3, 32, 32) in [-1, 1] -> logit (N / pac,)."""
 
-    def __init__(self, mbstd_group: int = 4, pac: int = 1) -> None:
+    def __init__(self, mbstd_group: int = 4, pac: int = 1, c_dim: int = 0) -> None:
         super().__init__()
         c = D_CHANNELS
         self.pac = pac
+        self.c_dim = c_dim
+        if c_dim:
+            self.embed = EqLinear(c_dim * pac, c[4])  # projection discriminator
         self.from_rgb = EqConv2d(3 * pac, c[32], 1)
         self.blocks = nn.Sequential(
             DiscriminatorBlock(c[32], c[16]), DiscriminatorBlock(c[16], c[8]), DiscriminatorBlock(c[8], c[4])
@@ -299,14 +359,20 @@ class Discriminator(nn.Module):
         self.out = EqLinear(c[4], 1)
         self.mbstd_group = mbstd_group
 
-    def forward(self, img: torch.Tensor) -> torch.Tensor:
+    def forward(self, img: torch.Tensor, c: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``img`` (N, 3, 32, 32); with ``pac`` > 1 (PacGAN) consecutive samples are judged together
         as one (N / pac, 3 pac, 32, 32) input, so a generator that repeats itself is easier to spot.
+        ``c`` (N, C_DIM), packed the same way, adds the projection term <embed(c), features>.
         Returns (N / pac,) logits."""
-        n, c, h, w = img.shape
-        x = self.blocks(self.from_rgb(img.reshape(n // self.pac, c * self.pac, h, w)))
+        n, ch, h, w = img.shape
+        x = self.blocks(self.from_rgb(img.reshape(n // self.pac, ch * self.pac, h, w)))
         x = self.conv(minibatch_stddev(x, self.mbstd_group))
-        return self.out(self.fc(x.flatten(1)))[:, 0]
+        feat = self.fc(x.flatten(1))
+        out = self.out(feat)[:, 0]
+        if self.c_dim and c is not None:
+            e = self.embed(c.reshape(n // self.pac, -1).to(feat.dtype))
+            out = out + (e * feat).sum(1) / math.sqrt(feat.shape[1])
+        return out
 
 
 def to_unit(img: torch.Tensor) -> torch.Tensor:
@@ -334,12 +400,14 @@ def load_generator(path: Optional[Path] = None, device: str = "cpu") -> Generato
     from safetensors.torch import load_file
 
     path = Path(path or WEIGHTS_PATH)
-    key = f"{path}:{device}"
+    key = f"{path}:{path.stat().st_mtime_ns if path.exists() else 0}:{device}"  # a retrained file reloads
     if key not in _CACHE:
         if not path.exists():
             raise FileNotFoundError(f"no generator weights at {path}; run python -m backends.training.stylegan")
-        g = Generator()
-        g.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+        state = {k: v.float() for k, v in load_file(str(path)).items()}
+        c_dim = state["mapping.embed.weight"].shape[1] if "mapping.embed.weight" in state else 0
+        g = Generator(c_dim=c_dim)
+        g.load_state_dict(state)
         for p in g.parameters():
             p.requires_grad_(False)
         g = g.eval().to(device)
@@ -420,12 +488,12 @@ def attribute_directions(G: Generator, n: int = 3000, seed: int = 1, batch: int 
     return out
 
 
-def save_directions(G: Generator, path: Path = DIRECTIONS_PATH) -> dict:
+def save_directions(G: Generator, path: Path = DIRECTIONS_PATH, n_pca: int = 20000, n_attr: int = 3000) -> dict:
     """Fits and writes GANSpace and InterFaceGAN directions for ``G``; returns a summary."""
     from backends.models.attribute_classifier import save_weights
 
-    pcs, pc_std = principal_directions(G)
-    attrs = attribute_directions(G)
+    pcs, pc_std = principal_directions(G, n=n_pca)
+    attrs = attribute_directions(G, n=n_attr)
     tensors = {"pca.directions": pcs, "pca.std": pc_std}
     for k, v in attrs.items():
         tensors[f"attr.{k}.direction"] = v["direction"]

@@ -2,7 +2,8 @@
 InterFaceGAN directions, z-versus-w interpolation, and projection of the input image into w / w+.
 
 Everything runs on the shipped 32x32 EMA generator (assets/weights/stylegan_faces.safetensors) and
-its precomputed directions. Panels are memoized on their own inputs: the latent-edit sliders
+its precomputed directions, or (``weights = trained``) on the generator the Train action last saved
+in the user's data folder, with directions fitted for it when it was saved. Panels are memoized on their own inputs: the latent-edit sliders
 (psi, mixing, noise, directions) only redraw the edited face, the mixing strip and the classifier
 read-out; the overview grids follow the seeds. Images are shown upscaled with nearest neighbour.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterator, Mapping, Optional
 
 import numpy as np
@@ -21,17 +23,20 @@ from backends.layers import BarsLayer, CurveLayer, ImageLayer, MetricsLayer, Res
 from backends.memo import Memo
 from backends.models.stylegan import (
     ATTRIBUTE_DIRECTIONS,
+    DIRECTIONS_PATH,
     LAYER_GROUPS,
     LAYER_NAMES,
     NOISE_LAYERS,
     NUM_WS,
+    WEIGHTS_PATH,
     load_directions,
     load_generator,
     parameter_count,
     to_unit,
     z_from_seed,
 )
-from backends.params import BoolParam, ChoiceParam, FloatParam, IntParam, SeedParam
+from backends.models.weights import data_dir
+from backends.params import BoolParam, ChoiceParam, FloatParam, IntParam, ParamError, SeedParam
 from backends.registry import Action, JobUpdate, Operator, OperatorSpec, Query, register
 
 NOISE_MODES = ("on", "off", "per-layer")
@@ -45,6 +50,28 @@ STRIP = 8
 DIRECTION_STEPS = (-2.0, -1.0, 0.0, 1.0, 2.0)
 TRUNCATION_STRIP = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 RESULT_INTERVAL_S = 0.1
+PREVIEW_EVERY = 25  # Train: steps between sample-grid refreshes
+TRAIN_POOL = 5000  # Train: data faces drawn once at the start (the script uses 40,000)
+TRAIN_DIRECTION_SAMPLES = 1000  # Train: samples labelled to fit the attribute directions on save
+TRAIN_PCA_SAMPLES = 5000
+
+
+def trained_path() -> Path:
+    return data_dir() / "stylegan_faces_trained.safetensors"
+
+
+def trained_directions_path() -> Path:
+    return data_dir() / "stylegan_faces_trained_directions.safetensors"
+
+
+def model_paths(weights: str) -> tuple[Path, Path]:
+    """(generator, directions) files for ``weights`` = shipped or trained."""
+    if weights == "trained":
+        path, dirs = trained_path(), trained_directions_path()
+        if not path.is_file() or not dirs.is_file():
+            raise ParamError("no trained generator yet: press 'Start Train' first, or choose weights = shipped")
+        return path, dirs
+    return WEIGHTS_PATH, DIRECTIONS_PATH
 
 
 def _group_of(i: int) -> str:
@@ -52,6 +79,7 @@ def _group_of(i: int) -> str:
 
 
 PARAMS = (
+    ChoiceParam("weights", "shipped", ("shipped", "trained"), help="Shipped generator, or the one the Train action saved."),
     SeedParam("seed", 5, help="Seed of z (a NumPy RandomState per seed, as in StyleGAN's tools)."),
     FloatParam("psi", 1.0, 0.0, 1.5, step=0.05, help="Truncation: w = w_avg + psi (w - w_avg); 0 gives the mean face for every seed."),
     ChoiceParam("noise", "on", NOISE_MODES, help="Noise inputs: on (fixed maps), off, or on scaled per layer by noise_1..7."),
@@ -70,6 +98,8 @@ PARAMS = (
     ChoiceParam("project_space", "w+", ("w", "w+"), help="Project into one w for all layers, or one w per layer (w+)."),
     IntParam("project_steps", 200, 10, 2000, step=10, help="Optimization steps of Project."),
     FloatParam("project_lr", 0.05, 0.001, 0.5, step=0.005, help="Adam step size of Project."),
+    IntParam("train_steps", 2000, 10, 50000, step=10,
+             help="Steps of the Train action (one D and one G update of 32 faces each; about 0.3 s per step on one CPU core)."),
 )
 
 
@@ -93,17 +123,22 @@ class StyleGANOperator(Operator):
             "mapping network to w; each layer's modulated convolution takes its own style, so styles can be "
             "mixed between seeds by coarse, middle and fine layers. Truncation pulls w to the mean face. "
             "Sliders move w along principal directions (GANSpace) and along attribute boundaries fitted "
-            "with a classifier (InterFaceGAN). Project finds the w or w+ that reproduces the input image."
+            "with a classifier (InterFaceGAN). Project finds the w or w+ that reproduces the input image. "
+            "The mapping network also reads the face attributes (mouth, tilt, glasses, hair), which each seed "
+            "draws from the data's distribution. Train trains a fresh generator here; weights = trained selects it."
         ),
         params=PARAMS,
         uses_query=False,
-        actions=(Action("project", "Project", "Optimize w or w+ so the generator reproduces the input image resized to 32x32."),),
+        actions=(Action("project", "Project", "Optimize w or w+ so the generator reproduces the input image resized to 32x32."),
+                 Action("train", "Train", "Train a fresh conditional generator on the cartoon faces on the worker; saved "
+                        "to your data folder and selectable with weights = trained.")),
     )
 
     def __init__(self) -> None:
         self._memo = Memo(capacity=24)
         self._w_cache: dict[int, torch.Tensor] = {}
         self._G = None
+        self._model_key = None
         self._dirs: Optional[dict[str, torch.Tensor]] = None
         self._projection: Optional[Projection] = None
 
@@ -113,10 +148,13 @@ class StyleGANOperator(Operator):
         self._projection = None
 
     # -- model and latents ---------------------------------------------------------------------
-    def _model(self, device: torch.device):
-        if self._G is None or next(self._G.parameters()).device != device:
-            self._G = load_generator(device=str(device))
-            self._dirs = {k: v.to(device) for k, v in load_directions().items()}
+    def _model(self, device: torch.device, weights: str = "shipped"):
+        path, dirs_path = model_paths(weights)
+        key = (str(path), path.stat().st_mtime_ns, str(device))
+        if self._G is None or self._model_key != key:
+            self._G = load_generator(path, device=str(device))
+            self._model_key = key
+            self._dirs = {k: v.to(device) for k, v in load_directions(dirs_path).items()}
             self._noise_maps = self._G.synthesis.make_noise(1, "const", device=device)
             self._memo.clear()
             self._w_cache.clear()
@@ -182,7 +220,7 @@ class StyleGANOperator(Operator):
     # -- run -----------------------------------------------------------------------------------
     def run(self, image: torch.Tensor, params: Mapping[str, Any], query: Query) -> Result:
         t0 = time.perf_counter()
-        G = self._model(image.device)
+        G = self._model(image.device, params["weights"])
         psi, seed, mix_seed = float(params["psi"]), int(params["seed"]), int(params["mix_seed"])
         overview_noise = "off" if params["noise"] == "off" else "on"
         proj_key = id(self._projection)
@@ -226,7 +264,7 @@ class StyleGANOperator(Operator):
         mix_text = ", ".join(LAYER_NAMES[i] for i in mixed_layers) or "none"
         layers = [
             ImageLayer("Generated", _upscale(face[0], SCALE), levels=(0.0, 1.0),
-                       caption=f"{base_text}, psi {psi:g}, noise {params['noise']}, layers from seed {mix_seed}: {mix_text}"),
+                       caption=f"{params['weights']} generator, {base_text}, psi {psi:g}, noise {params['noise']}, layers from seed {mix_seed}: {mix_text}"),
             ImageLayer("Mean face (w_avg)", mean_face, levels=(0.0, 1.0),
                        caption="the generator's running mean of w, decoded: every seed at psi = 0"),
             ImageLayer("Seed browser", browser, levels=(0.0, 1.0),
@@ -328,16 +366,73 @@ class StyleGANOperator(Operator):
                        caption="pixel MSE plus the attribute classifier's feature distance"),
         )
 
-    # -- projection job ------------------------------------------------------------------------
+    # -- jobs ----------------------------------------------------------------------------------
     def start(self, action: str, image: torch.Tensor, params: Mapping[str, Any], query: Query) -> Iterator[JobUpdate]:
+        if action == "train":
+            return self._train(dict(params))
         if action != "project":
             raise ValueError(f"{self.spec.name} has no action {action!r}")
         return self._project(image, dict(params))
 
+    # -- Train action --------------------------------------------------------------------------
+    def _train(self, params: dict) -> Iterator[JobUpdate]:
+        """Steps the training script's Trainer (conditional, a fresh generator) on the CPU; yields
+        the loss curves and a refreshing grid of 16 fixed seeds; Stop keeps what was learned."""
+        from backends.training.stylegan import Config, Trainer
+
+        total = int(params["train_steps"])
+        yield JobUpdate(0.0, f"drawing {TRAIN_POOL} training faces", None)
+        trainer = Trainer(Config(steps=total, pool=TRAIN_POOL, seed=int(params["seed"])), None, resume=False,
+                          log=lambda msg: None)
+        t0 = time.perf_counter()
+        try:
+            for i in range(total):
+                losses = trainer.step()
+                result = None
+                if i % PREVIEW_EVERY == 0 or i == total - 1:
+                    result = self._train_preview(trainer, total, time.perf_counter() - t0)
+                yield JobUpdate((i + 1) / total, f"step {i + 1}/{total}  D {losses['loss_d']:.3f}  G {losses['loss_g']:.3f}",
+                                result)
+        finally:
+            if trainer.step_i >= PREVIEW_EVERY:  # Stop keeps what was learned so far
+                self._save_trained(trainer, time.perf_counter() - t0)
+        yield JobUpdate(1.0, f"saved {trainer.step_i} steps to {trained_path()}; choose weights = trained")
+
+    @staticmethod
+    @torch.no_grad()
+    def _train_preview(trainer, total: int, seconds: float) -> Result:
+        hist = trainer.history
+        steps = np.asarray([h["step"] for h in hist], np.float32)
+        curves = {k: (steps, np.asarray([h[k] for h in hist], np.float32)) for k in ("loss_d", "loss_g")}
+        samples = trainer.samples(16, seed=123)
+        return Result((
+            CurveLayer("Training loss", curves, x_label="step", y_label="logistic loss", log_y=False,
+                       caption="discriminator and generator (non-saturating) losses; a GAN's losses need not fall"),
+            ImageLayer("Training samples", _grid(samples, 8, GRID_SCALE), levels=(0.0, 1.0),
+                       caption="the EMA generator on 16 fixed z (attributes from z), psi 1, refreshed while training"),
+            MetricsLayer("Training", {"step": trainer.step_i, "of": total, "seconds": round(seconds, 1),
+                                      **{k: round(float(np.mean([h[k] for h in hist[-50:] if k in h])), 3)
+                                         for k in ("loss_d", "loss_g", "d_real", "d_fake")}}),
+        ))
+
+    def _save_trained(self, trainer, seconds: float) -> None:
+        from backends.models.stylegan import save_directions
+        from backends.models.weights import save_weights
+
+        path = trained_path()
+        entry = {"model": "stylegan (trained in the app)", "steps": trainer.step_i, "train_minutes": round(seconds / 60, 2),
+                 "pool": trainer.cfg.pool, "conditional": trainer.cfg.conditional}
+        save_weights(path, trainer.G_ema.state_dict(), entry)
+        save_directions(load_generator(path), trained_directions_path(), n_pca=TRAIN_PCA_SAMPLES, n_attr=TRAIN_DIRECTION_SAMPLES)
+        self._model_key = None  # reload on the next run
+        self._memo.clear()
+        self._w_cache.clear()
+
+    # -- projection job ------------------------------------------------------------------------
     def _project(self, image: torch.Tensor, params: dict) -> Iterator[JobUpdate]:
         from backends.models.attribute_classifier import load_classifier
 
-        G = self._model(image.device)
+        G = self._model(image.device, params["weights"])
         clf = load_classifier(device=str(image.device))
         target = _target(image)
         steps, lr, space = int(params["project_steps"]), float(params["project_lr"]), params["project_space"]

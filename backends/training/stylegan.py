@@ -1,6 +1,8 @@
 """Train the 32x32 StyleGAN-like generator on the cartoon faces: ``python -m backends.training.stylegan``.
 
-Non-saturating logistic loss, lazy R1 on reals, style-mixing regularization, an EMA copy of the
+Conditional on the true face attributes (see ``backends.models.stylegan``): reals are judged with
+their own attribute vector by a projection discriminator, fakes with the c their z yields
+(``attributes_from_z``, the data's attribute distribution). Non-saturating logistic loss, lazy R1 on reals, style-mixing regularization, an EMA copy of the
 generator, optional mode-seeking term (MSGAN: distance between two samples' images over the
 distance between their z's, kept large) against collapse. Fixed seed; checkpoints every
 ``--ckpt-every`` steps to ``--run-dir`` and resumes from there by default. At the end (or with
@@ -28,11 +30,14 @@ import torch.nn.functional as F
 
 from backends.data.faces import sample_faces
 from backends.models.stylegan import (
+    C_DIM,
     NUM_WS,
     WEIGHTS_PATH,
     Z_DIM,
     Discriminator,
     Generator,
+    attributes_from_z,
+    attributes_to_c,
     parameter_count,
     to_unit,
 )
@@ -60,6 +65,7 @@ class Config:
     pac: int = 2  # PacGAN: the discriminator judges this many samples at once
     ms_pool: int = 4  # the mode-seeking distance compares images average-pooled by this factor
     bf16: bool = True  # autocast the forward passes to bfloat16 (about 2x on a CPU with AVX-512 BF16)
+    conditional: bool = True  # condition G's mapping and D (projection) on the true attributes
 
 
 class Trainer:
@@ -68,8 +74,9 @@ class Trainer:
         self.log = log
         self.run_dir = Path(run_dir) if run_dir else None
         torch.manual_seed(cfg.seed)
-        self.G = Generator(mapping_lr_mul=cfg.mapping_lr_mul)
-        self.D = Discriminator(pac=cfg.pac)
+        c_dim = C_DIM if cfg.conditional else 0
+        self.G = Generator(mapping_lr_mul=cfg.mapping_lr_mul, c_dim=c_dim)
+        self.D = Discriminator(pac=cfg.pac, c_dim=c_dim)
         self.G_ema = copy.deepcopy(self.G).eval()
         for p in self.G_ema.parameters():
             p.requires_grad_(False)
@@ -83,42 +90,49 @@ class Trainer:
         self.map_init = [p.detach().clone() for p in self.G.mapping.parameters()]
         if resume and self.run_dir and (self.run_dir / "checkpoint.pt").exists():
             self._load(self.run_dir / "checkpoint.pt")
-        self.pool = self._make_pool()
+        self.pool, self.pool_c = self._make_pool()
 
     # -- data ----------------------------------------------------------------------------------
-    def _make_pool(self) -> torch.Tensor:
-        """(pool, 3, 32, 32) uint8 faces; cached in the run folder since drawing takes a minute."""
+    def _make_pool(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pool, 3, 32, 32) uint8 faces and their (pool, C_DIM) attribute vectors; cached in the run
+        folder since drawing takes a minute."""
         n = self.cfg.pool
         cache = self.run_dir / f"pool_{n}_{DATA_SEED_BASE}.npy" if self.run_dir else None
-        if cache is not None and cache.exists():
-            return torch.from_numpy(np.load(cache))
-        chunks = []
+        cache_c = self.run_dir / f"pool_{n}_{DATA_SEED_BASE}_c.npy" if self.run_dir else None
+        if cache is not None and cache.exists() and cache_c.exists():
+            return torch.from_numpy(np.load(cache)), torch.from_numpy(np.load(cache_c))
+        chunks, cs = [], []
         for i in range(0, n, POOL_CHUNK):
-            imgs, _ = sample_faces(min(POOL_CHUNK, n - i), DATA_SEED_BASE + i // POOL_CHUNK)
+            imgs, attrs = sample_faces(min(POOL_CHUNK, n - i), DATA_SEED_BASE + i // POOL_CHUNK)
             chunks.append((imgs * 255.0).round().to(torch.uint8))
-        pool = torch.cat(chunks)
+            cs.append(attributes_to_c(attrs))
+        pool, pool_c = torch.cat(chunks), torch.cat(cs)
         if cache is not None:
             cache.parent.mkdir(parents=True, exist_ok=True)
             np.save(cache, pool.numpy())
-        return pool
+            np.save(cache_c, pool_c.numpy())
+        return pool, pool_c
 
-    def _reals(self) -> torch.Tensor:
+    def _reals(self, with_c: bool = False):
         idx = torch.randint(0, len(self.pool), (self.cfg.batch,), generator=self.gen)
-        return self.pool[idx].float() / 127.5 - 1.0
+        real = self.pool[idx].float() / 127.5 - 1.0
+        return (real, self.pool_c[idx]) if with_c else real
 
-    def _ws(self, n: int, update_avg: bool = False) -> torch.Tensor:
-        """Mapped styles with mixing regularization: a second z takes over after a random layer."""
+    def _ws(self, n: int, update_avg: bool = False):
+        """Mapped styles with mixing regularization: a second z takes over after a random layer
+        (with the same c, as StyleGAN2-ADA does). Returns ws, z and the c that z yields."""
         z = torch.randn(n, Z_DIM, generator=self.gen)
-        ws = self.G.map(z, update_avg=update_avg).clone()
+        c = attributes_from_z(z) if self.G.c_dim else None
+        ws = self.G.map(z, update_avg=update_avg, c=c).clone()
         if self.cfg.mix_prob > 0:
             z2 = torch.randn(n, Z_DIM, generator=self.gen)
-            ws2 = self.G.map(z2)
+            ws2 = self.G.map(z2, c=c)
             cut = torch.randint(1, NUM_WS, (n,), generator=self.gen)
             use = torch.rand(n, generator=self.gen) < self.cfg.mix_prob
             cut = torch.where(use, cut, torch.full_like(cut, NUM_WS))
             layer = torch.arange(NUM_WS)[None, :, None]
             ws = torch.where(layer >= cut[:, None, None], ws2, ws)
-        return ws, z
+        return ws, z, c
 
     def _autocast(self, enabled: bool = True):
         return torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.cfg.bf16 and enabled)
@@ -145,15 +159,15 @@ class Trainer:
         cfg = self.cfg
         out = {}
         with torch.no_grad(), self._autocast():
-            ws, _ = self._ws(cfg.batch)
+            ws, _, c_fake = self._ws(cfg.batch)
             fake = self.G.synthesis(ws, self._noise(cfg.batch)).float()
-        real = self._reals()
+        real, c_real = self._reals(with_c=True)
         do_r1 = cfg.r1_gamma > 0 and self.step_i % cfg.r1_every == 0
         real.requires_grad_(do_r1)
         with self._autocast(enabled=not do_r1):  # the R1 double backward stays in float32
-            d_real = self.D(real).float()
+            d_real = self.D(real, c_real if self.D.c_dim else None).float()
         with self._autocast():
-            d_fake = self.D(fake).float()
+            d_fake = self.D(fake, c_fake).float()
         loss_d = F.softplus(d_fake).mean() + F.softplus(-d_real).mean()
         out["loss_d"] = loss_d.item()
         if do_r1:
@@ -175,9 +189,9 @@ class Trainer:
         for p in self.D.parameters():
             p.requires_grad_(False)
         with self._autocast():
-            ws, z = self._ws(cfg.batch, update_avg=True)
+            ws, z, c = self._ws(cfg.batch, update_avg=True)
             fake = self.G.synthesis(ws, self._noise(cfg.batch))
-            d_fake_g = self.D(fake).float()
+            d_fake_g = self.D(fake, c).float()
         fake = fake.float()
         loss_g = F.softplus(-d_fake_g).mean()
         out["loss_g"] = loss_g.item()
@@ -312,6 +326,10 @@ def export(trainer: Trainer, path: Path = WEIGHTS_PATH, log=print) -> dict:
         "generator_parameters": parameter_count(trainer.G_ema),
         "noise_strengths": trainer.noise_strengths(),
         "mapping_relative_change": round(trainer.mapping_change(), 4),
+        "conditioning": ("c = [mouth curve, tilt / 30 deg, glasses, hair one-hot none/short/long] embedded into the "
+                         "mapping network; D is a projection discriminator; without an explicit c, "
+                         "c = attributes_from_z(z), the data's attribute distribution by inverse CDF of z[:4]")
+        if trainer.G_ema.c_dim else "none",
         "dtype": "float16",
         "sha256": sha,
         **report,
@@ -467,7 +485,26 @@ def save_doc_images(G: Generator, out_dir: Path, log=print) -> list[Path]:
                   for key in keys for v in (-2, 0, 2)]
         img = tiles(synth(torch.cat(cells)), 9)
         paths.append(write(name, header(img, labels, 9)))
-    # 4. Projection of held-out data faces into w and w+ (the operator's Project action).
+    # 4. Conditioning: each seed with one attribute of its c replaced (the rest of c and z kept).
+    if G.c_dim:
+        from backends.models.stylegan import attributes_from_z
+
+        edits = (("frown", 0, -0.6), ("smile", 0, 0.9), ("no glasses", 2, 0.0), ("glasses", 2, 1.0),
+                 ("bald", 3, None), ("short hair", 4, None), ("long hair", 5, None), ("tilt -25", 1, -25 / 30), ("tilt +25", 1, 25 / 30))
+        cells = []
+        for s in (2, 5, 8, 13):
+            z = z_from_seed([s])
+            for _, k, v in edits:
+                c = attributes_from_z(z)
+                if v is None:
+                    c[:, 3:] = 0.0
+                    c[:, k] = 1.0
+                else:
+                    c[:, k] = v
+                cells.append(G.map(z, c=c))
+        img = tiles(synth(torch.cat(cells)), len(edits))
+        paths.append(write("stylegan_conditioning.png", header(img, [e[0] for e in edits], len(edits))))
+    # 5. Projection of held-out data faces into w and w+ (the operator's Project action).
     from backends.ops.stylegan import PARAMS, StyleGANOperator
 
     op = StyleGANOperator()

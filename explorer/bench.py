@@ -55,6 +55,10 @@ def bench_operator(app, op: str, changes: int) -> tuple[list[Sample], list[float
     window.frameFailed.connect(failures.append)
     session.set_operator(op)
     _wait(window, failures=failures)
+    deadline = time.perf_counter() + 60
+    while not window.frame_settled() and time.perf_counter() < deadline and not failures:  # panels all made
+        QtWidgets.QApplication.processEvents()
+        time.sleep(0.0005)
     if failures:
         print(f"| {op} | skipped: {failures[0]} |")
         return [], []

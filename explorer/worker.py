@@ -25,7 +25,7 @@ from backends.params import ParamError
 from backends.registry import JobUpdate, Operator, operator_class
 
 JOB_EMIT_INTERVAL_S = 0.05
-SETTLE_DELAY_S = 0.04  # a pause in requests this long lets settling layers compute (a drag sends more often)
+SETTLE_DELAY_S = 0.1  # a pause in requests this long lets settling layers compute (a drag sends more often)
 
 
 @dataclass(frozen=True)
@@ -258,7 +258,7 @@ class ComputeWorker(QtCore.QObject):
         if hit is not None and hit[0] is src:
             arr = hit[1]
         else:
-            arr = (np.clip(src, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+            arr = np.ascontiguousarray((np.clip(src, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))  # Qt wants rows
         fresh[id(src)] = (src, arr)
         return replace(layer, image=arr, levels=(0.0, 255.0))
 

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from backends.imageio import load_image
-from backends.layers import CurveLayer, ImageLayer, MetricsLayer, PointsLayer, SamplingGridLayer
+from backends.layers import CurveLayer, ImageLayer, MetricsLayer, PointsLayer, SamplingGridLayer, complete
 from backends.ops.spatial_transformer import affine_transform, spatial_transform
 from backends.registry import operator_class, validated_params
 from backends.warp import (
@@ -43,8 +43,8 @@ def _texture(h: int = 40, w: int = 56) -> torch.Tensor:
 
 
 def _run(op, image, query=None, **values):
-    with torch.no_grad():  # as the worker runs it
-        return op.run(image, validated_params(OP, values), query)
+    with torch.no_grad():  # as the worker runs it, settling panels included
+        return complete(op.run(image, validated_params(OP, values), query))
 
 
 def _shown(result, name: str) -> torch.Tensor:
@@ -172,3 +172,13 @@ def test_run_gives_the_layers(warp):
     assert isinstance(grid, SamplingGridLayer) and grid.grid.shape == (33, 33, 2) and grid.outline.shape == (96, 2)
     assert isinstance(result.layer("Source quadrilateral"), PointsLayer)
     assert isinstance(result.layer("Metrics"), MetricsLayer)
+
+
+def test_a_warp_change_shows_the_output_first_and_the_inverse_map_once_it_settles():
+    op, image = operator_class(OP)(), _texture(40, 56)
+    with torch.no_grad():
+        fast = op.run(image, validated_params(OP, {"rotate": 17.0}), None)
+        assert fast.pending == ("Inverse map",) and "Inverse map" not in fast.names
+        assert fast.settle().names == ("Warped output", "Sampling grid", "Source quadrilateral", "Inverse map",
+                                       "Fit target", "Fit loss", "Metrics")
+        assert op.run(image, validated_params(OP, {"rotate": 17.0}), (5, 5)).settle is None  # the inverse is kept

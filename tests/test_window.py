@@ -229,3 +229,17 @@ def test_every_operator_draws_its_panels_in_the_window(app, qtbot):
         assert not failures, f"{name}: {failures}"
         assert w.docks.docks, name
         assert w.form.title.text()
+
+
+def test_full_matrix_panels_say_they_are_updating_until_the_slider_rests(app, qtbot):
+    from explorer.result_docks import UPDATING
+
+    w = app.window
+    app.session.set_operator("self_attention")
+    wait_for_frame(qtbot, w)
+    seen = []
+    w.frameApplied.connect(lambda stamp: seen.append((w.frame_settled(), w.docks.panels["Attention entropy"].caption.text())))
+    w.form.rows["temperature"].spin.setValue(0.7)
+    wait_for_frame(qtbot, w)
+    assert seen[0] == (False, UPDATING)  # the clicked query's rows came first, the entropy panel kept
+    assert seen[-1][0] and seen[-1][1] != UPDATING and "entropy" in seen[-1][1]

@@ -21,6 +21,7 @@ from backends.layers import (
     PointsLayer,
     Result,
     SamplingGridLayer,
+    complete,
 )
 from backends.memo import Memo
 from backends.ops.deformable import FrameThrottle, downsample
@@ -209,11 +210,20 @@ class SpatialTransformer(Operator):
         shown = self._memo.get(("warped", warp.key, ac, interp, pad),
                                lambda: spatial_transform(image, grid, interp, pad, ac)[0].permute(1, 2, 0))
         t1 = time.perf_counter()
-        back = self._memo.get(("inverse", warp.key, ac, interp, pad), lambda: spatial_transform(
-            shown.permute(2, 0, 1)[None], warp.inverse_grid(h, w, ac, image), interp, pad, ac)[0].permute(1, 2, 0))
-        t2 = time.perf_counter()
-        timings = {"warp ms": (t1 - t0) * 1e3, "inverse ms": (t2 - t1) * 1e3}
-        return Result(self._layers(image, params, warp, shown, back, timings))
+        inverse_key = ("inverse", warp.key, ac, interp, pad)
+
+        def with_inverse() -> Result:
+            t2 = time.perf_counter()
+            back = self._memo.get(inverse_key, lambda: spatial_transform(
+                shown.permute(2, 0, 1)[None], warp.inverse_grid(h, w, ac, image), interp, pad, ac)[0].permute(1, 2, 0))
+            timings = {"warp ms": (t1 - t0) * 1e3, "inverse ms": (time.perf_counter() - t2) * 1e3}
+            return Result(self._layers(image, params, warp, shown, back, timings))
+
+        if inverse_key in self._memo:
+            return with_inverse()
+        # A warp change: the output, grid and quadrilateral now, the inverse map once the sliders rest.
+        fast = self._layers(image, params, warp, shown, None, {"warp ms": (t1 - t0) * 1e3})
+        return Result(fast, settle=with_inverse, pending=("Inverse map",))
 
     def _bind_targets(self, image: torch.Tensor, params: Mapping[str, Any]) -> None:
         """Clicked and fitted TPS targets belong to one image and one lattice size."""
@@ -265,7 +275,7 @@ class SpatialTransformer(Operator):
 
     def _reset_job(self, image: torch.Tensor, params: Mapping[str, Any], query: Query) -> Iterator[JobUpdate]:
         self.reset_state()
-        yield JobUpdate(1.0, "clicked and fitted targets forgotten", self.run(image, params, query))
+        yield JobUpdate(1.0, "clicked and fitted targets forgotten", complete(self.run(image, params, query)))
 
     def _fit_job(self, image: torch.Tensor, params: Mapping[str, Any], query: Query) -> Iterator[JobUpdate]:
         """Adam on theta or the TPS targets, bilinear, zeros outside, at ``fit_size``, from the
@@ -300,13 +310,14 @@ class SpatialTransformer(Operator):
             result = None
             if throttle.due(i == steps - 1):
                 started = time.perf_counter()
-                result = self.run(image, params, query)
+                result = complete(self.run(image, params, query))
                 throttle.built(started)
             yield JobUpdate((i + 1) / steps, f"step {i + 1}/{steps} · loss {float(loss):.3g}", result)
 
     # -- panels ------------------------------------------------------------------------------------
     def _layers(self, image: torch.Tensor, params: Mapping[str, Any], warp: Warp, shown: torch.Tensor,
-                back: torch.Tensor, timings: dict[str, float]) -> tuple:
+                back: Optional[torch.Tensor], timings: dict[str, float]) -> tuple:
+        """Every panel; the inverse map only when ``back`` is given."""
         _, _, h, w = image.shape
         ac = params["align_corners"]
 
@@ -330,7 +341,7 @@ class SpatialTransformer(Operator):
             SamplingGridLayer("Sampling grid", mapped(lattice), background=INPUT, outline=outline,
                               caption=f"where output pixels read the input, every {step:.0f} px; outline: the output frame"),
             self._source_frame(warp, edge, mapped, w, h, ac),
-            ImageLayer("Inverse map", back, levels=(0.0, 1.0),
+            ImageLayer("Inverse map", back if back is not None else shown, levels=(0.0, 1.0),
                        caption="the output sampled back through the inverse " + ("matrix" if warp.theta is not None else "TPS (targets -> controls)")),
             ImageLayer("Fit target", target, levels=(0.0, 1.0),
                        caption=f"content turned {params['target_rotate']:g} deg, scaled {params['target_scale']:g}, "
@@ -340,7 +351,7 @@ class SpatialTransformer(Operator):
                        caption=f"{len(losses)} Adam steps at {params['fit_size']} px, blur {FIT_BLUR:g} px to 0" if losses else "press Start fit"),
             MetricsLayer("Metrics", self._metrics(params, warp, w, h, fit, timings)),
         )
-        return layers
+        return layers if back is not None else tuple(lay for lay in layers if lay.name != "Inverse map")
 
     @staticmethod
     def _source_frame(warp: Warp, edge: torch.Tensor, mapped, w: int, h: int, ac: bool) -> PointsLayer:

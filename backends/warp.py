@@ -139,18 +139,6 @@ def tap_vectors(k: int, dilation: int, device=None, dtype=torch.float32) -> torc
     return torch.stack([c.repeat(k), c.repeat_interleave(k)], 1)
 
 
-def tap_coords(h: int, w: int, k: int, dilation: int, device=None, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where each regular tap reads: x (K, 1, W) and y (K, H, 1), broadcasting to (K, H, W).
-
-    Fields are built from separate x and y planes, never (..., 2) stacks: on the CPU, elementwise
-    work over a trailing dimension of 2 is several times slower at 512 x 512 x 9 taps.
-    """
-    t = tap_vectors(k, dilation, device, dtype)
-    x = torch.arange(w, device=device, dtype=dtype)[None, None, :] + t[:, 0, None, None]
-    y = torch.arange(h, device=device, dtype=dtype)[None, :, None] + t[:, 1, None, None]
-    return x, y
-
-
 def _offsets_buffer(k: int, h: int, w: int, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """An empty (1, 2K, H, W) offsets tensor and its dx and dy planes (K, H, W), to be filled with
     ``out=`` and in-place ops: the fields are memory-bound, so every full-size pass counts."""
@@ -171,44 +159,83 @@ def offset_magnitude(offsets: torch.Tensor) -> torch.Tensor:
     return offsets.reshape(c // 2, 2, h, w).pow(2).sum(1).sqrt()
 
 
-def swirl_envelope(query: tuple[float, float], h: int, w: int, k: int, dilation: int, device=None) -> torch.Tensor:
-    """exp(-r^2 / 2 R^2) at every tap (K, H, W), r from the query, R a fifth of the short side:
-    the swirl's fall-off, which does not depend on its strength (so callers may keep it)."""
-    x, y = tap_coords(h, w, k, dilation, device)
+GLOBAL_WARPS = ("zoom", "rotate", "shear", "swirl")  # offsets that one warp of the plane gives every tap
+
+
+def widened_coords(h: int, w: int, reach: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """x (1, W + 2 reach) and y (H + 2 reach, 1): the pixel grid widened by ``reach`` on each side,
+    where every tap of a kernel of that reach lands."""
+    x = torch.arange(-reach, w + reach, device=device, dtype=torch.float32)[None, :]
+    y = torch.arange(-reach, h + reach, device=device, dtype=torch.float32)[:, None]
+    return x, y
+
+
+def swirl_envelope(query: tuple[float, float], h: int, w: int, reach: int, device=None) -> torch.Tensor:
+    """exp(-r^2 / 2 R^2) on the widened grid (H + 2 reach, W + 2 reach), r from the query, R a fifth
+    of the short side: the swirl's fall-off, which does not depend on its strength (so callers may keep it)."""
+    x, y = widened_coords(h, w, reach, device)
     a = math.sqrt(0.5) / (0.2 * min(h, w))
     return ((x - query[0]) * a).square_().add((y - query[1]).mul_(a).square_()).neg_().exp_()
 
 
-def analytic_offsets(kind: str, strength: float, query: tuple[float, float], h: int, w: int, k: int, dilation: int,
-                     seed: int = 0, device=None, envelope: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """Offsets (1, 2K, H, W) that make every tap read where a global warp sends it.
+def warp_displacement(kind: str, strength: float, query: tuple[float, float], h: int, w: int, reach: int,
+                      device=None, envelope: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(dx, dy), each (H + 2 reach, W + 2 reach): how far a global warp moves every point of the
+    widened grid (point (x, y) at index (y + reach, x + reach)).
 
     zoom magnifies about the query by 2**strength, rotate turns by 45 deg * strength about it,
     shear slides x by strength / 2 * (y - query y), swirl turns by pi * strength about the query
-    with a Gaussian fall-off (:func:`swirl_envelope`, passed in when the caller keeps it); random
-    gives each tap its own smooth field of about 2 * dilation * strength pixels.
+    with a Gaussian fall-off (:func:`swirl_envelope`, passed in when the caller keeps it). Every
+    tap of every pixel sits on this grid, so one field serves all K taps: K times less work than
+    a field per tap.
     """
+    x, y = widened_coords(h, w, reach, device)
+    if kind == "swirl":
+        env = envelope if envelope is not None else swirl_envelope(query, h, w, reach, device)
+        phi = env * (math.pi * strength)
+        cos_m1, sin = phi.cos().sub_(1.0), phi.sin_()
+        rx, ry = x - query[0], y - query[1]
+        dx = torch.mul(cos_m1, rx).addcmul_(sin, ry)  # (cos - 1) rx + sin ry
+        dy = torch.mul(cos_m1, ry).addcmul_(sin, rx, value=-1.0)  # (cos - 1) ry - sin rx
+        return dx, dy
+    maps = {"zoom": dict(scale=2.0 ** (-strength)), "rotate": dict(angle_deg=45.0 * strength), "shear": dict(shear=0.5 * strength)}
+    if kind not in maps:
+        raise ValueError(f"unknown global warp {kind!r}; one of {', '.join(GLOBAL_WARPS)}")
+    m = compose_affine(centre=query, **maps[kind]).tolist()
+    dx = torch.add(x * (m[0][0] - 1) + m[0][2], y * m[0][1])
+    dy = torch.add(x * m[1][0], y * (m[1][1] - 1) + m[1][2])
+    return dx, dy
+
+
+def tap_windows(plane: torch.Tensor, k: int, dilation: int, h: int, w: int) -> list[torch.Tensor]:
+    """The (..., H, W) window of a widened-grid plane (..., H + 2 reach, W + 2 reach) that each
+    tap reads, row-major: views, no copies."""
+    return [plane[..., i * dilation : i * dilation + h, j * dilation : j * dilation + w] for i in range(k) for j in range(k)]
+
+
+def offsets_from_displacement(dx: torch.Tensor, dy: torch.Tensor, k: int, dilation: int) -> torch.Tensor:
+    """torchvision offsets (1, 2K, H, W) from a :func:`warp_displacement`: tap t of pixel p moves
+    by the displacement at p + t."""
+    reach = dilation * (k // 2)
+    h, w = dx.shape[0] - 2 * reach, dx.shape[1] - 2 * reach
+    out, out_dx, out_dy = _offsets_buffer(k * k, h, w, dx)
+    for t, (wx, wy) in enumerate(zip(tap_windows(dx, k, dilation, h, w), tap_windows(dy, k, dilation, h, w))):
+        out_dx[t].copy_(wx)
+        out_dy[t].copy_(wy)
+    return out
+
+
+def analytic_offsets(kind: str, strength: float, query: tuple[float, float], h: int, w: int, k: int, dilation: int,
+                     seed: int = 0, device=None, envelope: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Offsets (1, 2K, H, W): a global warp's (:func:`warp_displacement`), or, for random, each
+    tap its own smooth field of about 2 * dilation * strength pixels."""
     if kind == "random":
         g = torch.Generator().manual_seed(int(seed))
         coarse = torch.randn(1, 2 * k * k, 6, 6, generator=g).to(device)
         return F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=True) * (2.0 * dilation * strength)
-    x, y = tap_coords(h, w, k, dilation, device)
-    out, dx, dy = _offsets_buffer(k * k, h, w, x)
-    if kind == "swirl":
-        env = envelope if envelope is not None else swirl_envelope(query, h, w, k, dilation, device)
-        phi = env * (math.pi * strength)
-        cos_m1, sin = phi.cos().sub_(1.0), phi.sin_()
-        rx, ry = x - query[0], y - query[1]
-        torch.mul(cos_m1, rx, out=dx).addcmul_(sin, ry)  # (cos - 1) rx + sin ry
-        torch.mul(cos_m1, ry, out=dy).addcmul_(sin, rx, value=-1.0)  # (cos - 1) ry - sin rx
-        return out
-    maps = {"zoom": dict(scale=2.0 ** (-strength)), "rotate": dict(angle_deg=45.0 * strength), "shear": dict(shear=0.5 * strength)}
-    if kind not in maps:
-        raise ValueError(f"unknown analytic offsets {kind!r}")
-    m = compose_affine(centre=query, **maps[kind]).tolist()
-    torch.add(x * (m[0][0] - 1) + m[0][2], y * m[0][1], out=dx)  # small planes, one full-size pass each
-    torch.add(x * m[1][0], y * (m[1][1] - 1) + m[1][2], out=dy)
-    return out
+    reach = dilation * (k // 2)
+    dx, dy = warp_displacement(kind, strength, query, h, w, reach, device, envelope)
+    return offsets_from_displacement(dx, dy, k, dilation)
 
 
 def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -15,12 +15,16 @@ from backends.ops.deformable import (
     DeformConv2d,
     bilateral_mask,
     deform_conv2d,
+    depthwise_conv,
+    depthwise_window_sum,
+    global_warp_taps,
     modulated_depthwise,
+    resample_widened,
     sample_taps,
     sampling_grid,
 )
 from backends.registry import operator_class, validated_params
-from backends.warp import analytic_offsets
+from backends.warp import GLOBAL_WARPS, analytic_offsets, warp_displacement
 
 NAIVE_TOL = 1e-10  # float64, same arithmetic up to summation order
 CONV_TOL = 1e-5  # float32 against F.conv2d
@@ -271,3 +275,25 @@ def test_fast_grid_equals_the_differentiable_grid():
     fast = sampling_grid(offset, (7, 8), (3, 3), (1, 2), (1, 0), (2, 1))
     tracked = sampling_grid(offset.clone().requires_grad_(True), (7, 8), (3, 3), (1, 2), (1, 0), (2, 1))
     assert torch.equal(fast, tracked.detach())
+
+
+@pytest.mark.parametrize("kind", GLOBAL_WARPS)
+@pytest.mark.parametrize("k, d", [(3, 2), (5, 1)])
+def test_a_global_warp_reads_every_tap_from_one_resampled_image(kind, k, d):
+    """The operator's fast path for warps of the plane equals the general core: the taps to
+    sample_taps at the same offsets, the v1 output to deform_conv2d, both to 1e-5."""
+    img, (h, w), q = _image(), (48, 64), (30.0, 20.0)
+    off = analytic_offsets(kind, 0.6, q, h, w, k, d)
+    dx, dy = warp_displacement(kind, 0.6, q, h, w, d * (k // 2))
+    reach = d * (k // 2)
+    expected = sample_taps(img, sampling_grid(off, (h, w), (k, k), (1, 1), (reach, reach), (d, d)), k * k)
+    torch.testing.assert_close(global_warp_taps(img, dx, dy, k, d), expected, atol=CONV_TOL, rtol=0)
+    kernel = torch.rand(k * k, generator=torch.Generator().manual_seed(k))
+    core = deform_conv2d(img, off, kernel.view(1, 1, k, k).expand(3, 1, k, k), padding=reach, dilation=d)
+    torch.testing.assert_close(depthwise_window_sum(resample_widened(img, dx, dy), kernel, d), core, atol=CONV_TOL, rtol=0)
+
+
+def test_the_regular_twin_equals_a_depthwise_conv2d():
+    img, kernel = _image(), torch.rand(25, generator=torch.Generator().manual_seed(1))
+    expected = F.conv2d(img, kernel.view(1, 1, 5, 5).expand(3, 1, 5, 5), padding=6, dilation=3, groups=3)
+    torch.testing.assert_close(depthwise_conv(img, kernel, 3), expected, atol=CONV_TOL, rtol=0)

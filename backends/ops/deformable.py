@@ -32,17 +32,22 @@ from backends.ops.dilated import luminance
 from backends.params import ChoiceParam, FloatParam, IntParam, SeedParam
 from backends.registry import Action, JobUpdate, Operator, OperatorSpec, Query, register
 from backends.warp import (
+    GLOBAL_WARPS,
     analytic_offsets,
     compose_affine,
     edge_offsets,
     frame_centre,
     gaussian_blur,
     offset_magnitude,
+    offsets_from_displacement,
     offsets_to_xy,
     structure_tensor,
     swirl_envelope,
     tap_vectors,
+    tap_windows,
     theta_from_sampling_map,
+    warp_displacement,
+    widened_coords,
 )
 
 IntPair = Union[int, tuple[int, int]]
@@ -193,6 +198,42 @@ class DeformConv2d(nn.Module):
         return deform_conv2d(input, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask)
 
 
+def resample_widened(input: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor) -> torch.Tensor:
+    """``input`` (N, C, H, W) read bilinearly, zero outside, at every point of the widened grid
+    moved by a :func:`warp_displacement` (dx, dy): (N, C, H + 2 reach, W + 2 reach)."""
+    n, _, h, w = input.shape
+    hp, wp = dx.shape
+    x, y = widened_coords(h, w, (hp - h) // 2, input.device)
+    grid = input.new_empty(1, hp, wp, 2)
+    torch.addcmul((x + 0.5) * (2.0 / w) - 1.0, dx, input.new_tensor(2.0 / w), out=grid[0, ..., 0])
+    torch.addcmul((y + 0.5) * (2.0 / h) - 1.0, dy, input.new_tensor(2.0 / h), out=grid[0, ..., 1])
+    return F.grid_sample(input, grid.expand(n, -1, -1, -1), mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def depthwise_window_sum(widened: torch.Tensor, kernel: torch.Tensor, dilation: int) -> torch.Tensor:
+    """sum_t kernel[t] * (tap t's window) of a widened (N, C, H + 2 reach, W + 2 reach) image: a
+    depthwise convolution with one (K,) kernel on every channel. Nine shifted multiply-adds ran
+    7x faster than a dilated depthwise conv2d on the CPU (0.8 against 5.9 ms at 512 x 512)."""
+    k = int(round(kernel.numel() ** 0.5))
+    reach = dilation * (k // 2)
+    h, w = widened.shape[-2] - 2 * reach, widened.shape[-1] - 2 * reach
+    out = None
+    for window, weight in zip(tap_windows(widened, k, dilation, h, w), kernel.tolist()):
+        out = window * weight if out is None else out.add_(window, alpha=weight)
+    return out
+
+
+def global_warp_taps(input: torch.Tensor, dx: torch.Tensor, dy: torch.Tensor, k: int, dilation: int) -> torch.Tensor:
+    """:func:`sample_taps` for the offsets a global warp gives every tap
+    (:func:`offsets_from_displacement`), (N, C, H, W, K), from one resampled image.
+
+    Tap t of pixel p reads the input at W(p + t), and p + t lies on the widened grid, so all K
+    taps are shifted windows of I(W(q)) sampled once: 1/K of the bilinear reads. The v1 output
+    is then :func:`depthwise_window_sum` of that image (tests hold both to deform_conv2d)."""
+    h, w = input.shape[2:]
+    return torch.stack(tap_windows(resample_widened(input, dx, dy), k, dilation, h, w), -1)
+
+
 def bilateral_mask(taps: torch.Tensor, image: torch.Tensor, sigma: float) -> torch.Tensor:
     """A v2 modulation from content: each tap weighs exp(-|tap colour - pixel colour|^2 / 2 sigma^2).
 
@@ -311,10 +352,11 @@ class DeformableConvolution(Operator):
         kernel = self._kernel(params, image)
         fit = self._valid_fit(image, params)
         okey = self._offsets_key(params, q, fit)
-        offsets = self._memo.get(("offsets",) + okey, lambda: self._offsets(image, params, q, fit))
+        warp = self._memo.get(("warp",) + okey, lambda: self._warp(image, params, q)) if params["offsets"] in GLOBAL_WARPS else None
+        offsets = self._memo.get(("offsets",) + okey, lambda: self._offsets(image, params, q, fit, warp))
         t1 = time.perf_counter()
         dkey = ("deformed",) + okey + (params["kernel"], params["version"], params["mask_sigma"])
-        deformed, mask = self._memo.get(dkey, lambda: self._deform(image, offsets, kernel, params, fit))
+        deformed, mask = self._memo.get(dkey, lambda: self._deform(image, offsets, kernel, params, fit, warp))
         t2 = time.perf_counter()
         rkey = ("regular", params["kernel"], params["kernel_size"], params["dilation"])
         regular = self._memo.get(rkey, lambda: depthwise_conv(image, kernel, int(params["dilation"])))
@@ -341,10 +383,22 @@ class DeformableConvolution(Operator):
             key += (params["seed"],)
         return key + (q,) if src in QUERY_CENTRED else key
 
-    def _offsets(self, image: torch.Tensor, params: Mapping[str, Any], q: tuple[int, int],
-                 fit: Optional[LearnedOffsets]) -> torch.Tensor:
+    def _warp(self, image: torch.Tensor, params: Mapping[str, Any], q: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A global warp's displacement on the widened grid, which every tap of every pixel reads."""
         _, _, h, w = image.shape
         k, d, src = int(params["kernel_size"]), int(params["dilation"]), params["offsets"]
+        reach = d * (k // 2)
+        envelope = None
+        if src == "swirl":  # the fall-off depends on the query, not the strength: keep it
+            envelope = self._memo.get(("swirl", q, reach), lambda: swirl_envelope(q, h, w, reach, image.device))
+        return warp_displacement(src, float(params["strength"]), q, h, w, reach, image.device, envelope)
+
+    def _offsets(self, image: torch.Tensor, params: Mapping[str, Any], q: tuple[int, int],
+                 fit: Optional[LearnedOffsets], warp: Optional[tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+        _, _, h, w = image.shape
+        k, d, src = int(params["kernel_size"]), int(params["dilation"]), params["offsets"]
+        if warp is not None:
+            return offsets_from_displacement(*warp, k, d)
         if src == "learned":
             return fit.offsets_at(h, w) if fit else image.new_zeros(1, 2 * k * k, h, w)
         if src == "random":  # linear in strength: upsample the unit field once per seed
@@ -353,17 +407,21 @@ class DeformableConvolution(Operator):
         if src == "edges":
             angle, coherence = self._memo.get(("structure",), lambda: structure_tensor(luminance(image)))
             return edge_offsets(angle, coherence, float(params["strength"]), k, d)
-        envelope = None
-        if src == "swirl":  # the fall-off depends on the query, not the strength: keep it
-            envelope = self._memo.get(("swirl", q, k, d), lambda: swirl_envelope(q, h, w, k, d, image.device))
-        return analytic_offsets(src, float(params["strength"]), q, h, w, k, d, params["seed"], image.device, envelope)
+        raise ValueError(f"unknown offsets {src!r}; one of {', '.join(OFFSET_SOURCES)}")
 
     @staticmethod
     def _deform(image: torch.Tensor, offsets: torch.Tensor, kernel: torch.Tensor, params: Mapping[str, Any],
-                fit: Optional[LearnedOffsets]) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+                fit: Optional[LearnedOffsets], warp: Optional[tuple[torch.Tensor, torch.Tensor]]
+                ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         k, d = int(params["kernel_size"]), int(params["dilation"])
         pad = d * (k - 1) // 2
         weight = kernel.view(1, 1, k, k).expand(image.shape[1], 1, k, k)
+        if warp is not None:  # one resampled image serves every tap (equal to deform_conv2d, tested)
+            if params["version"] == "v1":
+                return depthwise_window_sum(resample_widened(image, *warp), kernel, d), None
+            taps = global_warp_taps(image, *warp, k, d)
+            mask = bilateral_mask(taps, image, float(params["mask_sigma"]))
+            return modulated_depthwise(taps, kernel, mask), mask
         if params["version"] == "v1":
             return deform_conv2d(image, offsets, weight, padding=pad, dilation=d), None
         if params["offsets"] == "learned":
@@ -527,9 +585,8 @@ def _clip_query(query: Query, w: int, h: int) -> tuple[int, int]:
 
 def depthwise_conv(image: torch.Tensor, kernel: torch.Tensor, dilation: int) -> torch.Tensor:
     """The (K,) kernel on every channel of (N, C, H, W), zero 'same' padding: the regular twin."""
-    k = int(round(kernel.numel() ** 0.5))
-    weight = kernel.view(1, 1, k, k).expand(image.shape[1], 1, k, k)
-    return F.conv2d(image, weight, padding=dilation * (k - 1) // 2, dilation=dilation, groups=image.shape[1])
+    reach = dilation * (int(round(kernel.numel() ** 0.5)) // 2)
+    return depthwise_window_sum(F.pad(image, (reach,) * 4), kernel, dilation)
 
 
 def downsample(image: torch.Tensor, long_side: int) -> torch.Tensor:

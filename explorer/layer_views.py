@@ -22,6 +22,7 @@ from backends.layers import (
     SamplingGridLayer,
     VectorFieldLayer,
 )
+from widgets.colormaps import auto_levels
 from widgets.image_canvas import ImageCanvas
 from widgets.mosaic import tile
 from widgets.panel import Panel
@@ -86,13 +87,15 @@ def _show_image(panel: Panel, layer: ImageLayer) -> None:
     panel.set_colormap(layer.colormap if scalar else None, _levels_of(canvas) if scalar else None)
 
 
-def _tiled(panel: Panel, maps: np.ndarray, fill: float = np.nan) -> tuple[np.ndarray, list[tuple[int, int]]]:
+def _tiled(panel: Panel, maps: np.ndarray, fill: float = np.nan, slot: str = "maps") -> tuple[np.ndarray, list[tuple[int, int]]]:
     """The mosaic of ``maps``, reused while the worker hands back the very same array."""
-    cached = getattr(panel, "_tile_cache", None)
+    caches = panel.__dict__.setdefault("_tile_cache", {})
+    cached = caches.get(slot)
     if cached is not None and cached[0] is maps and cached[1] == fill:
         return cached[2], cached[3]
-    mosaic, origins = tile(np.asarray(maps, np.float32), fill=fill)
-    panel._tile_cache = (maps, fill, mosaic, origins)
+    data = maps if maps.dtype == np.uint8 else np.asarray(maps, np.float32)
+    mosaic, origins = tile(data, fill=fill)
+    caches[slot] = (maps, fill, mosaic, origins)
     return mosaic, origins
 
 
@@ -108,8 +111,8 @@ def _show_feature_maps(panel: Panel, layer: FeatureMapsLayer) -> None:
 def _show_heatmap(panel: Panel, layer: HeatmapLayer) -> None:
     canvas: ImageCanvas = panel.view
     canvas.clear_overlays()
-    maps = np.asarray(layer.maps, np.float32)
-    levels = layer.levels or (float(np.nanmin(maps)), float(np.nanmax(maps)) or 1.0)
+    maps = layer.maps if layer.maps.dtype == np.uint8 else np.asarray(layer.maps, np.float32)
+    levels = layer.levels or auto_levels(maps)
     if maps.ndim == 2:
         if layer.background is not None:
             canvas.set_image(layer.background, (0.0, 1.0))
@@ -121,9 +124,7 @@ def _show_heatmap(panel: Panel, layer: HeatmapLayer) -> None:
     else:
         heat, origins = _tiled(panel, layer.maps)
         if layer.background is not None:
-            bg = np.broadcast_to(layer.background, (len(maps),) + layer.background.shape)
-            back, _ = tile(np.ascontiguousarray(bg), fill=0.1)
-            canvas.set_image(back, (0.0, 1.0))
+            canvas.set_image(_tiled_background(panel, layer.background, len(maps)), (0.0, 255.0))
             canvas.set_heat(heat, levels, layer.colormap, layer.opacity)
         else:
             canvas.set_heat(None, levels, layer.colormap, 0)
@@ -134,6 +135,17 @@ def _show_heatmap(panel: Panel, layer: HeatmapLayer) -> None:
         for box in layer.boxes:
             canvas.add_box(box, (255, 220, 80), width=1.5)
     panel.set_colormap(layer.colormap, levels)
+
+
+def _tiled_background(panel: Panel, background: np.ndarray, count: int) -> np.ndarray:
+    """``count`` copies of one background under a map grid, as uint8, made once per background."""
+    cached = panel.__dict__.get("_background_cache")
+    if cached is not None and cached[0] is background and cached[1] == count:
+        return cached[2]
+    rgb = (np.clip(background, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8) if background.dtype != np.uint8 else background
+    back, _ = tile(np.ascontiguousarray(np.broadcast_to(rgb, (count,) + rgb.shape)), fill=0)
+    panel._background_cache = (background, count, back)
+    return back
 
 
 def _show_background(canvas: ImageCanvas, background: Optional[np.ndarray], fallback_shape: tuple[int, int]) -> None:
@@ -224,8 +236,7 @@ def _show_metrics(panel: Panel, layer: MetricsLayer) -> None:
 
 
 def _levels_of(canvas: ImageCanvas) -> tuple[float, float]:
-    lv = canvas.image_item.getLevels()
-    return (float(lv[0]), float(lv[1])) if lv is not None else (0.0, 1.0)
+    return canvas.levels
 
 
 SHOWERS: dict[str, Callable[[Panel, Layer], None]] = {

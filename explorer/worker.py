@@ -23,6 +23,7 @@ from backends.device import describe, is_device_failure
 from backends.layers import Result, materialize
 from backends.params import ParamError
 from backends.registry import JobUpdate, Operator, operator_class
+from widgets.colormaps import auto_levels, to_indexed
 
 JOB_EMIT_INTERVAL_S = 0.05
 SETTLE_DELAY_S = 0.1  # a pause in requests this long lets settling layers compute (a drag sends more often)
@@ -246,12 +247,17 @@ class ComputeWorker(QtCore.QObject):
         return out
 
     def _display_ready(self, layer, fresh: dict):
+        if layer.kind == "image" and layer.image.ndim == 3:
+            return self._rgb_ready(layer, fresh)
+        if layer.kind in ("heatmap", "feature_maps") or (layer.kind == "image" and layer.image.ndim == 2):
+            return self._indexed_ready(layer, fresh)
+        return layer
+
+    def _rgb_ready(self, layer, fresh: dict):
         """RGB images in [0, 1] go to the UI as uint8, converted here: the UI thread then hands
         them to Qt without a per-pixel pass (about 3 ms per 512x512 image saved on every frame).
         The same source array gives the same uint8 array, so unchanged panels skip redrawing."""
-        if layer.kind != "image" or layer.image.ndim != 3 or layer.image.dtype == np.uint8:
-            return layer
-        if layer.levels not in (None, (0.0, 1.0), (0, 1)):
+        if layer.image.dtype == np.uint8 or layer.levels not in (None, (0.0, 1.0), (0, 1)):
             return layer
         src = layer.image
         hit = self._display.get(id(src))
@@ -261,6 +267,21 @@ class ComputeWorker(QtCore.QObject):
             arr = np.ascontiguousarray((np.clip(src, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))  # Qt wants rows
         fresh[id(src)] = (src, arr)
         return replace(layer, image=arr, levels=(0.0, 255.0))
+
+    def _indexed_ready(self, layer, fresh: dict):
+        """Scalar maps go to the UI as palette indices for their levels (NaN: transparent), made
+        here: painting is then Qt's palette lookup instead of pyqtgraph's rescale, colour table
+        and NaN search (2-5 ms a panel on every frame)."""
+        field = "image" if layer.kind == "image" else "maps"
+        src = getattr(layer, field)
+        if not isinstance(src, np.ndarray) or src.dtype.kind != "f":
+            return layer
+        levels = tuple(float(v) for v in layer.levels) if layer.levels is not None else auto_levels(src)
+        key = (id(src), levels)
+        hit = self._display.get(key)
+        arr = hit[1] if hit is not None and hit[0] is src else to_indexed(src, levels)
+        fresh[key] = (src, arr)
+        return replace(layer, **{field: arr, "levels": levels})
 
     def _fall_back_to_cpu(self, exc: Exception) -> str:
         notice = f"The {self.device.type.upper()} failed ({_readable(exc)}); computing on the CPU from now on."

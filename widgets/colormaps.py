@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Optional
 
 import numpy as np
 import pyqtgraph as pg
@@ -32,3 +33,40 @@ def overlay_table(name: str, opacity: float) -> np.ndarray:
     rgb = lookup_table(name)
     ramp = np.clip(np.linspace(0.0, 1.0, 256) * 3.0, 0.0, 1.0) * opacity * 255
     return np.concatenate([rgb, ramp[:, None].astype(np.uint8)], axis=1)
+
+
+def auto_levels(values: np.ndarray) -> tuple[float, float]:
+    """The finite range of ``values``, widened to a unit span when flat."""
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return (0.0, 1.0)
+    lo, hi = float(finite.min()), float(finite.max())
+    return (lo, hi if hi > lo else lo + 1.0)
+
+
+def to_indexed(values: np.ndarray, levels: tuple[float, float]) -> np.ndarray:
+    """Scalars to uint8 indices into :func:`indexed_table`: 1 to 255 across ``levels``, 0 for NaN
+    (drawn transparent). Done on the worker, so painting is a palette lookup in Qt."""
+    lo, hi = levels
+    scale = 254.0 / (hi - lo) if hi > lo else 0.0
+    idx = np.clip((values - lo) * scale, 0.0, 254.0)
+    idx += 1.5  # round, and shift past the transparent 0
+    out = np.nan_to_num(idx, nan=0.0).astype(np.uint8)
+    return out
+
+
+@lru_cache(maxsize=64)
+def indexed_table(name: str, opacity: Optional[float] = None) -> np.ndarray:
+    """(256, 4) uint8 palette for :func:`to_indexed` data: entry 0 transparent, then the map's
+    colours, opaque, or with :func:`overlay_table`'s alpha ramp when ``opacity`` is given."""
+    cmap = pg.colormap.get(name) if name else None
+    if cmap is None:
+        cmap = pg.colormap.get("viridis")
+    rgb = cmap.getLookupTable(0.0, 1.0, nPts=255, alpha=False)
+    if opacity is None:
+        alpha = np.full(255, 255, np.uint8)
+    else:
+        alpha = (np.clip(np.linspace(0.0, 1.0, 255) * 3.0, 0.0, 1.0) * opacity * 255).astype(np.uint8)
+    table = np.zeros((256, 4), np.uint8)
+    table[1:, :3], table[1:, 3] = rgb, alpha
+    return table

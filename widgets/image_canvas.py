@@ -15,7 +15,7 @@ import numpy as np
 import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from widgets.colormaps import lookup_table, overlay_table
+from widgets.colormaps import auto_levels, indexed_table, lookup_table, overlay_table
 
 Extent = tuple[float, float, float, float]
 
@@ -56,6 +56,7 @@ class ImageCanvas(pg.GraphicsView):
         self._shape: Optional[tuple[int, int]] = None
         self._extent: Optional[Extent] = None
         self._data: Optional[np.ndarray] = None
+        self.levels: tuple[float, float] = (0.0, 1.0)  # of the shown image: what its colour bar spans
         self._focus: Optional[Extent] = None
         self._marker_at: Optional[tuple[float, float]] = None
         self._image_key: tuple = ()
@@ -74,19 +75,24 @@ class ImageCanvas(pg.GraphicsView):
         colormap: Optional[str] = None,
         extent: Optional[Extent] = None,
     ) -> None:
-        """RGB (H, W, 3) floats in [0, 1] by default, or a scalar map through ``colormap``.
+        """RGB (H, W, 3) floats in [0, 1] by default, or a scalar map through ``colormap``; a
+        uint8 scalar map holds :func:`to_indexed` indices made on the worker for ``levels``.
 
         Float data with fixed levels goes to the ImageItem as is: converting to uint8 here
         would cost the UI thread more than pyqtgraph's own conversion at paint time.
         """
         if levels is None:
-            levels = (0.0, 1.0) if image.ndim == 3 else _auto_levels(image)
+            levels = (0.0, 1.0) if image.ndim == 3 else auto_levels(image)
         key = (id(image), tuple(levels), colormap, extent)
         if image is self._data and key == self._image_key:
             return  # the same array as the last frame: nothing to upload or repaint
         self._data, self._image_key = image, key
-        lut = lookup_table(colormap or "viridis") if image.ndim == 2 else None
-        self.image_item.setImage(image, levels=levels, lut=lut, autoLevels=False)
+        self.levels = tuple(levels)
+        if _indexed(image):
+            self.image_item.setImage(image, levels=None, lut=indexed_table(colormap or "viridis"), autoLevels=False)
+        else:
+            lut = lookup_table(colormap or "viridis") if image.ndim == 2 else None
+            self.image_item.setImage(image, levels=levels, lut=lut, autoLevels=False)
         h, w = image.shape[:2]
         rect = extent if extent is not None else (0.0, 0.0, float(w), float(h))
         self.image_item.setRect(QtCore.QRectF(*rect))
@@ -106,7 +112,10 @@ class ImageCanvas(pg.GraphicsView):
         if key == self._heat_key and heat is self._heat_data:
             return
         self._heat_key, self._heat_data = key, heat
-        self.heat_item.setImage(heat, levels=levels, lut=overlay_table(colormap, round(opacity, 3)), autoLevels=False)
+        if _indexed(heat):
+            self.heat_item.setImage(heat, levels=None, lut=indexed_table(colormap, round(opacity, 3)), autoLevels=False)
+        else:
+            self.heat_item.setImage(heat, levels=levels, lut=overlay_table(colormap, round(opacity, 3)), autoLevels=False)
         h, w = heat.shape[:2]
         self.heat_item.setRect(QtCore.QRectF(*(extent or (0.0, 0.0, float(w), float(h)))))
         self.heat_item.setVisible(True)
@@ -234,6 +243,7 @@ class ImageCanvas(pg.GraphicsView):
             self.fit()
         else:
             self.view.setRange(QtCore.QRectF(*box), padding=0.05)
+        self.view.updateMatrix()  # now, not while painting: a transform changed mid-paint paints twice
 
     # -- view --------------------------------------------------------------------------------
     def fit(self) -> None:
@@ -285,9 +295,6 @@ class ImageCanvas(pg.GraphicsView):
         self.last_paint_ms = (time.perf_counter() - t0) * 1e3
 
 
-def _auto_levels(image: np.ndarray) -> tuple[float, float]:
-    finite = image[np.isfinite(image)]
-    if finite.size == 0:
-        return (0.0, 1.0)
-    lo, hi = float(finite.min()), float(finite.max())
-    return (lo, hi if hi > lo else lo + 1.0)
+def _indexed(data: np.ndarray) -> bool:
+    """A scalar uint8 map: palette indices from the worker (RGB uint8 frames are (H, W, 3))."""
+    return data.dtype == np.uint8 and data.ndim == 2

@@ -20,11 +20,13 @@ def grid_shape(count: int, tile_h: int, tile_w: int, aspect: float = 1.6) -> tup
 
 
 def tile(maps: np.ndarray, gap: int = 2, fill: float = np.nan) -> tuple[np.ndarray, list[tuple[int, int]]]:
-    """The mosaic and the (x, y) origin of each tile in it."""
+    """The mosaic and the (x, y) origin of each tile in it. uint8 maps (palette indices) stay
+    uint8 with gaps of 0, drawn transparent like the NaN gaps of float maps."""
     n, h, w = maps.shape[:3]
     rows, cols = grid_shape(n, h, w)
     out_shape = (rows * h + (rows - 1) * gap, cols * w + (cols - 1) * gap) + maps.shape[3:]
-    out = np.full(out_shape, fill, dtype=np.float32)
+    indexed = maps.dtype == np.uint8
+    out = np.full(out_shape, 0 if indexed else fill, dtype=np.uint8 if indexed else np.float32)
     origins = []
     for i in range(n):
         r, c = divmod(i, cols)

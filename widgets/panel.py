@@ -21,6 +21,7 @@ class Panel(QtWidgets.QWidget):
         self.view = view
         self.caption = QtWidgets.QLabel()
         self.caption.setWordWrap(True)
+        self.caption.setAlignment(QtCore.Qt.AlignmentFlag.AlignLeft | QtCore.Qt.AlignmentFlag.AlignTop)
         self.caption.setStyleSheet("color: #bbb; padding: 1px 3px;")
         self.colorbar: Optional[ColorBar] = ColorBar() if with_colorbar else None
         body = QtWidgets.QHBoxLayout()
@@ -40,8 +41,15 @@ class Panel(QtWidgets.QWidget):
         view.customContextMenuRequested.connect(lambda pos: self._show_menu(view.mapTo(self, pos)))
 
     def set_caption(self, text: str) -> None:
+        """The caption's height only grows: a caption that wrapped to fewer lines each other frame
+        resized the view, and every dock in its column repainted."""
+        if text == self.caption.text() and self.caption.isVisibleTo(self) == bool(text):
+            return
         self.caption.setText(text)
         self.caption.setVisible(bool(text))
+        needed = self.caption.heightForWidth(max(self.caption.width(), 1))
+        if needed > self.caption.minimumHeight():
+            self.caption.setMinimumHeight(needed)
 
     def set_colormap(self, colormap: Optional[str], levels: Optional[tuple[float, float]]) -> None:
         if self.colorbar is None:

@@ -536,6 +536,9 @@ class DeformableConvolution(Operator):
             "offset branch it would need (k x k conv)": branch,
             "multiply-adds": 3 * kk * work[0] * work[1],
             "bilinear reads": 4 * 3 * kk * work[0] * work[1],
+            **({"bilinear reads done (one warped image serves every tap)":
+                4 * 3 * (work[0] + 2 * d * (k // 2)) * (work[1] + 2 * d * (k // 2))}
+               if params["offsets"] in GLOBAL_WARPS else {}),
             "mean |offset| px": round(float(mag.mean()) * frame[0] / work[0], 2),
             "max |offset| px": round(float(mag.max()) * frame[0] / work[0], 2),
             "query": f"({q[0]}, {q[1]})",

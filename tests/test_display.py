@@ -1,0 +1,59 @@
+"""What the worker hands the UI for scalar maps: palette indices for the layer's levels, NaN
+transparent, and the same indices for the same array (so unchanged panels skip repainting)."""
+
+import numpy as np
+import pytest
+import torch
+
+from backends.layers import FeatureMapsLayer, HeatmapLayer, ImageLayer, Result
+from explorer.worker import ComputeWorker
+from widgets.colormaps import auto_levels, indexed_table, lookup_table, to_indexed
+from widgets.mosaic import tile
+
+
+def test_indices_span_the_levels_and_nan_is_the_transparent_zero():
+    values = np.array([[-1.0, 0.0, 0.5], [1.0, 2.0, np.nan]], np.float32)
+    idx = to_indexed(values, (0.0, 1.0))
+    assert idx.dtype == np.uint8
+    assert idx.tolist() == [[1, 1, 128], [255, 255, 0]]  # clipped below and above, 0.5 in the middle
+    table = indexed_table("viridis")
+    assert table[0, 3] == 0 and (table[1:, 3] == 255).all()
+    np.testing.assert_allclose(table[[1, 255], :3].astype(int), lookup_table("viridis")[[0, 255]].astype(int), atol=2)
+
+
+def test_overlay_palettes_ramp_their_alpha_like_the_float_path():
+    table = indexed_table("inferno", 0.8)
+    assert table[0, 3] == 0 and table[1, 3] == 0 and table[255, 3] == int(0.8 * 255)
+    assert (np.diff(table[1:, 3].astype(int)) >= 0).all()
+
+
+def test_auto_levels_ignore_non_finite_values_and_widen_a_flat_map():
+    assert auto_levels(np.array([np.nan, 2.0, np.inf, 5.0])) == (2.0, 5.0)
+    assert auto_levels(np.full(4, 3.0)) == (3.0, 4.0)
+
+
+def test_index_mosaics_keep_their_type_with_transparent_gaps():
+    mosaic, origins = tile(np.full((3, 4, 5), 7, np.uint8), gap=2)
+    assert mosaic.dtype == np.uint8 and set(np.unique(mosaic)) == {0, 7} and len(origins) == 3
+
+
+@pytest.fixture
+def worker(qtbot):
+    w = ComputeWorker(torch.device("cpu"))
+    yield w
+    w.shutdown()
+
+
+def test_the_worker_turns_scalar_layers_into_indices_once_per_array(worker):
+    maps = np.random.default_rng(0).random((4, 8, 8)).astype(np.float32)
+    maps[0, 0, 0] = np.nan
+    rgb = np.random.default_rng(1).random((8, 8, 3)).astype(np.float32)
+    result = Result((HeatmapLayer("h", maps[0]), FeatureMapsLayer("f", maps, labels=tuple("abcd"), levels=(0.0, 0.5)),
+                     ImageLayer("grey", maps[1]), ImageLayer("rgb", rgb)))
+    first, again = worker._to_display(result), worker._to_display(result)
+    heat, feats, grey, colour = first.layers
+    assert heat.maps.dtype == np.uint8 and heat.maps[0, 0] == 0 and heat.levels == auto_levels(maps[0])
+    assert feats.levels == (0.0, 0.5) and (feats.maps == to_indexed(maps, (0.0, 0.5))).all()
+    assert grey.image.dtype == np.uint8 and colour.image.dtype == np.uint8 and colour.image.flags["C_CONTIGUOUS"]
+    assert all(a is b for a, b in zip([lay.maps if hasattr(lay, "maps") else lay.image for lay in first.layers],
+                                      [lay.maps if hasattr(lay, "maps") else lay.image for lay in again.layers]))

@@ -91,7 +91,7 @@ def _tiled(panel: Panel, maps: np.ndarray, fill: float = np.nan, slot: str = "ma
     """The mosaic of ``maps``, reused while the worker hands back the very same array."""
     caches = panel.__dict__.setdefault("_tile_cache", {})
     cached = caches.get(slot)
-    if cached is not None and cached[0] is maps and cached[1] == fill:
+    if cached is not None and cached[0] is maps and np.array_equal(cached[1], fill, equal_nan=True):
         return cached[2], cached[3]
     data = maps if maps.dtype == np.uint8 else np.asarray(maps, np.float32)
     mosaic, origins = tile(data, fill=fill)

@@ -75,6 +75,7 @@ class CurveView(pg.PlotWidget):
         self._legend = self.addLegend(offset=(-10, 10))
         self._curves: dict[str, pg.PlotDataItem] = {}
         self._axes_key: tuple = ()
+        self._data: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     def set_curves(self, series: Mapping[str, tuple[np.ndarray, np.ndarray]], x_label: str = "", y_label: str = "",
                    log_y: bool = False) -> None:
@@ -86,11 +87,17 @@ class CurveView(pg.PlotWidget):
         for name in list(self._curves):
             if name not in series:
                 self.removeItem(self._curves.pop(name))
+                self._data.pop(name, None)
         for i, (name, (x, y)) in enumerate(series.items()):
             if name not in self._curves:
                 color = SERIES_COLORS[i % len(SERIES_COLORS)]
                 self._curves[name] = self.plot(name=name, pen=pg.mkPen(*color, width=2))
-            self._curves[name].setData(np.asarray(x, float), np.asarray(y, float))
+            xs, ys = np.asarray(x, float), np.asarray(y, float)
+            last = self._data.get(name)
+            if last is not None and np.array_equal(last[0], xs) and np.array_equal(last[1], ys):
+                continue  # the same curve again: no repaint
+            self._data[name] = (xs, ys)
+            self._curves[name].setData(xs, ys)
 
 
 class MetricsView(QtWidgets.QTableWidget):

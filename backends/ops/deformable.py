@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from backends.features import robust_max
 from backends.kernels import NONNEGATIVE, make_kernel
 from backends.layers import (
     INPUT,
@@ -604,7 +605,7 @@ def downsample(image: torch.Tensor, long_side: int) -> torch.Tensor:
 
 def _symmetric(x: torch.Tensor) -> tuple[float, float]:
     flat = x.mean(1).abs().flatten()
-    hi = float(torch.quantile(flat[:: max(1, flat.numel() // 65536)], 0.995).clamp_min(1e-6))
+    hi = float(robust_max(flat, samples=65536))
     return (-hi, hi)
 
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from backends.features import robust_max
 from backends.kernels import KERNEL_NAMES, NONNEGATIVE, dilate_kernel, make_kernel
 from backends.layers import (
     INPUT,
@@ -234,11 +235,11 @@ class DilatedConvolution(Operator):
         kt = torch.from_numpy(kernel).to(image.device, image.dtype)
         extent = (0.0, 0.0, float(w), float(h)) if stride > 1 else None
         if name == "sobel":
-            grey = luminance(image)
+            grey = self._memo.get("luminance", lambda: luminance(image))
             weight = torch.stack([kt, kt.T])[:, None]
             g = dilated_conv2d(grey, weight, stride=stride, dilation=d, padding_mode=pad_mode)
             mag = g.pow(2).sum(1).sqrt()[0]
-            hi = float(torch.quantile(mag.flatten()[:: max(1, mag.numel() // 65536)], 0.995).clamp_min(1e-6))
+            hi = float(robust_max(mag, samples=65536))
             return ImageLayer("Output", mag, levels=(0.0, hi), colormap="inferno", extent=extent,
                               caption=f"gradient magnitude of the Sobel pair, dilation {d}")
         weight = kt.expand(c, 1, *kt.shape).contiguous()

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -25,6 +24,7 @@ from backends.models.maskgit import SHIPPED, MaskGIT, MaskGITConfig, config_dict
 from backends.models.vqvae import SHIPPED as VQ_SHIPPED
 from backends.models.vqvae import VQVAE, load_vqvae
 from backends.models.weights import save_weights
+from backends.training.loop import add_common_options, run_steps
 
 EVAL_SEED = 987_654_321
 
@@ -113,9 +113,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--layers", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--log-every", type=int, default=200)
+    add_common_options(p)
     p.add_argument("--vqvae", type=Path, default=VQ_SHIPPED)
     p.add_argument("--out", type=Path, default=SHIPPED)
     args = p.parse_args(argv)
@@ -123,16 +121,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     config = MaskGITConfig(dim=args.dim, layers=args.layers, mlp=2 * args.dim)
     trainer = Trainer(load_vqvae(args.vqvae), args.batch, args.lr, args.steps, args.seed, config=config)
-    t0 = time.perf_counter()
-    for i in range(args.steps):
-        losses = trainer.step()
-        if not math.isfinite(losses["loss"]):
-            raise SystemExit(f"loss is {losses['loss']} at step {i}")
-        if (i + 1) % args.log_every == 0 or i == 0:
-            r = trainer.recent(args.log_every)
-            print(f"step {i + 1:5d}  loss {r['loss']:.3f}  accuracy {r['accuracy']:.3f}  "
-                  f"{time.perf_counter() - t0:.0f} s", flush=True)
-    seconds = time.perf_counter() - t0
+    seconds = run_steps(trainer, args.steps, args.log_every, lambda r: f"loss {r['loss']:.3f}  accuracy {r['accuracy']:.3f}")
     held, train = trainer.evaluate("test"), trainer.evaluate("train")
     entry = {
         "model": "maskgit",

@@ -14,8 +14,6 @@ to the manifest with the losses.
 from __future__ import annotations
 
 import argparse
-import math
-import time
 from pathlib import Path
 from typing import Mapping, Optional
 
@@ -26,6 +24,7 @@ import torch.nn.functional as F
 from backends.data import sampler
 from backends.models.vae import VAE, VAEConfig, config_dict, vae_loss
 from backends.models.weights import WEIGHTS_DIR, save_weights
+from backends.training.loop import add_common_options, run_steps
 
 EVAL_SEED = 987_654_321  # held out: training batches use seeds seed * 1e6 + step
 
@@ -194,9 +193,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--warmup", type=int, default=500, help="steps over which the KL weight ramps up to beta")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--log-every", type=int, default=200)
+    add_common_options(p)
     p.add_argument("--eval-samples", type=int, default=10_000, help="held-out sprites for MIG")
     p.add_argument("--out", type=Path, default=None, help="safetensors path (default assets/weights/vae_<dataset>_beta<beta>.safetensors)")
     args = p.parse_args(argv)
@@ -204,16 +201,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     out = args.out or WEIGHTS_DIR / f"vae_{args.dataset}_beta{args.beta:g}.safetensors"
 
     trainer = Trainer(args.dataset, args.beta, args.latent_dim, args.batch, args.lr, args.seed, args.warmup, pool=args.pool)
-    t0 = time.perf_counter()
-    for i in range(args.steps):
-        losses = trainer.step()
-        if not math.isfinite(losses["loss"]):
-            raise SystemExit(f"loss is {losses['loss']} at step {i}")
-        if (i + 1) % args.log_every == 0 or i == 0:
-            r = trainer.recent(args.log_every)
-            print(f"step {i + 1:5d}  loss {r['loss']:.2f}  recon {r['recon']:.2f}  kl {r['kl']:.2f}  "
-                  f"{time.perf_counter() - t0:.0f} s", flush=True)
-    seconds = time.perf_counter() - t0
+    seconds = run_steps(trainer, args.steps, args.log_every, lambda r: f"loss {r['loss']:.2f}  recon {r['recon']:.2f}  kl {r['kl']:.2f}")
     entry = trainer.manifest_entry(seconds, args.threads)
     entry.update({k: round(v, 5) for k, v in evaluate(trainer.model, args.dataset).items()})
     if args.dataset == "sprites":

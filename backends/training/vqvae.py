@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -22,6 +21,7 @@ import torch
 from backends.data.patches import sample_patches
 from backends.models.vqvae import SHIPPED, VQVAE, VQVAEConfig, config_dict, perplexity
 from backends.models.weights import save_weights
+from backends.training.loop import add_common_options, run_steps
 
 EVAL_SEED = 987_654_321
 
@@ -86,24 +86,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--restart-every", type=int, default=20)
     p.add_argument("--min-usage", type=float, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--log-every", type=int, default=200)
+    add_common_options(p)
     p.add_argument("--out", type=Path, default=SHIPPED)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
     trainer = Trainer(args.codes, args.code_dim, args.batch, args.size, args.lr, args.seed, args.restart_every, args.min_usage)
-    t0 = time.perf_counter()
-    for i in range(args.steps):
-        losses = trainer.step()
-        if not math.isfinite(losses["loss"]):
-            raise SystemExit(f"loss is {losses['loss']} at step {i}")
-        if (i + 1) % args.log_every == 0 or i == 0:
-            r = trainer.recent(args.log_every)
-            print(f"step {i + 1:5d}  mse {r['mse']:.5f}  commit {r['commit']:.5f}  perplexity {r['perplexity']:.1f}  "
-                  f"restarted {trainer.restarted}  {time.perf_counter() - t0:.0f} s", flush=True)
-    seconds = time.perf_counter() - t0
+    seconds = run_steps(trainer, args.steps, args.log_every, lambda r: f"mse {r['mse']:.5f}  commit {r['commit']:.5f}  "
+                        f"perplexity {r['perplexity']:.1f}  restarted {trainer.restarted}")
     held = evaluate(trainer.model)
     train_eval = evaluate(trainer.model, split="train")
     entry = {

@@ -1,0 +1,33 @@
+"""What every training script shares: the common command-line options and the step loop."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from typing import Callable, Protocol
+
+
+class Steppable(Protocol):
+    def step(self) -> dict[str, float]: ...
+
+    def recent(self, n: int = ...) -> dict[str, float]: ...
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--log-every", type=int, default=200)
+
+
+def run_steps(trainer: Steppable, steps: int, log_every: int, describe: Callable[[dict[str, float]], str]) -> float:
+    """Steps ``trainer``, printing ``describe`` of the recent mean losses after the first step and
+    every ``log_every``; stops the script on a loss that is not finite. Returns the seconds taken."""
+    t0 = time.perf_counter()
+    for i in range(steps):
+        losses = trainer.step()
+        if not math.isfinite(losses["loss"]):
+            raise SystemExit(f"loss is {losses['loss']} at step {i}")
+        if (i + 1) % log_every == 0 or i == 0:
+            print(f"step {i + 1:5d}  {describe(trainer.recent(log_every))}  {time.perf_counter() - t0:.0f} s", flush=True)
+    return time.perf_counter() - t0

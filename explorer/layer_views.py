@@ -64,6 +64,9 @@ def _frame_coords(layer: Layer, input_shape: Optional[tuple[int, int]] = None) -
                                    or input_shape is None or maps.shape[:2] == tuple(input_shape))
     if layer.kind == "image":
         return layer.extent is not None or input_shape is None or tuple(layer.image.shape[:2]) == tuple(input_shape)
+    background = getattr(layer, "background", None)  # points, arrows, grids drawn on a picture of their own
+    if isinstance(background, np.ndarray) and input_shape is not None:
+        return tuple(background.shape[:2]) == tuple(input_shape)
     return True
 
 

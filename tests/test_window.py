@@ -243,3 +243,11 @@ def test_full_matrix_panels_say_they_are_updating_until_the_slider_rests(app, qt
     wait_for_frame(qtbot, w)
     assert seen[0] == (False, UPDATING)  # the clicked query's rows came first, the entropy panel kept
     assert seen[-1][0] and seen[-1][1] != UPDATING and "entropy" in seen[-1][1]
+
+
+def test_a_panel_drawn_on_a_picture_of_its_own_takes_no_query_marker(app, qtbot):
+    """The VAE's latent plane is decoded faces, not the input: no marker, no crosshair, no clicks."""
+    w = app.window
+    app.session.set_operator("vae")
+    wait_for_frame(qtbot, w)
+    assert not w.docks.panels["Latent plane"].view.frame_coords

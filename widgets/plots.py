@@ -30,6 +30,24 @@ class BarsView(pg.PlotWidget):
         self._legend = self.addLegend(offset=(-10, 10))
         self._key: tuple = ()
         self._y_range: object = ()
+        self._labels: list[str] = []
+        self._tick_step = 0
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._update_ticks()
+
+    def _update_ticks(self) -> None:
+        """Labels every n-th bar, n as small as lets the labels sit side by side at this width."""
+        if not getattr(self, "_labels", None):  # resize events come during construction too
+            return
+        char_px = self.fontMetrics().averageCharWidth()
+        label_px = (max(len(t) for t in self._labels) + 1) * char_px
+        width = max(self.plotItem.vb.width(), 1.0)
+        step = max(1, -(-int(label_px * len(self._labels)) // int(width)))
+        if step != self._tick_step:
+            self._tick_step = step
+            self.getAxis("bottom").setTicks([[(i, self._labels[i]) for i in range(0, len(self._labels), step)]])
 
     def set_bars(self, labels: Sequence[str], series: Mapping[str, np.ndarray],
                  y_range: Optional[tuple[float, float]] = None) -> None:
@@ -52,8 +70,9 @@ class BarsView(pg.PlotWidget):
                 if len(series) > 1:  # one series needs no legend over its bars
                     self._legend.addItem(item, name)
                 self._items.append(item)
-            step = max(1, len(labels) // 24)
-            self.getAxis("bottom").setTicks([[(i, str(labels[i])) for i in range(0, len(labels), step)]])
+            self._labels = [str(v) for v in labels]
+            self._tick_step = 0
+            self._update_ticks()
             self.setXRange(-0.6, len(labels) - 0.4, padding=0)
             self._key = key
         for i, (item, values) in enumerate(zip(self._items, series.values())):

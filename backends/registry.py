@@ -23,11 +23,13 @@ Query = Optional[tuple[int, int]]  # (x, y) in input pixels
 
 @dataclass(frozen=True)
 class Action:
-    """A long job an operator offers, shown as a Start/Stop button."""
+    """A long job an operator offers, shown as a Start/Stop button; an ``instant`` one (a reset,
+    a clear) finishes in one step and is a plain button with its title."""
 
     name: str
     title: str
     help: str = ""
+    instant: bool = False
 
 
 @dataclass(frozen=True)

@@ -315,10 +315,13 @@ class MainWindow(QtWidgets.QMainWindow):
                 item.widget().deleteLater()
         self.job_buttons.clear()
         for action in spec.actions:
-            button = QtWidgets.QPushButton(f"Start {action.title}")
+            button = QtWidgets.QPushButton(action.title if action.instant else f"Start {action.title}")
             button.setToolTip(action.help)
-            button.setCheckable(True)
-            button.toggled.connect(lambda on, a=action.name: self.start_job(a) if on else self.worker.stop_job())
+            if action.instant:
+                button.clicked.connect(lambda _=False, a=action.name: self.start_job(a))
+            else:
+                button.setCheckable(True)
+                button.toggled.connect(lambda on, a=action.name: self.start_job(a) if on else self.worker.stop_job())
             box.addWidget(button)
             self.job_buttons[action.name] = button
 

@@ -251,3 +251,15 @@ def test_a_panel_drawn_on_a_picture_of_its_own_takes_no_query_marker(app, qtbot)
     app.session.set_operator("vae")
     wait_for_frame(qtbot, w)
     assert not w.docks.panels["Latent plane"].view.frame_coords
+
+
+def test_an_instant_action_is_a_plain_button_that_runs_once(app, qtbot):
+    w = app.window
+    app.session.set_operator("spatial_transformer")
+    wait_for_frame(qtbot, w)
+    button = w.job_buttons["reset"]
+    assert button.text() == "Forget clicks and fits" and not button.isCheckable()
+    assert w.job_buttons["fit"].text().startswith("Start ") and w.job_buttons["fit"].isCheckable()
+    with qtbot.waitSignal(w.worker.jobEnded, timeout=30_000) as ended:
+        button.click()
+    assert ended.args[1:] == ["reset", "done"]

@@ -181,7 +181,8 @@ class SpatialTransformer(Operator):
         actions=(
             Action("fit", "fit", help="Adam on theta (affine) or the TPS targets so the warped image matches the target, "
                    "with a coarse-to-fine blur; starts from the current transform."),
-            Action("reset", "reset of clicks and fits", help="Forget clicked and fitted TPS targets and the fitted affine."),
+            Action("reset", "Forget clicks and fits", help="Forget clicked and fitted TPS targets and the fitted affine.",
+                   instant=True),
         ),
     )
 

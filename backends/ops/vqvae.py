@@ -102,7 +102,7 @@ class VQVAETokenizer(Operator):
             IntParam("replace_with", -1, -1, 127, help="Code written at the clicked token; -1 only inspects it."),
             IntParam("paint_radius", 0, 0, 12, help="Radius, in tokens, of the disc painted with 'replace_with'."),
         ),
-        actions=(Action("clear_edits", "Clear token edits", "Forget every token edit of this image."),),
+        actions=(Action("clear_edits", "Clear token edits", "Forget every token edit of this image.", instant=True),),
     )
 
     def __init__(self) -> None:

@@ -297,3 +297,13 @@ def test_the_regular_twin_equals_a_depthwise_conv2d():
     img, kernel = _image(), torch.rand(25, generator=torch.Generator().manual_seed(1))
     expected = F.conv2d(img, kernel.view(1, 1, 5, 5).expand(3, 1, 5, 5), padding=6, dilation=3, groups=3)
     torch.testing.assert_close(depthwise_conv(img, kernel, 3), expected, atol=CONV_TOL, rtol=0)
+
+
+def test_the_global_warp_path_matches_torchvision():
+    tv_ops = pytest.importorskip("torchvision.ops")
+    img, (h, w), k, d = _image(), (48, 64), 3, 2
+    dx, dy = warp_displacement("swirl", 0.8, (30.0, 20.0), h, w, d)
+    kernel = torch.rand(9, generator=torch.Generator().manual_seed(3))
+    weight = kernel.view(1, 1, 3, 3).expand(3, 1, 3, 3).contiguous()
+    ref = tv_ops.deform_conv2d(img, analytic_offsets("swirl", 0.8, (30.0, 20.0), h, w, k, d), weight, padding=d, dilation=d)
+    assert torch.allclose(depthwise_window_sum(resample_widened(img, dx, dy), kernel, d), ref, atol=TORCHVISION_TOL)

@@ -74,44 +74,51 @@ def test_mixing_crossover_after_the_last_layer_equals_the_first_seed(G):
 
 
 @pytest.fixture(scope="module")
-def frequencies(G):
-    """Attribute frequencies read by the classifier on 400 generated and 400 data faces."""
+def generated(G):
+    """Classifier read-outs of 400 generated faces (psi 1, c from z) with their c, and of 400 data faces."""
     from backends.data.faces import sample_faces
-    from backends.models.attribute_classifier import attribute_frequencies, predict
+    from backends.models.attribute_classifier import predict
+    from backends.models.stylegan import attributes_from_z
 
     g = torch.Generator().manual_seed(2024)
     with torch.no_grad():
         z = torch.randn(400, Z_DIM, generator=g)
         fake = to_unit(G.synthesis(G.map(z), G.synthesis.make_noise(400, "random", generator=g)))
     real, _ = sample_faces(400, seed=99)
-    return attribute_frequencies(predict(fake)), attribute_frequencies(predict(real))
+    return predict(fake), attributes_from_z(z).numpy(), predict(real)
 
 
-def _outside(frequencies, keys, factor=1.5):
-    ff, fr = frequencies
-    return {k: (round(ff[k], 3), round(fr[k], 3)) for k in keys if not (fr[k] / factor <= ff[k] <= fr[k] * factor)}
+@pytest.fixture(scope="module")
+def frequencies(generated):
+    from backends.models.attribute_classifier import attribute_frequencies
+
+    return attribute_frequencies(generated[0]), attribute_frequencies(generated[2])
 
 
-def test_attribute_frequencies_that_the_generator_covers(frequencies):
-    """What the shipped generator does cover within 1.5x (tilt sign and strong tilts, hair none and
-    short, smiles); its shortfalls (frowns, glasses, long hair) stay within 2x, so a slide towards
-    the full collapse measured before (0% frowns, 0% strong tilts) is caught."""
-    covered = ("smile", "no_glasses", "hair_none", "hair_short", "tilt_right", "tilt_left", "tilt_over_10deg")
-    assert not _outside(frequencies, covered), "generated vs data frequency outside 1.5x"
-    assert not _outside(frequencies, ("frown", "glasses", "hair_long"), factor=2.0)
+FREQUENCY_KEYS = ("smile", "frown", "glasses", "no_glasses", "hair_none", "hair_short", "hair_long",
+                  "tilt_right", "tilt_left", "tilt_over_10deg")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known gap: the shipped generator (9,251 steps, 60 min) under-produces frowns and glasses "
-    "(manifest: frown 0.58x, glasses 0.69x of the data over 1,000 samples; 400 here gave glasses "
-    "0.21 vs 0.36). strict: this turns red once a retrained generator meets the 1.5x bound"))
 def test_attribute_frequencies_of_samples_match_the_data_within_1_5x(frequencies):
-    """The coverage check of the issue: smile sign, glasses, hair style and tilt sign, counted by the
-    attribute classifier on 400 generated and 400 data faces, agree within a factor of 1.5."""
+    """The coverage check of the issue: smile sign, glasses, hair style, tilt sign and tilts over 10
+    degrees, counted by the attribute classifier on 400 generated (psi 1) and 400 data faces, agree
+    within a factor of 1.5. With 400 faces a rate of 0.4 has a standard error of 0.025 (6 %); the
+    manifest holds the 1,000-sample ratios of the shipped generator (0.83 frowns to 1.12 smiles; 400
+    here: 0.79 to 1.14)."""
     ff, fr = frequencies
-    checked = ("smile", "frown", "glasses", "no_glasses", "hair_none", "hair_short", "hair_long", "tilt_right", "tilt_left")
-    bad = {k: (round(ff[k], 3), round(fr[k], 3)) for k in checked if not (fr[k] / 1.5 <= ff[k] <= fr[k] * 1.5)}
+    bad = {k: (round(ff[k], 3), round(fr[k], 3)) for k in FREQUENCY_KEYS if not (fr[k] / 1.5 <= ff[k] <= fr[k] * 1.5)}
     assert not bad, f"generated vs data frequency outside 1.5x: {bad}"
+
+
+def test_generated_faces_follow_their_conditioning(generated):
+    """The conditional generator draws the attributes it is given: on 400 samples the classifier
+    reads back the c of each (thresholds a margin below the measured: glasses 0.998 and hair style
+    0.97 agree, tilt correlates 0.93 and the mouth curve 0.77 with the read-out)."""
+    pf, c, _ = generated
+    assert np.mean(pf["glasses"] == c[:, 2]) > 0.95
+    assert np.mean(pf["hair"] == c[:, 3:].argmax(1)) > 0.9
+    assert np.corrcoef(pf["tilt_deg"], c[:, 1])[0, 1] > 0.85
+    assert np.corrcoef(pf["smile_value"], c[:, 0])[0, 1] > 0.6
 
 
 def test_minibatch_stddev_appends_one_channel():
@@ -129,9 +136,8 @@ def test_discriminator_and_generator_losses_respond_to_their_updates():
     non-saturating loss on fixed z."""
     import torch.nn.functional as F
 
-    from backends.training.stylegan import Config, Trainer
-
     from backends.models.stylegan import attributes_from_z
+    from backends.training.stylegan import Config, Trainer
 
     tr = Trainer(Config(pool=32, batch=8, bf16=False, r1_gamma=0.0, mix_prob=0.0, seed=3), None)
     real, c_real = tr._reals(with_c=True)
@@ -240,8 +246,11 @@ def test_operator_psi_zero_and_mixing_every_layer(op):
 
 
 def test_attribute_directions_move_their_attribute_on_average(G):
-    """InterFaceGAN directions: +2 units along a boundary normal raise that attribute's classifier
-    read-out over 64 seeds, compared with -2 units (the effect per seed can be small: w is entangled)."""
+    """InterFaceGAN directions: + units along a boundary normal raise that attribute's classifier
+    read-out over 64 seeds, compared with - units. Measured on 256 seeds for the conditional
+    generator: +-2 units move the mouth curve by 1.00 and the tilt by 24 degrees. Glasses sit in two
+    clusters of w about 6 units apart, so +-2 flips few faces (0.41 vs 0.25) and the slider's full
+    +-4 nearly all (0.85 vs 0.02); the glasses check uses +-4."""
     from backends.models.attribute_classifier import predict
 
     dirs = load_directions(DIRECTIONS_PATH)
@@ -253,9 +262,9 @@ def test_attribute_directions_move_their_attribute_on_average(G):
             shifted = w + amount * dirs[f"attr.{attr}.std"] * dirs[f"attr.{attr}.direction"]
             return predict(to_unit(G.synthesis(shifted[:, None].expand(-1, NUM_WS, -1), noise)))
 
-        assert read("smile", 2.0)["smile_value"].mean() > read("smile", -2.0)["smile_value"].mean() + 0.05
-        assert read("tilt", 2.0)["tilt_deg"].mean() > read("tilt", -2.0)["tilt_deg"].mean() + 3.0
-        assert read("glasses", 2.0)["glasses"].mean() > read("glasses", -2.0)["glasses"].mean() + 0.2
+        assert read("smile", 2.0)["smile_value"].mean() > read("smile", -2.0)["smile_value"].mean() + 0.5
+        assert read("tilt", 2.0)["tilt_deg"].mean() > read("tilt", -2.0)["tilt_deg"].mean() + 12.0
+        assert read("glasses", 4.0)["glasses"].mean() > read("glasses", -4.0)["glasses"].mean() + 0.5
 
 
 def test_operator_direction_sliders_change_the_face(op):

@@ -284,6 +284,17 @@ def evaluate_generator(G: Generator, n: int = 1000, seed: int = 123, psi: float 
     pr, pr2 = _data_predictions(n)
     ff, fr = attribute_frequencies(pf), attribute_frequencies(pr)
     ratios = {k: (ff[k] / fr[k] if fr[k] > 0 else float("inf")) for k in fr}
+    follows = {}
+    if G.c_dim:  # how often the classifier reads the attribute the sample was conditioned on
+        c = attributes_from_z(z).numpy()
+        follows = {"conditioning_agreement": {
+            "smile_sign": round(float(np.mean(pf["smile"] == (c[:, 0] > 0))), 4),
+            "smile_value_corr": round(float(np.corrcoef(pf["smile_value"], c[:, 0])[0, 1]), 4),
+            "tilt_sign": round(float(np.mean(pf["tilt"] == (c[:, 1] > 0))), 4),
+            "tilt_deg_corr": round(float(np.corrcoef(pf["tilt_deg"], c[:, 1])[0, 1]), 4),
+            "glasses": round(float(np.mean(pf["glasses"] == c[:, 2])), 4),
+            "hair": round(float(np.mean(pf["hair"] == c[:, 3:].argmax(1))), 4),
+        }}
     return {
         "n": n,
         "freq_generated": {k: round(v, 4) for k, v in ff.items()},
@@ -291,6 +302,7 @@ def evaluate_generator(G: Generator, n: int = 1000, seed: int = 123, psi: float 
         "freq_ratio": {k: round(v, 3) for k, v in ratios.items()},
         "frechet_generated_vs_data": round(frechet_from_features(pf["features"], pr["features"]), 4),
         "frechet_data_vs_data": round(frechet_from_features(pr2["features"], pr["features"]), 4),
+        **follows,
     }
 
 

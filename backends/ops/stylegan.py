@@ -29,6 +29,7 @@ from backends.models.stylegan import (
     NOISE_LAYERS,
     NUM_WS,
     WEIGHTS_PATH,
+    attributes_from_z,
     load_directions,
     load_generator,
     parameter_count,
@@ -264,7 +265,8 @@ class StyleGANOperator(Operator):
         mix_text = ", ".join(LAYER_NAMES[i] for i in mixed_layers) or "none"
         layers = [
             ImageLayer("Generated", _upscale(face[0], SCALE), levels=(0.0, 1.0),
-                       caption=f"{params['weights']} generator, {base_text}, psi {psi:g}, noise {params['noise']}, layers from seed {mix_seed}: {mix_text}"),
+                       caption=f"{params['weights']} generator, {base_text}{self._c_text(params)}, psi {psi:g}, noise {params['noise']}, "
+                               f"layers from seed {mix_seed}: {mix_text}"),
             ImageLayer("Mean face (w_avg)", mean_face, levels=(0.0, 1.0),
                        caption="the generator's running mean of w, decoded: every seed at psi = 0"),
             ImageLayer("Seed browser", browser, levels=(0.0, 1.0),
@@ -296,6 +298,15 @@ class StyleGANOperator(Operator):
             **{k: round(v, 2) for k, v in timings.items()},
         }))
         return Result(tuple(layers))
+
+    def _c_text(self, params: Mapping[str, Any]) -> str:
+        """The attributes a conditional generator reads from the seed's z (empty otherwise)."""
+        if not getattr(self._G, "c_dim", 0) or params["source"] != "seed":
+            return ""
+        c = attributes_from_z(z_from_seed(int(params["seed"])))[0]
+        hair = ("no hair", "short hair", "long hair")[int(c[3:].argmax())]
+        return (f" (c: mouth {float(c[0]):+.2f}, tilt {float(c[1]) * 30:+.0f} deg, "
+                f"{'glasses' if c[2] > 0.5 else 'no glasses'}, {hair})")
 
     # -- panels --------------------------------------------------------------------------------
     def _readout(self, face: torch.Tensor) -> tuple[tuple[str, ...], np.ndarray, str]:

@@ -49,10 +49,12 @@ def to_indexed(values: np.ndarray, levels: tuple[float, float]) -> np.ndarray:
     (drawn transparent). Done on the worker, so painting is a palette lookup in Qt."""
     lo, hi = levels
     scale = 254.0 / (hi - lo) if hi > lo else 0.0
-    idx = np.clip((values - lo) * scale, 0.0, 254.0)
-    idx += 1.5  # round, and shift past the transparent 0
-    out = np.nan_to_num(idx, nan=0.0).astype(np.uint8)
-    return out
+    scratch = np.subtract(values, lo, dtype=np.float32)  # one buffer, worked in place
+    scratch *= scale
+    np.clip(scratch, 0.0, 254.0, out=scratch)
+    scratch += 1.5  # round, and shift past the transparent 0
+    np.nan_to_num(scratch, copy=False, nan=0.0)
+    return scratch.astype(np.uint8)
 
 
 @lru_cache(maxsize=64)

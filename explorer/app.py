@@ -80,7 +80,8 @@ def freeze_startup_objects() -> None:
 
 def configure_threads() -> int:
     """Leave the UI thread a core of its own on small machines: measured on 2 cores, two torch
-    threads next to a painting UI thread ran attention and SE changes 2-4x slower than one.
+    threads gave the same median frame as one but worse tails (OpenMP threads spinning against
+    the painting UI thread), and 2-5x slower frames when another job held a core.
     ``OPSCOPE_THREADS`` overrides."""
     import torch
 

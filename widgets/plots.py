@@ -95,6 +95,7 @@ class CurveView(pg.PlotWidget):
         self._curves: dict[str, pg.PlotDataItem] = {}
         self._axes_key: tuple = ()
         self._data: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._empty = False
 
     def set_curves(self, series: Mapping[str, tuple[np.ndarray, np.ndarray]], x_label: str = "", y_label: str = "",
                    log_y: bool = False) -> None:
@@ -117,6 +118,13 @@ class CurveView(pg.PlotWidget):
                 continue  # the same curve again: no repaint
             self._data[name] = (xs, ys)
             self._curves[name].setData(xs, ys)
+        empty = all(len(np.asarray(x)) < 2 for x, _ in series.values())
+        if empty != self._empty:  # no line yet: a plain 0..1 frame, not auto-range's -400..400
+            self._empty = empty
+            if empty:
+                self.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
+            else:
+                self.enableAutoRange()
 
 
 class MetricsView(QtWidgets.QTableWidget):

@@ -11,10 +11,6 @@ can be counted too, not only signs that a collapsed generator would hit by chanc
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
@@ -25,7 +21,6 @@ import torch.nn.functional as F
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "assets" / "weights"
 WEIGHTS_PATH = WEIGHTS_DIR / "attribute_classifier.safetensors"
-MANIFEST_PATH = WEIGHTS_DIR / "manifest.json"
 FEATURES = 64
 CLASS_HEADS = {"smile": 2, "glasses": 2, "hair": 3, "tilt": 2}
 TILT_UNIT = 30.0  # degrees per unit of the tilt regression
@@ -139,45 +134,3 @@ def frechet_distance(images_a: torch.Tensor, images_b: torch.Tensor, model: Opti
     fa = predict(images_a, model)["features"]
     fb = predict(images_b, model)["features"]
     return frechet_from_features(fa, fb)
-
-
-# -- weights and manifest (shared helpers for the face models) --------------------------------
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def save_weights(state: dict[str, torch.Tensor], path: Path, half: bool = False, metadata: Optional[dict] = None) -> str:
-    """Writes a safetensors file (float16 when ``half``); returns its sha256."""
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tensors = {}
-    for k, v in state.items():
-        v = v.detach().cpu().contiguous()
-        tensors[k] = v.half() if half and v.is_floating_point() else v
-    save_file(tensors, str(path), metadata={k: str(v) for k, v in (metadata or {}).items()})
-    os.chmod(path, 0o644)
-    return sha256_of(path)
-
-
-def update_manifest(name: str, entry: dict, path: Path = MANIFEST_PATH) -> None:
-    """Read-modify-write of the shared manifest: sets ``name`` and keeps everyone else's entries."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = {}
-    if path.exists():
-        try:
-            data = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            raise RuntimeError(f"{path} is not valid JSON; not overwriting it") from None
-    data[name] = entry
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".manifest-", suffix=".json")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)

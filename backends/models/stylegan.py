@@ -488,9 +488,11 @@ def attribute_directions(G: Generator, n: int = 3000, seed: int = 1, batch: int 
     return out
 
 
-def save_directions(G: Generator, path: Path = DIRECTIONS_PATH, n_pca: int = 20000, n_attr: int = 3000) -> dict:
-    """Fits and writes GANSpace and InterFaceGAN directions for ``G``; returns a summary."""
-    from backends.models.attribute_classifier import save_weights
+def save_directions(G: Generator, path: Path = DIRECTIONS_PATH, n_pca: int = 20000, n_attr: int = 3000,
+                    entry: Optional[dict] = None) -> dict:
+    """Fits and writes GANSpace and InterFaceGAN directions for ``G``, recorded in the folder's
+    manifest with ``entry``; returns the manifest entry (the summary included)."""
+    from backends.models.weights import save_weights
 
     pcs, pc_std = principal_directions(G, n=n_pca)
     attrs = attribute_directions(G, n=n_attr)
@@ -498,13 +500,12 @@ def save_directions(G: Generator, path: Path = DIRECTIONS_PATH, n_pca: int = 200
     for k, v in attrs.items():
         tensors[f"attr.{k}.direction"] = v["direction"]
         tensors[f"attr.{k}.std"] = torch.tensor(v["std"])
-    sha = save_weights(tensors, path)
-    return {
+    return save_weights(path, tensors, {
+        **(entry or {}),
         "pca_std": [round(float(s), 4) for s in pc_std],
         "attribute_boundary_accuracy": {k: round(v["accuracy"], 4) for k, v in attrs.items()},
         "attribute_positive_rate": {k: round(v["positive"], 4) for k, v in attrs.items()},
-        "sha256": sha,
-    }
+    }, half=False)
 
 
 def load_directions(path: Path = DIRECTIONS_PATH) -> dict[str, torch.Tensor]:

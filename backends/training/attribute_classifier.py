@@ -22,9 +22,8 @@ from backends.models.attribute_classifier import (
     WEIGHTS_PATH,
     AttributeClassifier,
     predict,
-    save_weights,
-    update_manifest,
 )
+from backends.models.weights import save_weights
 
 SEED = 0
 HELD_OUT_SEED = 7
@@ -82,15 +81,13 @@ def train(steps: int = 1200, batch: int = 64, pool: int = 8192, lr: float = 2e-3
                   train_seconds=round(time.perf_counter() - t0, 1))
     print(report, flush=True)
     if write:
-        sha = save_weights(model.state_dict(), out)
-        update_manifest(out.name, {
+        entry = save_weights(out, model.state_dict(), {
             "model": "attribute_classifier",
             "dataset": "backends.data.faces (procedural cartoon faces, seeds 1000+)",
             "script": "python -m backends.training.attribute_classifier",
-            "sha256": sha,
             **report,
-        })
-        print(f"wrote {out} sha256 {sha}", flush=True)
+        }, half=False)
+        print(f"wrote {out} sha256 {entry['sha256']}", flush=True)
     return report
 
 

@@ -319,13 +319,12 @@ def _data_predictions(n: int) -> tuple[dict, dict]:
 
 
 def export(trainer: Trainer, path: Path = WEIGHTS_PATH, log=print) -> dict:
-    from backends.models.attribute_classifier import save_weights, update_manifest
+    from backends.models.weights import save_weights
 
     hist = trainer.history[-200:]
     final = {k: round(float(np.mean([h[k] for h in hist if k in h])), 4) for k in ("loss_d", "loss_g", "r1", "d_real", "d_fake")
              if any(k in h for h in hist)}
     report = evaluate_generator(trainer.G_ema)
-    sha = save_weights(trainer.G_ema.state_dict(), path, half=True)
     entry = {
         "model": "stylegan",
         "dataset": f"backends.data.faces (procedural cartoon faces), pool of {trainer.cfg.pool} from seeds {DATA_SEED_BASE}+",
@@ -343,22 +342,19 @@ def export(trainer: Trainer, path: Path = WEIGHTS_PATH, log=print) -> dict:
                          "c = attributes_from_z(z), the data's attribute distribution by inverse CDF of z[:4]")
         if trainer.G_ema.c_dim else "none",
         "dtype": "float16",
-        "sha256": sha,
         **report,
     }
-    update_manifest(path.name, entry)
+    entry = save_weights(path, trainer.G_ema.state_dict(), entry)
     log(json.dumps(entry, indent=1))
     # Latent directions of the shipped (float16-rounded) generator, fitted once for the operator.
     from backends.models.stylegan import DIRECTIONS_PATH, load_generator, save_directions
 
-    directions = save_directions(load_generator(path), path.with_name(DIRECTIONS_PATH.name))
-    update_manifest(DIRECTIONS_PATH.name, {
+    directions = save_directions(load_generator(path), path.with_name(DIRECTIONS_PATH.name), entry={
         "model": "stylegan latent directions",
         "for": path.name,
         "method": "GANSpace PCA of 20000 mapped w; InterFaceGAN-style logistic boundaries in w on 3000 samples "
                   "labelled by the attribute classifier",
         "script": "python -m backends.training.stylegan --export-only",
-        **directions,
     })
     log(json.dumps(directions))
     return entry

@@ -39,6 +39,7 @@ from backends.models.stylegan import (
 from backends.models.weights import data_dir
 from backends.params import BoolParam, ChoiceParam, FloatParam, IntParam, ParamError, SeedParam
 from backends.registry import Action, JobUpdate, Operator, OperatorSpec, Query, register
+from backends.training.loop import training_job
 
 NOISE_MODES = ("on", "off", "per-layer")
 EDIT_LAYERS = ("all", "coarse", "middle", "fine")
@@ -395,19 +396,12 @@ class StyleGANOperator(Operator):
         yield JobUpdate(0.0, f"drawing {TRAIN_POOL} training faces", None)
         trainer = Trainer(Config(steps=total, pool=TRAIN_POOL, seed=int(params["seed"])), None, resume=False,
                           log=lambda msg: None)
-        t0 = time.perf_counter()
-        try:
-            for i in range(total):
-                losses = trainer.step()
-                result = None
-                if i % PREVIEW_EVERY == 0 or i == total - 1:
-                    result = self._train_preview(trainer, total, time.perf_counter() - t0)
-                yield JobUpdate((i + 1) / total, f"step {i + 1}/{total}  D {losses['loss_d']:.3f}  G {losses['loss_g']:.3f}",
-                                result)
-        finally:
-            if trainer.step_i >= PREVIEW_EVERY:  # Stop keeps what was learned so far
-                self._save_trained(trainer, time.perf_counter() - t0)
-        yield JobUpdate(1.0, f"saved {trainer.step_i} steps to {trained_path()}; choose weights = trained")
+        yield from training_job(
+            trainer, total, PREVIEW_EVERY, lambda losses: f"D {losses['loss_d']:.3f}  G {losses['loss_g']:.3f}",
+            preview=lambda seconds: self._train_preview(trainer, total, seconds),
+            save=lambda seconds: self._save_trained(trainer, seconds),
+            steps_done=lambda: trainer.step_i,
+            saved=lambda: f"saved {trainer.step_i} steps to {trained_path()}; choose weights = trained")
 
     @staticmethod
     @torch.no_grad()

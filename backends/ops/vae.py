@@ -27,6 +27,7 @@ from backends.models.vae import VAE, for_inference, kl_per_dim, load_vae, repara
 from backends.models.weights import data_dir, read_manifest
 from backends.params import ChoiceParam, FloatParam, IntParam, ParamError, SeedParam
 from backends.registry import Action, JobUpdate, Operator, OperatorSpec, Query, register
+from backends.training.loop import training_job
 
 LATENT_DIM = 10
 SOURCES = ("dataset sample", "encode input", "prior sample", "sliders")
@@ -258,17 +259,12 @@ class VAEExplorer(Operator):
         held, _ = sampler(dataset)(8, HELD_OUT_SEED)
         held = held.to(image.device)
         t0 = time.perf_counter()
-        try:
-            for i in range(total):
-                losses = trainer.step()
-                result = None
-                if i % PREVIEW_EVERY == 0 or i == total - 1:
-                    result = self._train_preview(trainer, fixed, held, t0, total)
-                yield JobUpdate((i + 1) / total, f"step {i + 1}/{total}  loss {losses['loss']:.1f}", result)
-        finally:
-            if trainer.steps_done >= PREVIEW_EVERY:  # Stop keeps what was learned so far
-                self._save_trained(trainer, time.perf_counter() - t0)
-        yield JobUpdate(1.0, f"saved {trainer.steps_done} steps to {trained_path(dataset)}; choose weights = trained")
+        yield from training_job(
+            trainer, total, PREVIEW_EVERY, lambda losses: f"loss {losses['loss']:.1f}",
+            preview=lambda seconds: self._train_preview(trainer, fixed, held, t0, total),
+            save=lambda seconds: self._save_trained(trainer, seconds),
+            steps_done=lambda: trainer.steps_done,
+            saved=lambda: f"saved {trainer.steps_done} steps to {trained_path(dataset)}; choose weights = trained")
 
     @staticmethod
     @torch.no_grad()

@@ -5,12 +5,17 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from typing import Callable, Protocol
+from typing import Callable, Iterator, Protocol
+
+from backends.layers import Result
+from backends.registry import JobUpdate
 
 
-class Steppable(Protocol):
+class Stepper(Protocol):
     def step(self) -> dict[str, float]: ...
 
+
+class Steppable(Stepper, Protocol):
     def recent(self, n: int = ...) -> dict[str, float]: ...
 
 
@@ -31,3 +36,21 @@ def run_steps(trainer: Steppable, steps: int, log_every: int, describe: Callable
         if (i + 1) % log_every == 0 or i == 0:
             print(f"step {i + 1:5d}  {describe(trainer.recent(log_every))}  {time.perf_counter() - t0:.0f} s", flush=True)
     return time.perf_counter() - t0
+
+
+def training_job(trainer: Stepper, total: int, preview_every: int, describe: Callable[[dict[str, float]], str],
+                 preview: Callable[[float], Result], save: Callable[[float], None], steps_done: Callable[[], int],
+                 saved: Callable[[], str]) -> Iterator[JobUpdate]:
+    """An in-app Train action on the worker: ``total`` steps, each reported with ``describe`` of
+    its losses, a ``preview`` (given the seconds so far) every ``preview_every`` steps and at the
+    end. On any exit, Stop included, what was learned is saved once ``preview_every`` steps ran."""
+    t0 = time.perf_counter()
+    try:
+        for i in range(total):
+            losses = trainer.step()
+            result = preview(time.perf_counter() - t0) if i % preview_every == 0 or i == total - 1 else None
+            yield JobUpdate((i + 1) / total, f"step {i + 1}/{total}  {describe(losses)}", result)
+    finally:
+        if steps_done() >= preview_every:
+            save(time.perf_counter() - t0)
+    yield JobUpdate(1.0, saved())

@@ -10,6 +10,8 @@ from typing import Callable, Iterator, Protocol
 from backends.layers import Result
 from backends.registry import JobUpdate
 
+MAX_MINUTES = 15.0  # each non-adversarial training script's budget on a 2-core CPU
+
 
 class Stepper(Protocol):
     def step(self) -> dict[str, float]: ...
@@ -23,13 +25,20 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--log-every", type=int, default=200)
+    parser.add_argument("--max-minutes", type=float, default=MAX_MINUTES,
+                        help="stop at this much training time, whatever --steps says (the budget per script)")
 
 
-def run_steps(trainer: Steppable, steps: int, log_every: int, describe: Callable[[dict[str, float]], str]) -> float:
-    """Steps ``trainer``, printing ``describe`` of the recent mean losses after the first step and
-    every ``log_every``; stops the script on a loss that is not finite. Returns the seconds taken."""
+def run_steps(trainer: Steppable, steps: int, log_every: int, describe: Callable[[dict[str, float]], str],
+              max_minutes: float = MAX_MINUTES) -> float:
+    """Steps ``trainer`` up to ``steps`` times or ``max_minutes``, printing ``describe`` of the
+    recent mean losses after the first step and every ``log_every``; stops the script on a loss
+    that is not finite. Returns the seconds taken."""
     t0 = time.perf_counter()
     for i in range(steps):
+        if time.perf_counter() - t0 > max_minutes * 60:
+            print(f"stopped at the {max_minutes:g}-minute budget after {i} steps", flush=True)
+            break
         losses = trainer.step()
         if not math.isfinite(losses["loss"]):
             raise SystemExit(f"loss is {losses['loss']} at step {i}")

@@ -121,7 +121,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     config = MaskGITConfig(dim=args.dim, layers=args.layers, mlp=2 * args.dim)
     trainer = Trainer(load_vqvae(args.vqvae), args.batch, args.lr, args.steps, args.seed, config=config)
-    seconds = run_steps(trainer, args.steps, args.log_every, lambda r: f"loss {r['loss']:.3f}  accuracy {r['accuracy']:.3f}")
+    seconds = run_steps(trainer, args.steps, args.log_every, lambda r: f"loss {r['loss']:.3f}  accuracy {r['accuracy']:.3f}", args.max_minutes)
     held, train = trainer.evaluate("test"), trainer.evaluate("train")
     entry = {
         "model": "maskgit",

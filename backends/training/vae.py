@@ -201,7 +201,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     out = args.out or WEIGHTS_DIR / f"vae_{args.dataset}_beta{args.beta:g}.safetensors"
 
     trainer = Trainer(args.dataset, args.beta, args.latent_dim, args.batch, args.lr, args.seed, args.warmup, pool=args.pool)
-    seconds = run_steps(trainer, args.steps, args.log_every, lambda r: f"loss {r['loss']:.2f}  recon {r['recon']:.2f}  kl {r['kl']:.2f}")
+    seconds = run_steps(trainer, args.steps, args.log_every, lambda r: f"loss {r['loss']:.2f}  recon {r['recon']:.2f}  kl {r['kl']:.2f}", args.max_minutes)
     entry = trainer.manifest_entry(seconds, args.threads)
     entry.update({k: round(v, 5) for k, v in evaluate(trainer.model, args.dataset).items()})
     if args.dataset == "sprites":

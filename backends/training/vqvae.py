@@ -93,7 +93,7 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     trainer = Trainer(args.codes, args.code_dim, args.batch, args.size, args.lr, args.seed, args.restart_every, args.min_usage)
     seconds = run_steps(trainer, args.steps, args.log_every, lambda r: f"mse {r['mse']:.5f}  commit {r['commit']:.5f}  "
-                        f"perplexity {r['perplexity']:.1f}  restarted {trainer.restarted}")
+                        f"perplexity {r['perplexity']:.1f}  restarted {trainer.restarted}", args.max_minutes)
     held = evaluate(trainer.model)
     train_eval = evaluate(trainer.model, split="train")
     entry = {

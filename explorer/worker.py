@@ -220,6 +220,10 @@ class ComputeWorker(QtCore.QObject):
             compute_ms = (time.perf_counter() - t0) * 1e3
             self.frameReady.emit(Frame(request.stamp, request.operator, result, compute_ms, "", raw.settle is None))
         except Exception as exc:
+            if self.device.type != "cpu" and is_device_failure(exc):
+                self._fall_back_to_cpu(exc)
+                self._compute(request)  # the whole request again, on the CPU
+                return
             self._last_key = None
             self.failed.emit(Failure(request.stamp, request.operator, _readable(exc), traceback.format_exc()))
 

@@ -155,6 +155,39 @@ def test_a_failing_gpu_hands_over_to_the_cpu_with_a_notice(qtbot):
         unregister(GpuOnlyFailure.spec.name)
 
 
+@register
+class GpuSettleFailure(Operator):
+    """Its fast layers work anywhere; its settling layers fail like a broken accelerator."""
+
+    spec = OperatorSpec(name="_test_gpu_settle_failure", title="GPU settle failure", family="Tests",
+                        description="test double", params=())
+
+    def run(self, image, params, query):
+        fast = (MetricsLayer("m", {"device": image.device.type}),)
+
+        def settle() -> Result:
+            if image.device.type != "cpu":
+                raise RuntimeError("CUDA error: out of memory")
+            return Result(fast + (MetricsLayer("late", {"device": image.device.type}),))
+
+        return Result(fast, settle=settle, pending=("late",))
+
+
+def test_a_gpu_failing_while_settling_hands_the_request_to_the_cpu(qtbot):
+    worker = ComputeWorker(torch.device("meta"))
+    frames = []
+    worker.frameReady.connect(frames.append)
+    try:
+        with qtbot.waitSignal(worker.deviceChanged, timeout=5000):
+            worker.submit(Request(1, "_test_gpu_settle_failure", (), None, 1, IMAGE))
+        qtbot.waitUntil(lambda: bool(frames) and frames[-1].settled, timeout=5000)
+        assert frames[-1].result.names == ("m", "late") and frames[-1].result.layers[1].values == {"device": "cpu"}
+        assert worker.device.type == "cpu"
+    finally:
+        worker.shutdown()
+        unregister(GpuSettleFailure.spec.name)
+
+
 def test_settling_layers_follow_in_a_second_frame_of_the_same_request(worker, qtbot):
     frames = []
     worker.frameReady.connect(frames.append)

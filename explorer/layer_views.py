@@ -90,15 +90,14 @@ def _show_image(panel: Panel, layer: ImageLayer) -> None:
     panel.set_colormap(layer.colormap if scalar else None, _levels_of(canvas) if scalar else None)
 
 
-def _tiled(panel: Panel, maps: np.ndarray, fill: float = np.nan, slot: str = "maps") -> tuple[np.ndarray, list[tuple[int, int]]]:
+def _tiled(panel: Panel, maps: np.ndarray, fill: float = np.nan) -> tuple[np.ndarray, list[tuple[int, int]]]:
     """The mosaic of ``maps``, reused while the worker hands back the very same array."""
-    caches = panel.__dict__.setdefault("_tile_cache", {})
-    cached = caches.get(slot)
+    cached = panel.__dict__.get("_tile_cache")
     if cached is not None and cached[0] is maps and np.array_equal(cached[1], fill, equal_nan=True):
         return cached[2], cached[3]
     data = maps if maps.dtype == np.uint8 else np.asarray(maps, np.float32)
     mosaic, origins = tile(data, fill=fill)
-    caches[slot] = (maps, fill, mosaic, origins)
+    panel._tile_cache = (maps, fill, mosaic, origins)
     return mosaic, origins
 
 

@@ -55,11 +55,7 @@ def bench_operator(app, op: str, changes: int) -> tuple[list[Sample], list[float
     failures: list[str] = []
     window.frameFailed.connect(failures.append)
     session.set_operator(op)
-    _wait(window, failures=failures)
-    deadline = time.perf_counter() + 60
-    while not window.frame_settled() and time.perf_counter() < deadline and not failures:  # panels all made
-        QtWidgets.QApplication.processEvents()
-        time.sleep(0.0005)
+    _wait(window, failures=failures, settled=True)  # every panel made before the sweep
     if failures:
         print(f"| {op} | skipped: {failures[0]} |")
         return [], []
@@ -116,20 +112,21 @@ def settled_latencies(app, op: str, changes: int) -> list[float]:
             value = values[(i * 3 + 2) % len(values)]
         t0 = time.perf_counter()
         row.spin.setValue(value)
-        deadline = t0 + 60
-        while not window.frame_settled() and time.perf_counter() < deadline:
-            QtWidgets.QApplication.processEvents()
-            time.sleep(0.0005)
+        _wait(window, settled=True)
         QtWidgets.QApplication.processEvents()
         out.append((time.perf_counter() - t0) * 1e3)
     return out
 
 
-def _wait(window, timeout_s: float = 60, failures: Optional[list] = None) -> None:
+def _wait(window, timeout_s: float = 60, failures: Optional[list] = None, settled: bool = False) -> None:
+    """Until the newest request's first frame is applied, or with ``settled`` its complete one."""
     from PySide6 import QtWidgets
 
+    def done() -> bool:
+        return window.frame_settled() if settled else window._applied_stamp >= window._stamp
+
     deadline = time.perf_counter() + timeout_s
-    while window._applied_stamp < window._stamp and time.perf_counter() < deadline and not failures:
+    while not done() and time.perf_counter() < deadline and not failures:
         QtWidgets.QApplication.processEvents()
         time.sleep(0.0005)
 

@@ -22,7 +22,7 @@ from backends.layers import (
     SamplingGridLayer,
     VectorFieldLayer,
 )
-from widgets.colormaps import auto_levels
+from widgets.colormaps import auto_levels, rgb_to_uint8
 from widgets.image_canvas import ImageCanvas
 from widgets.mosaic import tile
 from widgets.panel import Panel
@@ -144,7 +144,7 @@ def _tiled_background(panel: Panel, background: np.ndarray, count: int) -> np.nd
     cached = panel.__dict__.get("_background_cache")
     if cached is not None and cached[0] is background and cached[1] == count:
         return cached[2]
-    rgb = (np.clip(background, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8) if background.dtype != np.uint8 else background
+    rgb = background if background.dtype == np.uint8 else rgb_to_uint8(background)
     back, _ = tile(np.ascontiguousarray(np.broadcast_to(rgb, (count,) + rgb.shape)), fill=0)
     panel._background_cache = (background, count, back)
     return back

@@ -23,7 +23,7 @@ from backends.device import describe, is_device_failure
 from backends.layers import Result, materialize
 from backends.params import ParamError
 from backends.registry import JobUpdate, Operator, operator_class
-from widgets.colormaps import auto_levels, to_indexed
+from widgets.colormaps import auto_levels, rgb_to_uint8, to_indexed
 
 JOB_EMIT_INTERVAL_S = 0.05
 SETTLE_DELAY_S = 0.1  # a pause in requests this long lets settling layers compute (a drag sends more often)
@@ -268,7 +268,7 @@ class ComputeWorker(QtCore.QObject):
         if hit is not None and hit[0] is src:
             arr = hit[1]
         else:
-            arr = _to_uint8(src)
+            arr = rgb_to_uint8(src)
         fresh[id(src)] = (src, arr)
         return replace(layer, image=arr, levels=(0.0, 255.0))
 
@@ -322,16 +322,6 @@ class ComputeWorker(QtCore.QObject):
         self._job, self._job_iter = None, None
         self._last_key = None  # the operator's learned state changed: recompute the next frame
         self.jobEnded.emit(request.operator, action, how)
-
-
-def _to_uint8(rgb: np.ndarray) -> np.ndarray:
-    """[0, 1] floats to row-contiguous uint8 (what Qt takes as is) in one scratch buffer: 1.8 ms
-    at 512 x 512 x 3 against 6.5 for clip, scale and cast as separate temporaries."""
-    scratch = np.empty(rgb.shape, np.float32)
-    np.multiply(rgb, 255.0, out=scratch)
-    scratch += 0.5
-    np.clip(scratch, 0.0, 255.0, out=scratch)
-    return scratch.astype(np.uint8)
 
 
 class _ReusingCache(dict):

@@ -38,3 +38,15 @@ def app(qtbot):
 def wait_for_frame(qtbot, window, timeout: int = FRAME_TIMEOUT_MS) -> None:
     """Until the newest submitted request has been drawn, settling layers included."""
     qtbot.waitUntil(window.frame_settled, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Small models on a shared CPU: one thread avoids oversubscription stalls (restored after).
+    Modules of model tests take it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

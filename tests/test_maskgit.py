@@ -26,14 +26,7 @@ from backends.models.weights import read_manifest
 from backends.params import validate
 from backends.training.maskgit import Trainer, mask_tokens
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models on a shared CPU: one thread avoids oversubscription stalls (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

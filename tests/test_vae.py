@@ -25,13 +25,7 @@ MSE_BOUND = {"sprites_beta1": 0.003, "sprites_beta4": 0.008, "faces": 0.01}  # m
 HELD_OUT_SEED = 2_000_000_001
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Small models on a shared CPU: one thread avoids oversubscription stalls (restored after)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module", params=MODELS)

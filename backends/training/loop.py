@@ -7,6 +7,8 @@ import math
 import time
 from typing import Callable, Iterator, Protocol
 
+import torch
+
 from backends.layers import Result
 from backends.registry import JobUpdate
 
@@ -18,6 +20,8 @@ class Stepper(Protocol):
 
 
 class Steppable(Stepper, Protocol):
+    steps_done: int
+
     def recent(self, n: int = ...) -> dict[str, float]: ...
 
 
@@ -27,6 +31,18 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-every", type=int, default=200)
     parser.add_argument("--max-minutes", type=float, default=MAX_MINUTES,
                         help="stop at this much training time, whatever --steps says (the budget per script)")
+
+
+def run_record(trainer: Steppable, seconds: float, threads: int, module: str, digits: int = 4) -> dict:
+    """What every training script's manifest entry says about the run itself."""
+    return {
+        "steps": trainer.steps_done,
+        "final_losses": {k: round(v, digits) for k, v in trainer.recent().items()},
+        "train_seconds": round(seconds, 1),
+        "threads": threads,
+        "torch": torch.__version__,
+        "script": f"python -m {module}",
+    }
 
 
 def run_steps(trainer: Steppable, steps: int, log_every: int, describe: Callable[[dict[str, float]], str],

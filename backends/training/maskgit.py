@@ -24,7 +24,7 @@ from backends.models.maskgit import SHIPPED, MaskGIT, MaskGITConfig, config_dict
 from backends.models.vqvae import SHIPPED as VQ_SHIPPED
 from backends.models.vqvae import VQVAE, load_vqvae
 from backends.models.weights import save_weights
-from backends.training.loop import add_common_options, run_steps
+from backends.training.loop import add_common_options, run_record, run_steps
 
 EVAL_SEED = 987_654_321
 
@@ -126,19 +126,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     entry = {
         "model": "maskgit",
         "dataset": f"VQ-VAE tokens ({args.vqvae.name}) of 32x32 patches, 'coffee' held out",
-        "steps": trainer.steps_done,
         "seed": args.seed,
         "batch": args.batch,
         "lr": args.lr,
-        "final_losses": {k: round(v, 4) for k, v in trainer.recent().items()},
         "metric": {"name": "masked-token cross-entropy at 50% masking, held-out crops (nats)",
                    "value": round(held["ce"], 4), "heldout_accuracy": round(held["accuracy"], 4),
                    "heldout_unigram_ce": round(held["unigram_ce"], 4), "train_ce": round(train["ce"], 4),
                    "train_accuracy": round(train["accuracy"], 4)},
-        "train_seconds": round(seconds, 1),
-        "threads": args.threads,
-        "torch": torch.__version__,
-        "script": "python -m backends.training.maskgit",
+        **run_record(trainer, seconds, args.threads, "backends.training.maskgit"),
     }
     save_weights(args.out, trainer.model.state_dict(), entry, metadata=config_dict(trainer.model))
     print(f"wrote {args.out} after {seconds:.0f} s: held-out {held}, train {train}")

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from backends.data import sampler
 from backends.models.vae import VAE, VAEConfig, config_dict, vae_loss
 from backends.models.weights import WEIGHTS_DIR, save_weights
-from backends.training.loop import add_common_options, run_steps
+from backends.training.loop import add_common_options, run_record, run_steps
 
 EVAL_SEED = 987_654_321  # held out: training batches use seeds seed * 1e6 + step
 
@@ -93,17 +93,12 @@ class Trainer:
             "dataset": self.dataset,
             "beta": self.beta,
             "latent_dim": self.model.latent_dim,
-            "steps": self.steps_done,
             "seed": self.seed,
             "batch": self.batch,
             "lr": self.lr,
             "kl_warmup_steps": self.warmup,
             "pool": self.pool_size or "fresh batches",
-            "final_losses": {k: round(v, 4) for k, v in self.recent().items()},
-            "train_seconds": round(seconds, 1),
-            "threads": threads,
-            "torch": torch.__version__,
-            "script": "python -m backends.training.vae",
+            **run_record(self, seconds, threads, "backends.training.vae"),
         }
 
 

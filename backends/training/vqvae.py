@@ -21,7 +21,7 @@ import torch
 from backends.data.patches import sample_patches
 from backends.models.vqvae import SHIPPED, VQVAE, VQVAEConfig, config_dict, perplexity
 from backends.models.weights import save_weights
-from backends.training.loop import add_common_options, run_steps
+from backends.training.loop import add_common_options, run_record, run_steps
 
 EVAL_SEED = 987_654_321
 
@@ -99,22 +99,17 @@ def main(argv: Optional[list[str]] = None) -> int:
     entry = {
         "model": "vqvae",
         "dataset": "patches (bundled samples, 'coffee' held out)",
-        "steps": trainer.steps_done,
         "seed": args.seed,
         "batch": args.batch,
         "lr": args.lr,
         "codes": args.codes,
         "code_dim": args.code_dim,
-        "final_losses": {k: round(v, 5) for k, v in trainer.recent().items()},
         "codes_restarted": trainer.restarted,
         "metric": {"name": "codebook perplexity on 512 fresh 32x32 crops of the training photos (unseen seed)",
                    "value": round(train_eval["perplexity"], 2), "train_psnr": round(train_eval["psnr"], 2),
                    "heldout_photo_perplexity": round(held["perplexity"], 2), "heldout_photo_psnr": round(held["psnr"], 2),
                    "heldout_photo_mse": round(held["mse"], 5), "heldout_photo_codes_used": held["codes_used"]},
-        "train_seconds": round(seconds, 1),
-        "threads": args.threads,
-        "torch": torch.__version__,
-        "script": "python -m backends.training.vqvae",
+        **run_record(trainer, seconds, args.threads, "backends.training.vqvae", digits=5),
     }
     save_weights(args.out, trainer.model.state_dict(), entry, metadata=config_dict(trainer.model))
     print(f"wrote {args.out} after {seconds:.0f} s: held-out {held}, train {train_eval}")

@@ -11,15 +11,40 @@ another size (a strided output) on that frame.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Callable, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Union
 
 import numpy as np
 
+if TYPE_CHECKING:
+    import torch
+
 Extent = tuple[float, float, float, float]  # x, y, width, height in input pixels
 
-# A background that is the operator's input image: the view uses the pixels it already has,
-# so the image is neither copied back from the worker nor re-uploaded on every frame.
-INPUT = "input"
+# What an operator may put in an array field: a tensor on any device, or numpy. The worker
+# turns every tensor into numpy (:func:`materialize`) before a layer leaves the compute thread.
+Array = Union[np.ndarray, "torch.Tensor"]
+
+
+class InputImage:
+    """A background that is the operator's input image: the view uses the pixels it already has,
+    so the image is neither copied back from the worker nor re-uploaded on every frame."""
+
+    _instance: ClassVar[Optional[InputImage]] = None
+
+    def __new__(cls) -> InputImage:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "INPUT"
+
+    def __reduce__(self) -> tuple:
+        return (InputImage, ())
+
+
+INPUT = InputImage()
+Background = Union[np.ndarray, "torch.Tensor", InputImage, None]
 
 
 @dataclass(frozen=True)
@@ -27,12 +52,12 @@ class ImageLayer:
     """An RGB image (H, W, 3) in [0, 1], or a scalar map (H, W) drawn through ``colormap``."""
 
     name: str
-    image: np.ndarray
+    image: Array
     levels: Optional[tuple[float, float]] = None
     colormap: str = "viridis"
     extent: Optional[Extent] = None
     caption: str = ""
-    kind: str = "image"
+    kind: ClassVar[str] = "image"
 
 
 @dataclass(frozen=True)
@@ -40,12 +65,12 @@ class FeatureMapsLayer:
     """Channels (C, H, W) laid out as a mosaic, one shared colour scale."""
 
     name: str
-    maps: np.ndarray
+    maps: Array
     labels: tuple[str, ...] = ()
     levels: Optional[tuple[float, float]] = None
     colormap: str = "viridis"
     caption: str = ""
-    kind: str = "feature_maps"
+    kind: ClassVar[str] = "feature_maps"
 
 
 @dataclass(frozen=True)
@@ -53,12 +78,12 @@ class VectorFieldLayer:
     """Arrows from ``origins`` (N, 2) by ``vectors`` (N, 2), over an optional background."""
 
     name: str
-    origins: np.ndarray
-    vectors: np.ndarray
-    background: Optional[np.ndarray] = None
+    origins: Array
+    vectors: Array
+    background: Background = None
     scale: float = 1.0
     caption: str = ""
-    kind: str = "vector_field"
+    kind: ClassVar[str] = "vector_field"
 
 
 @dataclass(frozen=True)
@@ -66,24 +91,24 @@ class SamplingGridLayer:
     """Where each output pixel samples the input: ``grid`` (Gh, Gw, 2) of x, y, drawn as a mesh."""
 
     name: str
-    grid: np.ndarray
-    background: Optional[np.ndarray] = None
-    outline: Optional[np.ndarray] = None  # (K, 2) closed polygon, e.g. the source quadrilateral
+    grid: Array
+    background: Background = None
+    outline: Optional[Array] = None  # (K, 2) closed polygon, e.g. the source quadrilateral
     focus: Optional[Extent] = None
     caption: str = ""
-    kind: str = "sampling_grid"
+    kind: ClassVar[str] = "sampling_grid"
 
 
 @dataclass(frozen=True)
 class PointSet:
     """Points (N, 2) with a colour; ``join_to`` draws a segment from each point to one anchor."""
 
-    points: np.ndarray
+    points: Array
     color: tuple[int, int, int] = (255, 80, 80)
     size: float = 7.0
     label: str = ""
     join_to: Optional[tuple[float, float]] = None
-    values: Optional[np.ndarray] = None  # per-point weights, shown as brightness
+    values: Optional[Array] = None  # per-point weights, shown as brightness
 
 
 @dataclass(frozen=True)
@@ -92,11 +117,11 @@ class PointsLayer:
 
     name: str
     sets: tuple[PointSet, ...]
-    background: Optional[np.ndarray] = None
+    background: Background = None
     boxes: tuple[Extent, ...] = ()
     focus: Optional[Extent] = None  # the region the view zooms to, e.g. the receptive field
     caption: str = ""
-    kind: str = "points"
+    kind: ClassVar[str] = "points"
 
 
 @dataclass(frozen=True)
@@ -104,9 +129,9 @@ class HeatmapLayer:
     """One map (H, W) or several (N, H, W), blended over ``background`` when given."""
 
     name: str
-    maps: np.ndarray
+    maps: Array
     labels: tuple[str, ...] = ()
-    background: Optional[np.ndarray] = None
+    background: Background = None
     levels: Optional[tuple[float, float]] = None
     colormap: str = "inferno"
     opacity: float = 0.6
@@ -114,7 +139,7 @@ class HeatmapLayer:
     focus: Optional[Extent] = None
     boxes: tuple[Extent, ...] = ()  # e.g. a marked region, drawn over a single map
     caption: str = ""
-    kind: str = "heatmap"
+    kind: ClassVar[str] = "heatmap"
 
 
 @dataclass(frozen=True)
@@ -123,10 +148,10 @@ class BarsLayer:
 
     name: str
     labels: tuple[str, ...]
-    series: dict[str, np.ndarray]
+    series: dict[str, Array]
     y_range: Optional[tuple[float, float]] = None
     caption: str = ""
-    kind: str = "bars"
+    kind: ClassVar[str] = "bars"
 
 
 @dataclass(frozen=True)
@@ -134,12 +159,12 @@ class CurveLayer:
     """Named curves ``series[name] = (x, y)``, e.g. a loss over steps."""
 
     name: str
-    series: dict[str, tuple[np.ndarray, np.ndarray]]
+    series: dict[str, tuple[Array, Array]]
     x_label: str = ""
     y_label: str = ""
     log_y: bool = False
     caption: str = ""
-    kind: str = "curve"
+    kind: ClassVar[str] = "curve"
 
 
 @dataclass(frozen=True)
@@ -149,7 +174,7 @@ class MetricsLayer:
     name: str
     values: dict[str, Union[str, int, float]]
     caption: str = ""
-    kind: str = "metrics"
+    kind: ClassVar[str] = "metrics"
 
 
 Layer = Union[
@@ -164,17 +189,18 @@ Layer = Union[
     MetricsLayer,
 ]
 
-LAYER_KINDS = (
-    "image",
-    "feature_maps",
-    "vector_field",
-    "sampling_grid",
-    "points",
-    "heatmap",
-    "bars",
-    "curve",
-    "metrics",
+LAYER_TYPES: tuple[type, ...] = (
+    ImageLayer,
+    FeatureMapsLayer,
+    VectorFieldLayer,
+    SamplingGridLayer,
+    PointsLayer,
+    HeatmapLayer,
+    BarsLayer,
+    CurveLayer,
+    MetricsLayer,
 )
+LAYER_KINDS = tuple(t.kind for t in LAYER_TYPES)  # the names, for exports and documentation
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,21 @@
-"""A small per-operator cache: recompute a stage only when its own inputs changed."""
+"""A small per-operator cache: recompute a stage only when its own declared inputs changed.
+
+A stage names the parameters it reads (``inputs``) and any other value it depends on
+(``extra``: the query, a fit's state); its key is built from those, so a stage can neither
+miss an input (a stale panel) nor depend on one it does not read (a needless recompute).
+A stage that returns the very same tensors on a hit lets the worker and the views skip
+converting and redrawing them. The whole cache is bound to the image key and forgets
+everything when the image changes.
+"""
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Callable, Hashable, TypeVar
+from typing import Any, Callable, Hashable, Mapping, Sequence, TypeVar
 
 T = TypeVar("T")
+
+_UNBOUND = object()
 
 
 class Memo:
@@ -14,13 +24,28 @@ class Memo:
         self._capacity = capacity
         self.hits = 0
         self.misses = 0
-        self._input: Any = None
+        self._image_key: Any = _UNBOUND
 
-    def bind(self, source: Any) -> None:
-        """Forget everything when the input object (the image tensor) is a different one."""
-        if source is not self._input:
+    def bind(self, image_key: Hashable) -> None:
+        """Forget everything when the image (named by its key) is a different one."""
+        if not _same_key(image_key, self._image_key):
             self._items.clear()
-            self._input = source
+            self._image_key = image_key
+
+    def stage(
+        self,
+        name: str,
+        params: Mapping[str, Any],
+        inputs: Sequence[str],
+        compute: Callable[[], T],
+        extra: Hashable = (),
+    ) -> T:
+        """``compute()`` once per value of the parameters named in ``inputs`` and of ``extra``.
+
+        A name that is not a parameter raises KeyError at once, so a misspelt input is caught by
+        the first test that runs the stage."""
+        key = (name, tuple(params[n] for n in inputs), extra)
+        return self.get(key, compute)
 
     def get(self, key: Hashable, compute: Callable[[], T]) -> T:
         if key in self._items:
@@ -39,3 +64,11 @@ class Memo:
 
     def clear(self) -> None:
         self._items.clear()
+
+
+def _same_key(a: Any, b: Any) -> bool:
+    """Keys are plain values (an int, a tuple); anything else (a tensor) is compared by identity."""
+    if a is b:
+        return True
+    plain = (int, str, tuple)
+    return isinstance(a, plain) and type(a) is type(b) and a == b

@@ -1,9 +1,12 @@
 """The operator contract and the registry that lists operators by family.
 
-An operator is a spec (typed parameters, family, help) plus ``run(image, params, query)``. Long
-jobs (live fits, training) are ``start(action, ...)`` generators that yield progress and partial
-results; the worker steps them so they can be cancelled between steps. Adding an operator means
-adding one module under ``backends/ops/``: it is discovered on import, nothing else changes.
+An operator is a spec (typed parameters, family, help) plus a ``run(image, params, query)`` hook,
+called through :meth:`Operator.compute`, which first binds the operator's memo to the image key.
+Long jobs (live fits, training) are ``job_<action>(image, params, query)`` generators that yield
+progress and partial results, started through :meth:`Operator.start`; the worker steps them so
+they can be cancelled between steps. Adding an operator means adding one module under
+``backends/ops/``: it is discovered on import, nothing else changes. docs/ARCHITECTURE.md has
+the contract in full.
 """
 
 from __future__ import annotations
@@ -11,12 +14,13 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from dataclasses import dataclass
-from typing import Any, ClassVar, Iterator, Mapping, Optional
+from typing import Any, ClassVar, Hashable, Iterator, Mapping, Optional
 
 import torch
 
 from backends.layers import Result
-from backends.params import ParamSpec, validate
+from backends.memo import Memo
+from backends.params import ParamError, ParamSpec, validate
 
 Query = Optional[tuple[int, int]]  # (x, y) in input pixels
 
@@ -52,23 +56,64 @@ class JobUpdate:
     result: Optional[Result] = None
 
 
+def query_point(query: Query, width: int, height: int) -> tuple[int, int]:
+    """The query as a pixel inside a ``width`` x ``height`` frame: the centre when there is none,
+    clamped to the frame otherwise (a query kept from a larger image)."""
+    qx, qy = query if query is not None else (width // 2, height // 2)
+    return min(max(int(qx), 0), width - 1), min(max(int(qy), 0), height - 1)
+
+
 class Operator:
-    """Base class: subclasses set ``spec`` and implement ``run``. Instances live on the worker
-    thread and may keep caches and learned state between runs."""
+    """Base class: subclasses set ``spec``, implement ``run`` and one ``job_<name>`` generator per
+    action in the spec. Instances live on the worker thread and may keep caches (``self.memo``,
+    bound to the image key) and learned state between runs."""
 
     spec: ClassVar[OperatorSpec]
+    memo_capacity: ClassVar[int] = 8
 
+    def __init__(self) -> None:
+        self.memo = Memo(self.memo_capacity)
+        self.image_key: Hashable = None
+        self._keyless_image: Optional[torch.Tensor] = None
+
+    # -- what callers use ----------------------------------------------------------------------
+    def compute(self, image: torch.Tensor, params: Mapping[str, Any], query: Query,
+                image_key: Hashable = None) -> Result:
+        """Binds the memo to ``image_key`` and runs. ``params`` are validated values."""
+        self.bind_image(image, image_key)
+        return self.run(image, params, query)
+
+    def start(self, action: str, image: torch.Tensor, params: Mapping[str, Any], query: Query,
+              image_key: Hashable = None) -> Iterator[JobUpdate]:
+        """The generator of the job ``action`` (one of the spec's actions)."""
+        names = [a.name for a in self.spec.actions]
+        if action not in names:
+            known = ", ".join(names) if names else "none"
+            raise ParamError(f"{self.spec.name} has no action {action!r} (its actions: {known})")
+        self.bind_image(image, image_key)
+        return getattr(self, f"job_{action}")(image, params, query)
+
+    def bind_image(self, image: torch.Tensor, image_key: Hashable = None) -> None:
+        """Names the image the memo belongs to. Without a key (a script, a test) the tensor object
+        itself names it; it is kept referenced, so its identity cannot be reused meanwhile."""
+        if image_key is None:
+            if image is not self._keyless_image:
+                self._keyless_image = image
+                self._keyless_count = getattr(self, "_keyless_count", 0) + 1
+            image_key = ("unkeyed", self._keyless_count)
+        else:
+            self._keyless_image = None
+        self.image_key = image_key
+        self.memo.bind(image_key)
+
+    # -- what operators implement --------------------------------------------------------------
     def run(self, image: torch.Tensor, params: Mapping[str, Any], query: Query) -> Result:
-        """``image`` is (1, 3, H, W) float32 in [0, 1] on the compute device."""
+        """``image`` is (1, 3, H, W) float32 in [0, 1] on the compute device; ``query`` may be None."""
         raise NotImplementedError
-
-    def start(
-        self, action: str, image: torch.Tensor, params: Mapping[str, Any], query: Query
-    ) -> Iterator[JobUpdate]:
-        raise ValueError(f"{self.spec.name} has no action {action!r}")
 
     def reset_state(self) -> None:
         """Forget learned state (fitted offsets, trained weights) and caches."""
+        self.memo.clear()
 
 
 class UnknownOperator(KeyError):

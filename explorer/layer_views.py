@@ -72,9 +72,8 @@ def _frame_coords(layer: Layer, input_shape: Optional[tuple[int, int]] = None) -
 
 def show(panel: Panel, layer: Layer, input_pixels: Optional[np.ndarray] = None) -> None:
     """``input_pixels`` stands in for a layer background of ``INPUT``."""
-    background = getattr(layer, "background", None)
-    if isinstance(background, str):
-        layer = replace(layer, background=input_pixels if background == INPUT else None)
+    if getattr(layer, "background", None) is INPUT:
+        layer = replace(layer, background=input_pixels)
     SHOWERS[layer.kind](panel, layer)
     if isinstance(panel.view, ImageCanvas):
         panel.view.finish_overlays()

@@ -18,6 +18,7 @@ class App:
     qapp: object
     session: object
     worker: object
+    scheduler: object
     window: object
 
     def close(self) -> None:
@@ -28,7 +29,7 @@ class App:
 def qt_app():
     from PySide6 import QtWidgets
 
-    import widgets  # noqa: F401  (pyqtgraph settings)
+    import widgets.pgconfig  # noqa: F401  (pyqtgraph settings)
 
     app = QtWidgets.QApplication.instance()
     if app is None:
@@ -49,11 +50,15 @@ def build(
     device: Optional[str] = None,
     max_side: int = DEFAULT_MAX_SIDE,
     restore_layout: bool = True,
+    synchronous: bool = False,
 ) -> App:
-    """Everything wired, the image set and the first request submitted."""
+    """Everything wired, the image set and the first request submitted. ``restore_layout=False``
+    (headless rendering, tests) leaves the user's settings untouched; ``synchronous`` computes on
+    the calling thread (tests and still renders)."""
     tune_malloc()
     from backends.device import describe, pick_device
     from explorer.main_window import MainWindow
+    from explorer.scheduler import Scheduler
     from explorer.session import Session
     from explorer.worker import ComputeWorker
 
@@ -63,11 +68,12 @@ def build(
     session = Session(operator)
     if params:
         session.set_params(params)
-    worker = ComputeWorker(dev)
-    window = MainWindow(session, worker, describe(dev), max_side=max_side, restore_layout=restore_layout)
+    worker = ComputeWorker(dev, synchronous=synchronous)
+    scheduler = Scheduler(session, worker)
+    window = MainWindow(session, scheduler, describe(dev), max_side=max_side, restore_layout=restore_layout)
     freeze_startup_objects()
     window.set_image(image, source)
-    return App(qapp, session, worker, window)
+    return App(qapp, session, worker, scheduler, window)
 
 
 def freeze_startup_objects() -> None:

@@ -92,7 +92,8 @@ def bench_operator(app, op: str, changes: int) -> tuple[list[Sample], list[float
         QtWidgets.QApplication.processEvents()  # paint
         t1 = time.perf_counter()
         paint_ms = (t1 - t_frame) * 1e3
-        samples.append(Sample((t1 - t0) * 1e3, window.last_compute_ms, window.last_apply_ms + paint_ms, window._settling))
+        samples.append(Sample((t1 - t0) * 1e3, app.scheduler.last_compute_ms, window.last_apply_ms + paint_ms,
+                              app.scheduler.settling))
     timer.stop()
     return samples, stalls[5:]
 
@@ -123,7 +124,7 @@ def _wait(window, timeout_s: float = 60, failures: Optional[list] = None, settle
     from PySide6 import QtWidgets
 
     def done() -> bool:
-        return window.frame_settled() if settled else window._applied_stamp >= window._stamp
+        return window.scheduler.frame_settled() if settled else window.scheduler.frame_drawn()
 
     deadline = time.perf_counter() + timeout_s
     while not done() and time.perf_counter() < deadline and not failures:
@@ -152,7 +153,7 @@ def matplotlib_loop(op: str, image: np.ndarray, changes: int) -> float:
         t0 = time.perf_counter()
         params = validated_params(op, {name: values[i % len(values)]})
         with torch.no_grad():
-            result = materialize(complete(operator.run(tensor, params, None)))
+            result = materialize(complete(operator.compute(tensor, params, None)))
         fig.clf()
         n = len(result.layers)
         cols = 3
@@ -170,37 +171,50 @@ def _draw_layer(ax, layer, image: np.ndarray) -> None:
     from widgets.mosaic import tile
 
     ax.set_title(layer.name, fontsize=8)
+    from backends.layers import (
+        INPUT,
+        BarsLayer,
+        CurveLayer,
+        FeatureMapsLayer,
+        HeatmapLayer,
+        ImageLayer,
+        MetricsLayer,
+        PointsLayer,
+        SamplingGridLayer,
+        VectorFieldLayer,
+    )
+
     bg = getattr(layer, "background", None)
-    bg = image if isinstance(bg, str) else bg
-    if layer.kind == "image":
+    bg = image if bg is INPUT else bg
+    if isinstance(layer, ImageLayer):
         ax.imshow(np.clip(layer.image, 0, 1) if layer.image.ndim == 3 else layer.image, cmap="viridis")
-    elif layer.kind in ("feature_maps", "heatmap"):
+    elif isinstance(layer, (FeatureMapsLayer, HeatmapLayer)):
         maps = layer.maps
         if bg is not None and maps.ndim == 2:
             ax.imshow(bg)
         ax.imshow(tile(maps)[0] if maps.ndim == 3 else maps, cmap="inferno", alpha=0.6 if bg is not None else 1.0)
-    elif layer.kind == "vector_field":
+    elif isinstance(layer, VectorFieldLayer):
         if bg is not None:
             ax.imshow(bg)
         ax.quiver(layer.origins[:, 0], layer.origins[:, 1], layer.vectors[:, 0], -layer.vectors[:, 1], color="y")
-    elif layer.kind == "sampling_grid":
+    elif isinstance(layer, SamplingGridLayer):
         if bg is not None:
             ax.imshow(bg)
         g = layer.grid[::4, ::4]
         ax.plot(g[..., 0], g[..., 1], "c-", lw=0.5)
         ax.plot(g[..., 0].T, g[..., 1].T, "c-", lw=0.5)
-    elif layer.kind == "points":
+    elif isinstance(layer, PointsLayer):
         if bg is not None:
             ax.imshow(bg)
         for ps in layer.sets:
             ax.scatter(ps.points[:, 0], ps.points[:, 1], s=12)
-    elif layer.kind == "bars":
+    elif isinstance(layer, BarsLayer):
         for j, vals in enumerate(layer.series.values()):
             ax.bar(np.arange(len(vals)) + 0.4 * j, vals, width=0.4)
-    elif layer.kind == "curve":
+    elif isinstance(layer, CurveLayer):
         for x, y in layer.series.values():
             ax.plot(x, y)
-    elif layer.kind == "metrics":
+    elif isinstance(layer, MetricsLayer):
         ax.axis("off")
         ax.table(cellText=[[k, str(v)] for k, v in layer.values.items()], loc="center")
 
@@ -278,9 +292,9 @@ def main(argv=None) -> int:
     from backends.registry import operator_names
     from explorer.app import build
 
-    sample = cv2.imread(str(ROOT / "assets/images/astronaut.png"))[..., ::-1]
+    sample = cv2.imread(str(ROOT / "assets/images/astronaut.png"))[..., ::-1]  # RGB, as normalize_array takes
     sample = cv2.resize(sample, (args.size, args.size), interpolation=cv2.INTER_AREA)
-    image = normalize_array(sample[..., ::-1].copy(), "astronaut 512")
+    image = normalize_array(np.ascontiguousarray(sample), f"astronaut {args.size}")
     app = build(image, "bench", "dilated", restore_layout=False)
     app.window.resize(1600, 1000)
     app.window.show()

@@ -1,6 +1,9 @@
-"""Each result layer kind mapped to a view inside a Panel; the only place that knows both the
-backends' layer dataclasses and the widgets. Runs on the UI thread, so it only hands arrays
-to views (no computation beyond tiling and binning)."""
+"""Each result layer class mapped to a view inside a Panel; the only place that knows both the
+backends' layer dataclasses and the widgets. Runs on the UI thread and takes layers in display
+form (explorer.display), so it only hands arrays to views (no computation beyond tiling).
+
+Adding a layer kind: one layer class in backends/layers.py, one ``_show_*`` here, and its entry
+in ``VIEWS`` (which view shows it, whether it has a colour bar, which function fills it)."""
 
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from backends.layers import (
     SamplingGridLayer,
     VectorFieldLayer,
 )
-from widgets.colormaps import auto_levels, rgb_to_uint8
+from widgets.encoding import auto_levels, rgb_to_uint8
 from widgets.image_canvas import ImageCanvas
 from widgets.mosaic import tile
 from widgets.panel import Panel
@@ -31,24 +34,23 @@ from widgets.plots import BarsView, CurveView, MetricsView
 ARROW_COLORS = ((80, 160, 255), (80, 230, 160), (250, 210, 70), (255, 90, 70))
 
 
-COLORBAR_KINDS = ("image", "feature_maps", "heatmap")
-
-
-def view_type(layer: Layer) -> type:
-    return {"bars": BarsView, "curve": CurveView, "metrics": MetricsView}.get(layer.kind, ImageCanvas)
+def _view(layer: Layer) -> tuple[type, bool, Callable[[Panel, Layer], None]]:
+    try:
+        return VIEWS[type(layer)]
+    except KeyError:
+        raise TypeError(f"no view for {type(layer).__name__}; add it to layer_views.VIEWS") from None
 
 
 def make_panel(layer: Layer, input_shape: Optional[tuple[int, int]] = None) -> Panel:
-    cls = view_type(layer)
+    cls, colorbar, _ = _view(layer)
     view = ImageCanvas(frame_coords=_frame_coords(layer, input_shape)) if cls is ImageCanvas else cls()
-    return Panel(layer.name, view, with_colorbar=layer.kind in COLORBAR_KINDS)
+    return Panel(layer.name, view, with_colorbar=colorbar)
 
 
 def panel_fits(panel: Panel, layer: Layer, input_shape: Optional[tuple[int, int]] = None) -> bool:
     """Whether ``panel`` can show ``layer`` in place (same view type, same coordinate frame)."""
-    if type(panel.view) is not view_type(layer):
-        return False
-    if (panel.colorbar is not None) != (layer.kind in COLORBAR_KINDS):
+    cls, colorbar, _ = _view(layer)
+    if type(panel.view) is not cls or (panel.colorbar is not None) != colorbar:
         return False
     return not isinstance(panel.view, ImageCanvas) or panel.view.frame_coords == _frame_coords(layer, input_shape)
 
@@ -56,13 +58,13 @@ def panel_fits(panel: Panel, layer: Layer, input_shape: Optional[tuple[int, int]
 def _frame_coords(layer: Layer, input_shape: Optional[tuple[int, int]] = None) -> bool:
     """Whether the panel shows the input's frame, so clicks, markers and crosshairs apply.
     An image of another size without an extent (a codebook, a sample grid) does not."""
-    if layer.kind == "feature_maps":
+    if isinstance(layer, FeatureMapsLayer):
         return False
-    if layer.kind == "heatmap":
+    if isinstance(layer, HeatmapLayer):
         maps = np.asarray(layer.maps)
         return maps.ndim == 2 and (layer.background is not None or layer.extent is not None
                                    or input_shape is None or maps.shape[:2] == tuple(input_shape))
-    if layer.kind == "image":
+    if isinstance(layer, ImageLayer):
         return layer.extent is not None or input_shape is None or tuple(layer.image.shape[:2]) == tuple(input_shape)
     background = getattr(layer, "background", None)  # points, arrows, grids drawn on a picture of their own
     if isinstance(background, np.ndarray) and input_shape is not None:
@@ -74,7 +76,7 @@ def show(panel: Panel, layer: Layer, input_pixels: Optional[np.ndarray] = None) 
     """``input_pixels`` stands in for a layer background of ``INPUT``."""
     if getattr(layer, "background", None) is INPUT:
         layer = replace(layer, background=input_pixels)
-    SHOWERS[layer.kind](panel, layer)
+    _view(layer)[2](panel, layer)
     if isinstance(panel.view, ImageCanvas):
         panel.view.finish_overlays()
     panel.set_caption(layer.caption)
@@ -240,14 +242,14 @@ def _levels_of(canvas: ImageCanvas) -> tuple[float, float]:
     return canvas.levels
 
 
-SHOWERS: dict[str, Callable[[Panel, Layer], None]] = {
-    "image": _show_image,
-    "feature_maps": _show_feature_maps,
-    "heatmap": _show_heatmap,
-    "vector_field": _show_vector_field,
-    "sampling_grid": _show_sampling_grid,
-    "points": _show_points,
-    "bars": _show_bars,
-    "curve": _show_curve,
-    "metrics": _show_metrics,
+VIEWS: dict[type, tuple[type, bool, Callable[[Panel, Layer], None]]] = {
+    ImageLayer: (ImageCanvas, True, _show_image),
+    FeatureMapsLayer: (ImageCanvas, True, _show_feature_maps),
+    HeatmapLayer: (ImageCanvas, True, _show_heatmap),
+    VectorFieldLayer: (ImageCanvas, False, _show_vector_field),
+    SamplingGridLayer: (ImageCanvas, False, _show_sampling_grid),
+    PointsLayer: (ImageCanvas, False, _show_points),
+    BarsLayer: (BarsView, False, _show_bars),
+    CurveLayer: (CurveView, False, _show_curve),
+    MetricsLayer: (MetricsView, False, _show_metrics),
 }

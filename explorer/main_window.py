@@ -1,34 +1,37 @@
 """The main window: canvas, operator picker, parameter form, result docks, menus, status bar.
 
-It only wires the session to the views and to the worker; it never computes (the worker does)."""
+It wires the session to the views and the scheduler's frames to the docks; it never computes
+(the worker does) and never builds requests (the scheduler does)."""
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from backends.imageio import DEFAULT_MAX_SIDE, ImageLoadError, LoadedImage, load_image, normalize_array
+from backends.imageio import DEFAULT_MAX_SIDE, LoadedImage
 from backends.params import ParamError
 from backends.registry import families, spec_of
+from backends.timing import elapsed_ms, now
 from explorer import image_sources
+from explorer.image_inputs import ImageInputs
+from explorer.layout_store import LayoutStore
+from explorer.messages import Failure, Frame, JobEnd, JobFrame
 from explorer.result_docks import ResultDocks
+from explorer.scheduler import Scheduler
 from explorer.session import Session
 from explorer.settings import make_settings
-from explorer.worker import ComputeWorker, Failure, Frame, JobFrame, Request, freeze
+from widgets.actions_bar import ActionItem, ActionsBar
+from widgets.banner import Banner
 from widgets.image_canvas import ImageCanvas
 from widgets.operator_picker import OperatorPicker
 from widgets.param_form import ParamForm
 from widgets.sketchpad import Sketchpad
 
 Area = QtCore.Qt.DockWidgetArea
-BANNER_STYLES = {
-    "error": "background:#6b1d1d; color:#fff; padding:6px; border-radius:3px;",
-    "notice": "background:#5a4a12; color:#fff; padding:6px; border-radius:3px;",
-}
+MOUSE_HELP = ("Click   set the query point", "Wheel   zoom, drag to pan", "Right-click a panel   export it")
+BUSY_AFTER_MS = 150  # anything slower than a blink says so
 
 
 class MainWindow(QtWidgets.QMainWindow):
@@ -36,30 +39,20 @@ class MainWindow(QtWidgets.QMainWindow):
     frameFailed = QtCore.Signal(str)
     imageRejected = QtCore.Signal(str)
 
-    def __init__(self, session: Session, worker: ComputeWorker, device_text: str,
+    def __init__(self, session: Session, scheduler: Scheduler, device_text: str,
                  max_side: int = DEFAULT_MAX_SIDE, restore_layout: bool = True) -> None:
         super().__init__()
         self.session = session
-        self.worker = worker
-        self.max_side = max_side
+        self.scheduler = scheduler
         self.settings = make_settings()
-        self.recent = image_sources.RecentFiles(self.settings)
-        self._stamp = 0
-        self._submitted: dict[int, float] = {}
-        self._pending_frame: Optional[Frame] = None
-        self._settling = False  # the applied frame's pending layers are still to come
-        self._applied_stamp = 0
-        self._restored_ops: set[str] = set()
-        self._restore_layout = restore_layout
-        self.last_latency_ms = 0.0
+        self.layout_store = LayoutStore(self, self.settings, persist=restore_layout)
+        self.images = ImageInputs(self.settings, max_side, self)
+        self.images.loaded.connect(self.set_image)
+        self.images.rejected.connect(self.reject_image)
         self._closed = False
-        self._last_key: Optional[tuple] = None
-        self._busy_timer = QtCore.QTimer(self)
-        self._busy_timer.setSingleShot(True)
-        self._busy_timer.setInterval(150)
-        self._busy_timer.timeout.connect(self._show_busy)
-        self.last_compute_ms = 0.0
         self.last_apply_ms = 0.0
+        self._busy_timer = QtCore.QTimer(self, singleShot=True, interval=BUSY_AFTER_MS)
+        self._busy_timer.timeout.connect(self._show_busy)
         self.setWindowTitle("OpScope")
         self.setObjectName("OpScopeMain")
         self.setAcceptDrops(True)
@@ -77,28 +70,22 @@ class MainWindow(QtWidgets.QMainWindow):
         session.operatorChanged.connect(self._on_operator_changed)
         session.paramsChanged.connect(self._on_params_changed)
         session.queryChanged.connect(self._on_query_changed)
-        worker.frameReady.connect(self._on_frame)
-        worker.failed.connect(self._on_failure)
-        worker.jobProgress.connect(self._on_job_progress)
-        worker.jobEnded.connect(self._on_job_ended)
-        worker.deviceChanged.connect(self._on_device_changed)
+        scheduler.frameReady.connect(self._apply_frame)
+        scheduler.failed.connect(self._on_failure)
+        scheduler.jobProgress.connect(self._on_job_progress)
+        scheduler.jobEnded.connect(self._on_job_ended)
+        scheduler.deviceChanged.connect(self._on_device_changed)
 
         self._show_operator_form()
         self.resize(1600, 1000)
-        if restore_layout:
-            geometry = self.settings.value("window/geometry")
-            if geometry is not None:
-                self.restoreGeometry(geometry)
+        self.layout_store.restore_geometry()
 
     # -- construction --------------------------------------------------------------------------
     def _build_central(self) -> None:
         host = QtWidgets.QWidget()
         layout = QtWidgets.QVBoxLayout(host)
         layout.setContentsMargins(2, 2, 2, 2)
-        self.banner = QtWidgets.QLabel()
-        self.banner.setWordWrap(True)
-        self.banner.setVisible(False)
-        self.banner.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.banner = Banner()
         self.canvas = ImageCanvas()
         self._wire_canvas(self.canvas)
         layout.addWidget(self.banner)
@@ -114,23 +101,30 @@ class MainWindow(QtWidgets.QMainWindow):
         self.form = ParamForm()
         self.form.valueChanged.connect(self._on_form_value)
         self.form.resetRequested.connect(self.reset_operator)
-        self.job_buttons: dict[str, QtWidgets.QPushButton] = {}
+        self.actions_bar = ActionsBar()
+        self.actions_bar.started.connect(self.start_job)
+        self.actions_bar.stopRequested.connect(lambda _name: self.scheduler.stop_job())
+        self.form.footer.addWidget(self.actions_bar)
         form_scroll = QtWidgets.QScrollArea()
         form_scroll.setWidgetResizable(True)
         form_scroll.setWidget(self.form)
         self.picker_dock = self._side_dock("Operators", self.picker)
         self.params_dock = self._side_dock("Parameters", form_scroll)
         self.sketchpad = Sketchpad()
-        self.sketchpad.sketched.connect(self._on_sketch)
+        self.sketchpad.sketched.connect(self.images.from_sketch)
         self.sketch_dock = self._side_dock("Sketchpad", self.sketchpad)
-        self.addDockWidget(Area.LeftDockWidgetArea, self.picker_dock)
-        self.addDockWidget(Area.LeftDockWidgetArea, self.params_dock)
-        self.addDockWidget(Area.LeftDockWidgetArea, self.sketch_dock)
+        self._place_side_docks()
+        self.resizeDocks([self.picker_dock, self.params_dock], [220, 700], QtCore.Qt.Orientation.Vertical)
+        self.resizeDocks([self.picker_dock], [330], QtCore.Qt.Orientation.Horizontal)
+
+    def _place_side_docks(self) -> None:
+        for dock in (self.picker_dock, self.params_dock, self.sketch_dock):
+            dock.setFloating(False)
+            dock.setVisible(True)
+            self.addDockWidget(Area.LeftDockWidgetArea, dock)
         self.splitDockWidget(self.picker_dock, self.params_dock, QtCore.Qt.Orientation.Vertical)
         self.tabifyDockWidget(self.params_dock, self.sketch_dock)
         self.params_dock.raise_()
-        self.resizeDocks([self.picker_dock, self.params_dock], [220, 700], QtCore.Qt.Orientation.Vertical)
-        self.resizeDocks([self.picker_dock], [330], QtCore.Qt.Orientation.Horizontal)
 
     def _side_dock(self, title: str, widget: QtWidgets.QWidget) -> QtWidgets.QDockWidget:
         dock = QtWidgets.QDockWidget(title, self)
@@ -149,18 +143,20 @@ class MainWindow(QtWidgets.QMainWindow):
         self.job_progress.setMaximumWidth(180)
         self.job_progress.setVisible(False)
         for w in (self.cursor_label, self.timing_label, self.image_label, self.job_progress, self.device_label):
+            if isinstance(w, QtWidgets.QLabel):
+                w.setTextFormat(QtCore.Qt.TextFormat.PlainText)
             bar.addPermanentWidget(w)
 
     def _build_menus(self) -> None:
         mb = self.menuBar()
         file_menu = mb.addMenu("&File")
-        self._action(file_menu, "&Open Image…", self.open_dialog, QtGui.QKeySequence.StandardKey.Open)
-        self.recent_menu = file_menu.addMenu("Open &Recent")
-        self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
+        self._action(file_menu, "&Open Image…", lambda: self.images.open_dialog(self), QtGui.QKeySequence.StandardKey.Open)
+        recent_menu = file_menu.addMenu("Open &Recent")
+        recent_menu.aboutToShow.connect(lambda: self.images.fill_recent_menu(recent_menu))
         samples_menu = file_menu.addMenu("&Samples")
         for name, path in image_sources.samples().items():
             samples_menu.addAction(name, lambda p=path: self.open_path(p))
-        self._action(file_menu, "&Paste Image", self.paste_image, QtGui.QKeySequence.StandardKey.Paste)
+        self._action(file_menu, "&Paste Image", self.images.paste, QtGui.QKeySequence.StandardKey.Paste)
         self._action(file_menu, "&Sketch…", self.show_sketchpad, "Ctrl+K")
         file_menu.addSeparator()
         self._action(file_menu, "&Export Window as PNG…", self.export_window_dialog, "Ctrl+E")
@@ -199,16 +195,18 @@ class MainWindow(QtWidgets.QMainWindow):
         for dock in (self.picker_dock, self.params_dock, self.sketch_dock, *self.docks.docks.values()):
             menu.addAction(dock.toggleViewAction())
 
-    def _fill_recent_menu(self) -> None:
-        self.recent_menu.clear()
-        paths = self.recent.list()
-        for path in paths:
-            self.recent_menu.addAction(path, lambda p=path: self.open_path(p))
-        if not paths:
-            self.recent_menu.addAction("(none)").setEnabled(False)
-        else:
-            self.recent_menu.addSeparator()
-            self.recent_menu.addAction("Clear", self.recent.clear)
+    def shortcut_lines(self) -> list[str]:
+        """Every menu action that has a shortcut, as the help lists it: made from the actions."""
+        lines = []
+        for menu in self.menuBar().findChildren(QtWidgets.QMenu):
+            for act in menu.actions():
+                key = act.shortcut().toString(QtGui.QKeySequence.SequenceFormat.NativeText)
+                if key and not act.menu():
+                    lines.append(f"{key}   {act.text().replace('&', '').rstrip('…')}")
+        return list(dict.fromkeys(lines)) + list(MOUSE_HELP)
+
+    def _show_shortcuts(self) -> None:
+        QtWidgets.QMessageBox.information(self, "Keyboard shortcuts", "\n".join(self.shortcut_lines()))
 
     def _wire_canvas(self, canvas: ImageCanvas) -> None:
         canvas.hovered.connect(self._on_hover)
@@ -218,66 +216,32 @@ class MainWindow(QtWidgets.QMainWindow):
             canvas.set_marker(self.session.effective_query())
 
     # -- images --------------------------------------------------------------------------------
-    def open_dialog(self) -> None:
-        start = str(Path(self.recent.list()[0]).parent) if self.recent.list() else str(image_sources.SAMPLES_DIR)
-        path, _ = QtWidgets.QFileDialog.getOpenFileName(self, "Open image", start, image_sources.FILE_FILTER)
-        if path:
-            self.open_path(path)
-
-    def open_path(self, path: str | Path) -> bool:
+    def open_path(self, path) -> bool:
         """Loads ``path``; on failure shows why and keeps the current image."""
-        try:
-            loaded = load_image(path, self.max_side)
-        except ImageLoadError as exc:
-            self.reject_image(str(exc))
-            return False
-        self.recent.add(str(path))
-        self.set_image(loaded, str(path))
-        return True
+        return self.images.open_path(path)
 
     def set_image(self, loaded: LoadedImage, source: str) -> None:
-        self.hide_banner()
+        self.banner.clear_message()
         self.session.set_image(loaded, source)
         if loaded.notice:
-            self.show_banner(loaded.notice, "notice")
+            self.banner.show_message(loaded.notice, "notice")
 
     def reject_image(self, message: str) -> None:
-        self.show_banner(f"Image not loaded: {message}. The current image is kept.", "error")
+        self.banner.show_message(f"Image not loaded: {message}. The current image is kept.", "error")
         self.statusBar().showMessage(message, 8000)
         self.imageRejected.emit(message)
 
     def show_sketchpad(self) -> None:
         self.sketch_dock.setVisible(True)
         self.sketch_dock.raise_()
-        self._on_sketch(self.sketchpad.canvas.pixels())
-
-    def _on_sketch(self, pixels: np.ndarray) -> None:
-        """Each finished stroke (and the pen, throttled) becomes the working image."""
-        self.set_image(normalize_array(pixels, "sketch", self.max_side), "sketch")
-
-    def paste_image(self) -> None:
-        self._load_mime(QtGui.QGuiApplication.clipboard().mimeData(), "clipboard")
-
-    def _load_mime(self, mime: Optional[QtCore.QMimeData], source: str) -> None:
-        if mime is None:
-            self.reject_image(f"the {source} is empty")
-            return
-        try:
-            loaded, path = image_sources.clipboard_image(mime, self.max_side)
-        except ImageLoadError as exc:
-            self.reject_image(str(exc))
-            return
-        if path is not None:
-            self.open_path(path)
-        else:
-            self.set_image(loaded, source)
+        self.images.from_sketch(self.sketchpad.canvas.pixels())
 
     def dragEnterEvent(self, event: QtGui.QDragEnterEvent) -> None:
         if event.mimeData().hasUrls() or event.mimeData().hasImage():
             event.acceptProposedAction()
 
     def dropEvent(self, event: QtGui.QDropEvent) -> None:
-        self._load_mime(event.mimeData(), "drop")
+        self.images.from_mime(event.mimeData(), "drop")
         event.acceptProposedAction()
 
     # -- session to views ----------------------------------------------------------------------
@@ -294,54 +258,36 @@ class MainWindow(QtWidgets.QMainWindow):
         self.schedule()
 
     def _on_operator_changed(self, name: str) -> None:
-        self._save_layout()
-        self.worker.stop_job()
+        if self.docks.docks:
+            self.layout_store.save_operator(self._shown_operator)
+        self.scheduler.stop_job()
         self.docks.clear()
         self._show_operator_form()
-        self.hide_banner()
+        self.banner.clear_message()
         self.schedule()
 
     def _show_operator_form(self) -> None:
         spec = spec_of(self.session.operator)
+        self._shown_operator = spec.name
         self.form.set_specs(spec.params, self.session.params(), spec.title, spec.description)
         self.picker.select(spec.name)
-        self._build_job_buttons(spec)
-
-    def _build_job_buttons(self, spec) -> None:
-        box = self.form.actions_box
-        while box.count():
-            item = box.takeAt(0)
-            if item.widget() is not None:
-                item.widget().deleteLater()
-        self.job_buttons.clear()
-        for action in spec.actions:
-            button = QtWidgets.QPushButton(action.title if action.instant else f"Start {action.title}")
-            button.setToolTip(action.help)
-            if action.instant:
-                button.clicked.connect(lambda _=False, a=action.name: self.start_job(a))
-            else:
-                button.setCheckable(True)
-                button.toggled.connect(lambda on, a=action.name: self.start_job(a) if on else self.worker.stop_job())
-            box.addWidget(button)
-            self.job_buttons[action.name] = button
+        self.actions_bar.set_actions([ActionItem(a.name, a.title, a.help, a.instant) for a in spec.actions])
 
     def reset_operator(self) -> None:
         """Defaults, and a clean slate: fitted or trained state is forgotten too."""
-        self.worker.stop_job()
-        self.worker.reset_operator(self.session.operator)
+        self.scheduler.reset_operator()
         self.session.reset_params()
         self.schedule(force=True)
 
     def forget_learned_state(self) -> None:
-        self.worker.stop_job()
-        self.worker.reset_operator(self.session.operator)
+        self.scheduler.reset_operator()
         self.schedule(force=True)
 
     def _on_form_value(self, name: str, value) -> None:
         try:
             self.session.set_param(name, value)
         except ParamError as exc:
-            self.show_banner(f"Not applied: {exc}", "error")
+            self.banner.show_message(f"Not applied: {exc}", "error")
             self.form.set_values(self.session.params())
 
     def _on_params_changed(self, name: str) -> None:
@@ -363,10 +309,8 @@ class MainWindow(QtWidgets.QMainWindow):
         for canvas in self.docks.canvases():
             canvas.set_crosshair(point)
         value = self.canvas.value_at(x, y)
-        if value is None:
-            self.cursor_label.setText("")
-        else:
-            self.cursor_label.setText(f"x {point[0]}  y {point[1]}  rgb " + " ".join(f"{v:.3f}" for v in value))
+        self.cursor_label.setText("" if value is None else
+                                  f"x {point[0]}  y {point[1]}  rgb " + " ".join(f"{v:.3f}" for v in value))
 
     def _on_leave(self) -> None:
         self.canvas.set_crosshair(None)
@@ -374,100 +318,51 @@ class MainWindow(QtWidgets.QMainWindow):
             canvas.set_crosshair(None)
 
     # -- scheduling ----------------------------------------------------------------------------
-    def make_request(self) -> Optional[Request]:
-        if self.session.pixels is None:
-            return None
-        self._stamp += 1
-        return Request(
-            stamp=self._stamp,
-            operator=self.session.operator,
-            params=freeze(self.session.params()),
-            query=self.session.effective_query(),
-            image_key=self.session.image_key,
-            image=self.session.pixels,
-        )
-
     def schedule(self, force: bool = False) -> Optional[int]:
-        """Submits the session's current request, unless it is the one last submitted."""
-        if self.session.pixels is None:
-            return None
-        key = (self.session.operator, freeze(self.session.params()), self.session.effective_query(), self.session.image_key)
-        if key == self._last_key and not force:
-            return None
-        self._last_key = key
-        request = self.make_request()
-        self._submitted[request.stamp] = time.perf_counter()
-        self.worker.submit(request, force=force)
-        self._busy_timer.start()
-        return request.stamp
+        stamp = self.scheduler.schedule(force)
+        if stamp is not None:
+            self._busy_timer.start()
+        return stamp
+
+    def frame_settled(self) -> bool:
+        return self.scheduler.frame_settled()
 
     def _show_busy(self) -> None:
-        """Anything slower than a blink says so, with how long it has taken so far."""
-        pending = [t for s, t in self._submitted.items() if s > self._applied_stamp]
-        if pending:
-            waited = (time.perf_counter() - min(pending)) * 1e3
+        waited = self.scheduler.waiting_ms()
+        if waited is not None:
             self.timing_label.setText(f"computing… {waited:.0f} ms")
             self._busy_timer.start()
 
     def start_job(self, action: str) -> None:
-        request = self.make_request()
-        if request is None:
-            return
-        self.job_progress.setVisible(True)
-        self.job_progress.setValue(0)
-        self.worker.start_job(request, action)
+        if self.scheduler.start_job(action):
+            self.job_progress.setVisible(True)
+            self.job_progress.setValue(0)
 
     # -- results -------------------------------------------------------------------------------
-    def frame_settled(self) -> bool:
-        """Whether the newest request is drawn with every layer, settling ones included."""
-        return self._applied_stamp >= self._stamp and not self._settling
-
-    def _on_frame(self, frame: Frame) -> None:
-        # Coalesce: if the UI is behind, only the newest frame is ever drawn.
-        first = self._pending_frame is None
-        if first or frame.stamp >= self._pending_frame.stamp:  # a settled frame replaces its fast one
-            self._pending_frame = frame
-        if first:
-            QtCore.QTimer.singleShot(0, self._apply_pending)
-
-    def _apply_pending(self) -> None:
-        frame, self._pending_frame = self._pending_frame, None
-        if self._closed or frame is None or frame.operator != self.session.operator or frame.stamp < self._applied_stamp:
+    def _apply_frame(self, frame: Frame) -> None:
+        if self._closed:
             return
-        t0 = time.perf_counter()
+        t0 = now()
         self.docks.show(frame.result, self.session.pixels)
         self._on_query_changed(schedule=False)
-        self.last_apply_ms = (time.perf_counter() - t0) * 1e3
-        self._applied_stamp = frame.stamp
-        self._settling = not frame.settled
-        self.last_compute_ms = frame.compute_ms
-        submitted = self._submitted.pop(frame.stamp, None)
-        for stale in [s for s in self._submitted if s < frame.stamp]:
-            del self._submitted[stale]
-        if submitted is not None:
-            self.last_latency_ms = (time.perf_counter() - submitted) * 1e3
-        if self.banner.property("level") == "error":
-            self.hide_banner()
+        self.last_apply_ms = elapsed_ms(t0)
+        self.scheduler.applied(frame)
+        if self.banner.level == "error":
+            self.banner.clear_message()
         if frame.notice:
-            self.show_banner(frame.notice, "notice")
+            self.banner.show_message(frame.notice, "notice")
         paint = max((c.last_paint_ms for c in self.docks.canvases()), default=0.0)
         self.timing_label.setText(f"compute {frame.compute_ms:.1f} ms · render {self.last_apply_ms + paint:.1f} ms")
         self.frameApplied.emit(frame.stamp)
 
     def _on_failure(self, failure: Failure) -> None:
-        if failure.operator != self.session.operator:
-            return
-        self._submitted.pop(failure.stamp, None)
-        self._settling = False
-        self._last_key = None  # the same request may be retried
         self._busy_timer.stop()
         self.timing_label.setText("failed")
-        self.show_banner(f"{spec_of(failure.operator).title} failed: {failure.message}. Showing the last good frame.", "error")
+        self.banner.show_message(f"{spec_of(failure.operator).title} failed: {failure.message}. "
+                                 "Showing the last good frame.", "error")
         self.frameFailed.emit(failure.message)
 
     def _on_job_progress(self, job: JobFrame) -> None:
-        if job.operator != self.session.operator:
-            return
         if job.progress is not None:
             self.job_progress.setRange(0, 1000)
             self.job_progress.setValue(int(job.progress * 1000))
@@ -478,80 +373,40 @@ class MainWindow(QtWidgets.QMainWindow):
             self.docks.show(job.result, self.session.pixels)
         self.timing_label.setText(f"step {job.step_ms:.1f} ms · {job.message}")
 
-    def _on_job_ended(self, operator: str, action: str, how: str) -> None:
+    def _on_job_ended(self, end: JobEnd) -> None:
         self.job_progress.setVisible(False)
-        button = self.job_buttons.get(action)
-        if button is not None:
-            with QtCore.QSignalBlocker(button):
-                button.setChecked(False)
-        if how not in ("done", "stopped"):
-            self.show_banner(f"{action} stopped with an error: {how}", "error")
+        self.actions_bar.set_running(end.action, False)
+        title = next((a.title for a in spec_of(end.operator).actions if a.name == end.action), end.action)
+        if end.failed:
+            self.banner.show_message(f"{title} stopped with an error: {end.how}", "error")
         else:
-            self.statusBar().showMessage(f"{action}: {how}", 5000)
-        self.schedule(force=True)
+            self.statusBar().showMessage(f"{title}: {end.how}", 5000)
+        if end.operator == self.session.operator:
+            self.schedule(force=True)
 
     def _on_device_changed(self, description: str, notice: str) -> None:
         self.device_label.setText(f"device: {description}")
-        self.show_banner(notice, "notice")
+        self.banner.show_message(notice, "notice")
 
-    # -- banner, layout, export ----------------------------------------------------------------
-    def show_banner(self, text: str, level: str = "error") -> None:
-        self.banner.setText(text)
-        self.banner.setStyleSheet(BANNER_STYLES[level])
-        self.banner.setProperty("level", level)
-        self.banner.setVisible(True)
-
-    def hide_banner(self) -> None:
-        self.banner.setVisible(False)
-        self.banner.setProperty("level", "")
-
+    # -- layout, export ------------------------------------------------------------------------
     def _on_docks_changed(self) -> None:
         self._fill_view_menu()
-        op = self.session.operator
-        if self._restore_layout and op not in self._restored_ops:
-            self._restored_ops.add(op)
-            state = self.settings.value(f"window/state/{op}")
-            if state is not None:
-                self.restoreState(state)
+        self.layout_store.restore_operator(self.session.operator)
 
     def reset_layout(self) -> None:
-        self.settings.remove(f"window/state/{self.session.operator}")
-        for dock in (self.picker_dock, self.params_dock, self.sketch_dock):
-            dock.setFloating(False)
-            dock.setVisible(True)
-            self.addDockWidget(Area.LeftDockWidgetArea, dock)
-        self.splitDockWidget(self.picker_dock, self.params_dock, QtCore.Qt.Orientation.Vertical)
-        self.tabifyDockWidget(self.params_dock, self.sketch_dock)
-        self.params_dock.raise_()
+        self.layout_store.forget_operator(self.session.operator)
+        self._place_side_docks()
         self.docks.arrange()
-
-    def _save_layout(self) -> None:
-        if self.docks.docks:
-            self.settings.setValue(f"window/state/{self.session.operator}", self.saveState())
 
     def export_window_dialog(self) -> None:
         path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export window", "opscope.png", "PNG image (*.png)")
         if path and not self.grab().save(path, "PNG"):
-            self.show_banner(f"Could not write {path}", "error")
-
-    def _show_shortcuts(self) -> None:
-        lines = [
-            "Ctrl+O  open image", "Ctrl+V  paste image", "Ctrl+E  export window as PNG", "Ctrl+R  reset parameters",
-            "Ctrl+K  sketchpad (draw an input image)", "Ctrl+0  fit image", "Ctrl+1  zoom 1:1", "Ctrl+Q  quit",
-            "Click   set the query point", "Wheel   zoom, drag to pan", "Right-click a panel  export it",
-        ]
-        QtWidgets.QMessageBox.information(self, "Keyboard shortcuts", "\n".join(lines))
+            self.banner.show_message(f"Could not write {path}", "error")
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
         self._closed = True
-        for signal, slot in ((self.worker.frameReady, self._on_frame), (self.worker.failed, self._on_failure),
-                             (self.worker.jobProgress, self._on_job_progress), (self.worker.jobEnded, self._on_job_ended),
-                             (self.worker.deviceChanged, self._on_device_changed)):
-            try:
-                signal.disconnect(slot)
-            except (RuntimeError, TypeError):
-                pass
-        self._save_layout()
-        self.settings.setValue("window/geometry", self.saveGeometry())
-        self.settings.sync()
+        self.scheduler.close()
+        if self.docks.docks:
+            self.layout_store.save_operator(self.session.operator)
+        self.layout_store.save_geometry()
         super().closeEvent(event)

@@ -51,6 +51,7 @@ class Session(QtCore.QObject):
         super().__init__(parent)
         spec_of(operator)  # raises UnknownOperator early
         self.state = SessionState(operator=operator)
+        self._validated: dict[str, dict[str, Any]] = {}  # per operator, dropped when its values change
         self.image: Optional[LoadedImage] = None
         self.image_key = 0
 
@@ -85,7 +86,9 @@ class Session(QtCore.QObject):
     def params(self, operator: Optional[str] = None) -> dict[str, Any]:
         """The full, validated parameter values of ``operator`` (the current one by default)."""
         name = operator or self.state.operator
-        return validate(spec_of(name).params, self.state.params.get(name, {}))
+        if name not in self._validated:
+            self._validated[name] = validate(spec_of(name).params, self.state.params.get(name, {}))
+        return dict(self._validated[name])
 
     def set_param(self, name: str, value: Any) -> None:
         """Validates first: a bad value raises ParamError and the state keeps its last good value."""
@@ -97,17 +100,19 @@ class Session(QtCore.QObject):
             return
         edited[name] = checked[name]
         self.state.params[op] = edited
+        self._validated[op] = checked  # one validation per edit: the request reuses it
         self.paramsChanged.emit(name)
 
     def set_params(self, values: dict[str, Any]) -> None:
         op = self.state.operator
         edited = {**self.state.params.get(op, {}), **values}
-        validate(spec_of(op).params, edited)
+        self._validated[op] = validate(spec_of(op).params, edited)
         self.state.params[op] = edited
         self.paramsChanged.emit("")
 
     def reset_params(self) -> None:
         self.state.params.pop(self.state.operator, None)
+        self._validated.pop(self.state.operator, None)
         self.paramsChanged.emit("")
 
     def default_params(self) -> dict[str, Any]:

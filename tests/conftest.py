@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ["OPSCOPE_CONFIG_DIR"] = tempfile.mkdtemp(prefix="opscope-test-config-")
@@ -16,6 +17,19 @@ from backends.allocator import tune_malloc  # noqa: E402
 tune_malloc()
 
 FRAME_TIMEOUT_MS = 30_000
+THREAD_GRACE_S = 5.0
+
+
+@pytest.fixture(autouse=True)
+def no_thread_left_running():
+    """Fails a test that leaves a thread of its own running (a worker it did not shut down)."""
+    before = set(threading.enumerate())
+    yield
+    leaked = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    for thread in leaked:
+        thread.join(THREAD_GRACE_S)
+    still = [t.name for t in leaked if t.is_alive()]
+    assert not still, f"threads left running: {still}"
 
 
 @pytest.fixture
@@ -31,8 +45,7 @@ def app(qtbot):
     built.window.show()
     wait_for_frame(qtbot, built.window)
     yield built
-    built.worker.shutdown()
-    built.window.close()
+    built.close()
 
 
 def wait_for_frame(qtbot, window, timeout: int = FRAME_TIMEOUT_MS) -> None:

@@ -2,12 +2,12 @@
 transparent, and the same indices for the same array (so unchanged panels skip repainting)."""
 
 import numpy as np
-import pytest
 import torch
 
 from backends.layers import FeatureMapsLayer, HeatmapLayer, ImageLayer, Result
-from explorer.worker import ComputeWorker
-from widgets.colormaps import auto_levels, indexed_table, lookup_table, to_indexed
+from explorer.display import DisplayEncoder
+from widgets.colormaps import indexed_table, lookup_table
+from widgets.encoding import auto_levels, to_indexed
 from widgets.mosaic import tile
 
 
@@ -37,23 +37,32 @@ def test_index_mosaics_keep_their_type_with_transparent_gaps():
     assert mosaic.dtype == np.uint8 and set(np.unique(mosaic)) == {0, 7} and len(origins) == 3
 
 
-@pytest.fixture
-def worker(qtbot):
-    w = ComputeWorker(torch.device("cpu"))
-    yield w
-    w.shutdown()
-
-
-def test_the_worker_turns_scalar_layers_into_indices_once_per_array(worker):
+def test_the_encoder_turns_scalar_layers_into_indices_once_per_array():
+    encoder = DisplayEncoder()
     maps = np.random.default_rng(0).random((4, 8, 8)).astype(np.float32)
     maps[0, 0, 0] = np.nan
     rgb = np.random.default_rng(1).random((8, 8, 3)).astype(np.float32)
     result = Result((HeatmapLayer("h", maps[0]), FeatureMapsLayer("f", maps, labels=tuple("abcd"), levels=(0.0, 0.5)),
                      ImageLayer("grey", maps[1]), ImageLayer("rgb", rgb)))
-    first, again = worker._to_display(result), worker._to_display(result)
+    first, again = encoder.encode(result), encoder.encode(result)
     heat, feats, grey, colour = first.layers
     assert heat.maps.dtype == np.uint8 and heat.maps[0, 0] == 0 and heat.levels == auto_levels(maps[0])
     assert feats.levels == (0.0, 0.5) and (feats.maps == to_indexed(maps, (0.0, 0.5))).all()
     assert grey.image.dtype == np.uint8 and colour.image.dtype == np.uint8 and colour.image.flags["C_CONTIGUOUS"]
     assert all(a is b for a, b in zip([lay.maps if hasattr(lay, "maps") else lay.image for lay in first.layers],
                                       [lay.maps if hasattr(lay, "maps") else lay.image for lay in again.layers]))
+
+
+def test_tensors_rgb_backgrounds_and_job_results_all_reach_the_views_in_display_form():
+    from backends.layers import INPUT, PointSet, PointsLayer
+
+    encoder = DisplayEncoder()
+    back = torch.rand(6, 7, 3, generator=torch.Generator().manual_seed(2))
+    result = Result((PointsLayer("p", (PointSet(torch.zeros(2, 2)),), background=back),
+                     PointsLayer("q", (PointSet(np.zeros((1, 2), np.float32)),), background=INPUT),
+                     HeatmapLayer("t", torch.linspace(0, 1, 12).view(3, 4))))
+    p, q, t = encoder.encode(result).layers
+    assert p.background.dtype == np.uint8 and p.background.shape == (6, 7, 3)
+    np.testing.assert_array_equal(p.background, np.clip(back.numpy() * 255 + 0.5, 0, 255).astype(np.uint8))
+    assert isinstance(p.sets[0].points, np.ndarray) and q.background is INPUT
+    assert t.maps.dtype == np.uint8 and t.levels == (0.0, 1.0) and t.maps[0, 0] == 1 and t.maps[-1, -1] == 255

@@ -32,7 +32,7 @@ def test_run_with_defaults_gives_well_formed_layers(name):
     torch.manual_seed(0)
     image = torch.rand(1, 3, 67, 91)
     with torch.no_grad():
-        result = materialize(complete(operator_class(name)().run(image, defaults(spec_of(name).params), (30, 20))))
+        result = materialize(complete(operator_class(name)().compute(image, defaults(spec_of(name).params), (30, 20))))
     assert result.layers, "an operator must show something"
     assert len(set(result.names)) == len(result.names)
     for layer in result.layers:

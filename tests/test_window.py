@@ -18,11 +18,11 @@ def test_window_opens_with_the_operator_docks(app):
 
 def test_moving_a_slider_draws_a_new_frame(app, qtbot):
     w = app.window
-    before = w._applied_stamp
     row = w.form.rows["dilation"]
-    row.slider.setValue(7)
+    with qtbot.waitSignal(w.frameApplied, timeout=30_000) as applied:
+        row.slider.setValue(7)
     wait_for_frame(qtbot, w)
-    assert w._applied_stamp > before
+    assert applied.args[0] == app.scheduler.stamp
     assert app.session.params()["dilation"] == 7
     assert row.spin.value() == 7
     caption = w.docks.panels["Dilated kernel"].caption.text()
@@ -38,8 +38,7 @@ def test_clicking_the_canvas_moves_the_query_and_the_receptive_field_follows(app
     assert w.docks.panels["Metrics"].view.value("query") == "(100, 80)"
     # The marker sits on the clicked pixel in the canvas and in every frame panel.
     for canvas in (w.canvas, rf):
-        xs, ys = canvas._marker.getData()
-        assert (xs[0], ys[0]) == (100.5, 80.5)
+        assert canvas.marker_position() == (100.5, 80.5)
 
 
 def test_hovering_mirrors_a_crosshair_in_every_image_panel(app):
@@ -48,10 +47,10 @@ def test_hovering_mirrors_a_crosshair_in_every_image_panel(app):
     frame_canvases = [c for c in w.docks.canvases() if c.frame_coords]
     assert frame_canvases
     for canvas in frame_canvases:
-        assert canvas._vline.isVisible() and canvas._vline.value() == 30.5
+        assert canvas.crosshair_position() == (30.5, 40.5)
     assert w.cursor_label.text().startswith("x 30  y 40  rgb")
     w.canvas.left.emit()
-    assert not frame_canvases[0]._vline.isVisible()
+    assert frame_canvases[0].crosshair_position() is None
 
 
 @pytest.mark.parametrize(
@@ -84,7 +83,7 @@ def test_opening_a_good_file_replaces_the_image_and_recomputes(app, qtbot, tmp_p
     wait_for_frame(qtbot, app.window)
     assert app.session.pixels.shape == (48, 64, 3)
     assert app.window.docks.panels["Metrics"].view.value("output size") == "64 x 48"
-    assert str(path.resolve()) in app.window.recent.list()
+    assert str(path.resolve()) in app.window.images.recent.list()
 
 
 def test_a_huge_image_is_downscaled_with_a_visible_notice(app, qtbot, tmp_path):
@@ -102,7 +101,7 @@ def test_pasting_an_image_from_the_clipboard(app, qtbot):
     img.fill(QtGui.QColor(255, 0, 0))
     mime = QtCore.QMimeData()
     mime.setImageData(img)
-    app.window._load_mime(mime, "clipboard")
+    app.window.images.from_mime(mime, "clipboard")
     wait_for_frame(qtbot, app.window)
     assert app.session.pixels.shape == (30, 40, 3)
     np.testing.assert_allclose(app.session.pixels[0, 0], [1, 0, 0])
@@ -115,7 +114,7 @@ def test_dropping_a_file_url_opens_it(app, qtbot, tmp_path):
     cv2.imwrite(str(path), np.full((20, 25, 3), 200, np.uint8))
     mime = QtCore.QMimeData()
     mime.setUrls([QtCore.QUrl.fromLocalFile(str(path))])
-    app.window._load_mime(mime, "drop")
+    app.window.images.from_mime(mime, "drop")
     assert app.session.pixels.shape == (20, 25, 3)
 
 
@@ -150,15 +149,56 @@ def test_every_panel_exports_to_png(app, tmp_path):
         assert img.width() > 50 and img.height() > 50
 
 
-def test_layout_is_remembered_per_operator(app, qtbot):
-    w = app.window
-    w.docks.docks["Metrics"].setVisible(False)
-    w._save_layout()
-    state = w.settings.value("window/state/dilated")
-    assert state is not None
-    w.reset_layout()
-    assert w.docks.docks["Metrics"].isVisible()
-    assert w.settings.value("window/state/dilated") is None
+def _window_with_settings_in(folder, qtbot, persist: bool):
+    from backends.imageio import load_image
+    from explorer.app import build
+    from explorer.image_sources import sample_path
+
+    path = sample_path("chelsea")
+    built = build(load_image(path), str(path), "dilated", restore_layout=persist, synchronous=True)
+    qtbot.addWidget(built.window)
+    built.window.show()
+    return built
+
+
+def _settings_keys(folder) -> list[str]:
+    ini = folder / "opscope.ini"
+    return [] if not ini.exists() else [line for line in ini.read_text().splitlines() if line.startswith("window")]
+
+
+def test_layout_is_remembered_per_operator(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPSCOPE_CONFIG_DIR", str(tmp_path))
+    built = _window_with_settings_in(tmp_path, qtbot, persist=True)
+    w = built.window
+    try:
+        w.docks.docks["Metrics"].setVisible(False)
+        built.session.set_operator("self_attention")  # leaving an operator saves its layout
+        assert w.settings.value("window/state/dilated") is not None
+        built.session.set_operator("dilated")
+        w.reset_layout()
+        assert w.docks.docks["Metrics"].isVisible()
+        assert w.settings.value("window/state/dilated") is None
+    finally:
+        built.close()
+
+
+def test_headless_windows_and_tests_never_write_the_users_settings(qtbot, tmp_path, monkeypatch):
+    monkeypatch.setenv("OPSCOPE_CONFIG_DIR", str(tmp_path))
+    built = _window_with_settings_in(tmp_path, qtbot, persist=False)
+    built.window.docks.docks["Metrics"].setVisible(False)
+    built.session.set_operator("self_attention")
+    built.close()
+    assert _settings_keys(tmp_path) == []
+
+
+def test_the_shortcut_help_lists_the_menus_own_shortcuts(app):
+    lines = app.window.shortcut_lines()
+    assert any(line.startswith("Ctrl+R") and "Reset Parameters" in line for line in lines)
+    assert any(line.startswith("F1") for line in lines)
+    listed = {line.split("   ")[0] for line in lines}
+    for action in app.window.menuBar().findChildren(QtGui.QAction):
+        key = action.shortcut().toString()
+        assert not key or key in listed, action.text()
 
 
 def test_view_menu_toggles_every_dock(app):
@@ -183,10 +223,12 @@ def test_a_sketch_becomes_the_working_image_and_undo_takes_a_stroke_back(app, qt
 
 
 def test_a_long_job_shows_progress_partial_results_and_stops(app, qtbot):
-    import time as _time
+    import threading
 
     from backends.layers import CurveLayer, Result
     from backends.registry import Action, JobUpdate, Operator, OperatorSpec, register, unregister
+
+    stop = threading.Event()
 
     @register
     class Counter(Operator):
@@ -196,16 +238,16 @@ def test_a_long_job_shows_progress_partial_results_and_stops(app, qtbot):
         def run(self, image, params, query):
             return Result((CurveLayer("Loss", {"loss": (np.arange(2), np.ones(2))}),))
 
-        def start(self, action, image, params, query):
+        def job_count(self, image, params, query):
             for i in range(10_000):
-                _time.sleep(0.005)
+                stop.wait(0.005)  # an endless job, paced so the test can watch it
                 yield JobUpdate(i / 10_000, f"step {i}", Result((CurveLayer("Loss", {"loss": (np.arange(i + 2), np.ones(i + 2))}),)))
 
     try:
         w = app.window
         app.session.set_operator("_test_counter")
         wait_for_frame(qtbot, w)
-        button = w.job_buttons["count"]
+        button = w.actions_bar.buttons["count"]
         button.setChecked(True)
         qtbot.waitUntil(lambda: w.job_progress.isVisible() and w.job_progress.value() > 0, timeout=10000)
         qtbot.waitUntil(lambda: "step" in w.timing_label.text(), timeout=10000)
@@ -213,6 +255,7 @@ def test_a_long_job_shows_progress_partial_results_and_stops(app, qtbot):
         qtbot.waitUntil(lambda: not w.job_progress.isVisible(), timeout=10000)
         assert not button.isChecked()
     finally:
+        stop.set()
         app.session.set_operator("dilated")
         unregister("_test_counter")
 
@@ -257,9 +300,10 @@ def test_an_instant_action_is_a_plain_button_that_runs_once(app, qtbot):
     w = app.window
     app.session.set_operator("spatial_transformer")
     wait_for_frame(qtbot, w)
-    button = w.job_buttons["reset"]
+    button = w.actions_bar.buttons["reset"]
     assert button.text() == "Forget clicks and fits" and not button.isCheckable()
-    assert w.job_buttons["fit"].text().startswith("Start ") and w.job_buttons["fit"].isCheckable()
-    with qtbot.waitSignal(w.worker.jobEnded, timeout=30_000) as ended:
+    fit = w.actions_bar.buttons["fit"]
+    assert fit.text().startswith("Start ") and fit.isCheckable()
+    with qtbot.waitSignal(app.scheduler.jobEnded, timeout=30_000) as ended:
         button.click()
-    assert ended.args[1:] == ["reset", "done"]
+    assert (ended.args[0].action, ended.args[0].how, ended.args[0].failed) == ("reset", "done", False)

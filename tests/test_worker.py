@@ -1,9 +1,9 @@
-"""The compute worker: newest request wins, unchanged requests are skipped, errors come back
-as data, long jobs step, report and stop."""
+"""The compute worker and its engine: newest request wins, unchanged requests are skipped,
+errors come back as data, settling layers follow, long jobs step, report and stop, and nothing
+a job does (failing, failing to save, being replaced) stops the worker."""
 
 import threading
-import time
-from typing import Any, Iterator, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 import pytest
@@ -12,63 +12,89 @@ import torch
 from backends.layers import CurveLayer, MetricsLayer, Result
 from backends.params import FloatParam
 from backends.registry import Action, JobUpdate, Operator, OperatorSpec, Query, register, unregister
-from explorer.worker import SETTLE_DELAY_S, ComputeWorker, Request, freeze
+from explorer.engine import ComputeEngine
+from explorer.messages import Failure, Frame, JobEnd, JobFrame, Request, freeze
+from explorer.worker import ComputeWorker
 
 IMAGE = np.zeros((8, 8, 3), np.float32)
+WAIT_MS = 10_000
+
+
+class Gate:
+    """Holds the probe inside ``run`` until released, and says when it got there."""
+
+    def __init__(self) -> None:
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.release.set()
 
 
 @register
-class SlowProbe(Operator):
-    """A test operator: sleeps ``delay`` seconds, fails on ``fail``, counts its runs."""
+class Probe(Operator):
+    """A test operator: waits at its gate, fails on ``fail``, records its runs and settles."""
 
     spec = OperatorSpec(
         name="_test_probe", title="Probe", family="Tests", description="test double",
-        params=(FloatParam("delay", 0.0, 0.0, 5.0), FloatParam("fail", 0.0, 0.0, 1.0), FloatParam("settle", 0.0, 0.0, 1.0)),
-        actions=(Action("count", "Count"),),
+        params=(FloatParam("tag", 0.0, 0.0, 100.0), FloatParam("fail", 0.0, 0.0, 1.0), FloatParam("settle", 0.0, 0.0, 1.0)),
+        actions=(Action("count", "Count"), Action("grad", "Grad"), Action("bad_save", "Bad save")),
     )
+    gate = Gate()
     runs: list[float] = []
     settled: list[float] = []
-    lock = threading.Lock()
 
     def run(self, image: torch.Tensor, params: Mapping[str, Any], query: Query) -> Result:
-        time.sleep(params["delay"])
+        Probe.gate.entered.set()
+        Probe.gate.release.wait(WAIT_MS / 1000)
         if params["fail"]:
             raise ValueError("the probe was told to fail")
-        with self.lock:
-            SlowProbe.runs.append(params["delay"])
-        fast = (MetricsLayer("m", {"delay": params["delay"], "device": str(image.device)}),)
+        Probe.runs.append(params["tag"])
+        fast = (MetricsLayer("m", {"tag": params["tag"], "device": str(image.device)}),)
         if not params["settle"]:
             return Result(fast)
 
         def settle() -> Result:
-            with self.lock:
-                SlowProbe.settled.append(params["delay"])
+            Probe.settled.append(params["tag"])
             return Result(fast + (CurveLayer("late", {"x": (np.arange(3), np.ones(3))}),))
 
         return Result(fast, settle=settle, pending=("late",))
 
-    def start(self, action: str, image, params, query) -> Iterator[JobUpdate]:
-        for i in range(1000):
-            time.sleep(0.01)
-            yield JobUpdate(i / 1000, f"step {i}", Result((CurveLayer("loss", {"loss": (np.arange(i + 1), np.ones(i + 1))}),)))
+    def job_count(self, image, params, query):
+        for i in range(100_000):
+            yield JobUpdate(i / 100_000, f"step {i}", Result((CurveLayer("loss", {"loss": (np.arange(i + 1), np.ones(i + 1))}),)))
+
+    def job_grad(self, image, params, query):
+        yield JobUpdate(1.0, f"grad enabled: {torch.is_grad_enabled()}")
+
+    def job_bad_save(self, image, params, query):
+        try:
+            while True:
+                yield JobUpdate(None, "training")
+        finally:
+            raise OSError("the save folder is a file")
 
 
 def request(stamp: int, **params) -> Request:
-    full = {"delay": 0.0, "fail": 0.0, "settle": 0.0, **params}
+    full = {"tag": 0.0, "fail": 0.0, "settle": 0.0, **params}
     return Request(stamp, "_test_probe", freeze(full), None, 1, IMAGE)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _registered_probe():
-    register(SlowProbe)
+@pytest.fixture(autouse=True)
+def _fresh_probe():
+    register(Probe)
+    Probe.gate, Probe.runs, Probe.settled = Gate(), [], []
     yield
-    unregister(SlowProbe.spec.name)
+    Probe.gate.release.set()
 
 
 @pytest.fixture
 def worker(qtbot):
-    SlowProbe.runs, SlowProbe.settled = [], []
     w = ComputeWorker(torch.device("cpu"))
+    yield w
+    w.shutdown()
+
+
+@pytest.fixture
+def sync_worker():
+    w = ComputeWorker(torch.device("cpu"), synchronous=True)
     yield w
     w.shutdown()
 
@@ -76,35 +102,34 @@ def worker(qtbot):
 def test_newest_request_wins_and_stale_ones_are_dropped(worker, qtbot):
     frames = []
     worker.frameReady.connect(frames.append)
-    worker.submit(request(1, delay=0.3))
-    time.sleep(0.05)  # the worker is now busy with request 1
+    Probe.gate.release.clear()
+    worker.submit(request(1, tag=1))
+    assert Probe.gate.entered.wait(WAIT_MS / 1000)  # the worker is now busy with request 1
     for stamp in range(2, 12):
-        worker.submit(request(stamp, delay=0.001 * stamp))
-    qtbot.waitUntil(lambda: bool(frames) and frames[-1].stamp == 11, timeout=5000)
+        worker.submit(request(stamp, tag=stamp))
+    Probe.gate.release.set()
+    qtbot.waitUntil(lambda: bool(frames) and frames[-1].stamp == 11, timeout=WAIT_MS)
     assert [f.stamp for f in frames] == [1, 11]
-    assert SlowProbe.runs == [0.3, 0.011]
+    assert Probe.runs == [1, 11]
 
 
-def test_an_unchanged_request_is_not_recomputed_unless_forced(worker, qtbot):
+def test_an_unchanged_request_is_not_recomputed_unless_forced(sync_worker):
     frames = []
-    worker.frameReady.connect(frames.append)
-    worker.submit(request(1))
-    qtbot.waitUntil(lambda: len(frames) == 1, timeout=5000)
-    worker.submit(request(2))
-    time.sleep(0.2)
-    qtbot.wait(50)
-    assert len(frames) == 1
-    worker.submit(request(3), force=True)
-    qtbot.waitUntil(lambda: len(frames) == 2, timeout=5000)
+    sync_worker.frameReady.connect(frames.append)
+    sync_worker.submit(request(1))
+    sync_worker.submit(request(2))
+    assert [f.stamp for f in frames] == [1]
+    sync_worker.submit(request(3), force=True)
+    assert [f.stamp for f in frames] == [1, 3]
 
 
 def test_an_operator_exception_comes_back_as_a_failure(worker, qtbot):
-    with qtbot.waitSignal(worker.failed, timeout=5000) as blocker:
+    with qtbot.waitSignal(worker.failed, timeout=WAIT_MS) as blocker:
         worker.submit(request(1, fail=1.0))
     failure = blocker.args[0]
     assert failure.stamp == 1 and failure.message == "the probe was told to fail"
     assert "Traceback" in failure.detail
-    with qtbot.waitSignal(worker.frameReady, timeout=5000):
+    with qtbot.waitSignal(worker.frameReady, timeout=WAIT_MS):
         worker.submit(request(2))
 
 
@@ -112,20 +137,63 @@ def test_a_job_reports_progress_and_stops_on_request(worker, qtbot):
     progress = []
     worker.jobProgress.connect(progress.append)
     worker.start_job(request(1), "count")
-    qtbot.waitUntil(lambda: len(progress) >= 3, timeout=5000)
+    qtbot.waitUntil(lambda: len(progress) >= 3, timeout=WAIT_MS)
     assert progress[-1].result.layers[0].name == "loss"
-    with qtbot.waitSignal(worker.jobEnded, timeout=5000) as ended:
+    with qtbot.waitSignal(worker.jobEnded, timeout=WAIT_MS) as ended:
         worker.stop_job()
-    assert ended.args == ["_test_probe", "count", "stopped"]
+    assert ended.args[0] == JobEnd("_test_probe", "count", "stopped", False)
     assert not worker.job_running
 
 
 def test_requests_are_served_while_a_job_runs(worker, qtbot):
     worker.start_job(request(1), "count")
-    with qtbot.waitSignal(worker.frameReady, timeout=5000) as frame:
-        worker.submit(request(2, delay=0.002))
+    with qtbot.waitSignal(worker.frameReady, timeout=WAIT_MS) as frame:
+        worker.submit(request(2, tag=2))
     assert frame.args[0].stamp == 2
     worker.stop_job()
+
+
+def test_job_steps_run_with_autograd_on_even_on_the_no_grad_compute_thread(worker, qtbot):
+    with qtbot.waitSignal(worker.jobProgress, timeout=WAIT_MS) as step:
+        worker.start_job(request(1), "grad")
+    assert step.args[0].message == "grad enabled: True"
+
+
+def test_a_job_that_fails_while_saving_is_reported_and_the_worker_goes_on(worker, qtbot):
+    with qtbot.waitSignal(worker.jobProgress, timeout=WAIT_MS):
+        worker.start_job(request(1), "bad_save")
+    with qtbot.waitSignal(worker.jobEnded, timeout=WAIT_MS) as ended:
+        worker.stop_job()
+    end = ended.args[0]
+    assert end.failed and "the save folder is a file" in end.how
+    with qtbot.waitSignal(worker.frameReady, timeout=WAIT_MS):
+        worker.submit(request(2, tag=2))
+
+
+def test_starting_a_job_while_another_runs_ends_the_first_with_a_report():
+    engine = ComputeEngine(torch.device("cpu"))
+    assert engine.start_job(request(1), "count") is None
+    assert isinstance(engine.step_job(), JobFrame)
+    ended = engine.start_job(request(2), "grad")
+    assert ended == JobEnd("_test_probe", "count", "stopped", False)
+    assert isinstance(engine.step_job(), JobFrame) and isinstance(engine.step_job(), JobEnd)
+
+
+def test_a_job_stopped_before_it_began_still_reports_its_end(worker, qtbot):
+    ends = []
+    worker.jobEnded.connect(ends.append)
+    with qtbot.waitSignal(worker.jobEnded, timeout=WAIT_MS):
+        worker.start_job(request(1), "count")
+        worker.stop_job()
+    qtbot.waitUntil(lambda: not worker.job_running, timeout=WAIT_MS)
+    assert ends[-1] == JobEnd("_test_probe", "count", "stopped", False)
+
+
+def test_an_unknown_action_ends_with_a_message_not_a_crash():
+    engine = ComputeEngine(torch.device("cpu"))
+    engine.start_job(request(1), "fly")
+    end = engine.step_job()
+    assert end.failed and "has no action 'fly'" in end.how and "count" in end.how
 
 
 @register
@@ -143,8 +211,8 @@ class GpuOnlyFailure(Operator):
 def test_a_failing_gpu_hands_over_to_the_cpu_with_a_notice(qtbot):
     worker = ComputeWorker(torch.device("meta"))  # stands in for an accelerator
     try:
-        with qtbot.waitSignal(worker.deviceChanged, timeout=5000) as changed, \
-                qtbot.waitSignal(worker.frameReady, timeout=5000) as frame:
+        with qtbot.waitSignal(worker.deviceChanged, timeout=WAIT_MS) as changed, \
+                qtbot.waitSignal(worker.frameReady, timeout=WAIT_MS) as frame:
             worker.submit(Request(1, "_test_gpu_failure", (), None, 1, IMAGE))
         assert changed.args[0].startswith("cpu") and "computing on the CPU" in changed.args[1]
         assert frame.args[0].result.layers[0].values == {"device": "cpu"}
@@ -152,7 +220,6 @@ def test_a_failing_gpu_hands_over_to_the_cpu_with_a_notice(qtbot):
         assert worker.device.type == "cpu"
     finally:
         worker.shutdown()
-        unregister(GpuOnlyFailure.spec.name)
 
 
 @register
@@ -173,39 +240,42 @@ class GpuSettleFailure(Operator):
         return Result(fast, settle=settle, pending=("late",))
 
 
-def test_a_gpu_failing_while_settling_hands_the_request_to_the_cpu(qtbot):
-    worker = ComputeWorker(torch.device("meta"))
-    frames = []
+def test_a_gpu_failing_while_settling_hands_the_request_to_the_cpu():
+    worker = ComputeWorker(torch.device("meta"), synchronous=True)
+    frames, changes = [], []
     worker.frameReady.connect(frames.append)
-    try:
-        with qtbot.waitSignal(worker.deviceChanged, timeout=5000):
-            worker.submit(Request(1, "_test_gpu_settle_failure", (), None, 1, IMAGE))
-        qtbot.waitUntil(lambda: bool(frames) and frames[-1].settled, timeout=5000)
-        assert frames[-1].result.names == ("m", "late") and frames[-1].result.layers[1].values == {"device": "cpu"}
-        assert worker.device.type == "cpu"
-    finally:
-        worker.shutdown()
-        unregister(GpuSettleFailure.spec.name)
+    worker.deviceChanged.connect(lambda *args: changes.append(args))
+    worker.submit(Request(1, "_test_gpu_settle_failure", (), None, 1, IMAGE))
+    assert frames[-1].settled and frames[-1].result.names == ("m", "late")
+    assert frames[-1].result.layers[1].values == {"device": "cpu"}
+    assert worker.device.type == "cpu"
 
 
-def test_settling_layers_follow_in_a_second_frame_of_the_same_request(worker, qtbot):
+def test_settling_layers_follow_in_a_second_frame_of_the_same_request(sync_worker):
     frames = []
-    worker.frameReady.connect(frames.append)
-    worker.submit(request(1, settle=1.0))
-    qtbot.waitUntil(lambda: len(frames) == 2, timeout=5000)
+    sync_worker.frameReady.connect(frames.append)
+    sync_worker.submit(request(1, settle=1.0))
     fast, full = frames
     assert (fast.stamp, fast.settled, fast.result.names, fast.result.pending) == (1, False, ("m",), ("late",))
     assert (full.stamp, full.settled, full.result.names) == (1, True, ("m", "late"))
 
 
-def test_a_drag_gets_fast_frames_and_settles_once_when_it_rests(worker, qtbot):
-    """Requests closer together than the settle delay never wait for settling work."""
-    frames = []
-    worker.frameReady.connect(frames.append)
-    for stamp in range(1, 9):
-        worker.submit(request(stamp, delay=0.001 * stamp, settle=1.0))
-        time.sleep(SETTLE_DELAY_S / 8)
-    qtbot.waitUntil(lambda: bool(frames) and frames[-1].settled, timeout=5000)
-    time.sleep(3 * SETTLE_DELAY_S)
-    assert SlowProbe.settled[-1] == 0.008 and len(SlowProbe.settled) <= 2  # 2: a scheduler hiccup mid-drag
-    assert [f.stamp for f in frames if f.settled][-1] == 8
+def test_a_newer_request_supersedes_the_last_ones_settling_layers():
+    """A drag never waits for settling work: only the newest request's settle ever runs."""
+    engine = ComputeEngine(torch.device("cpu"))
+    for tag in range(1, 9):
+        frame = engine.compute(request(tag, tag=tag, settle=1.0))
+        assert isinstance(frame, Frame) and not frame.settled
+    settled = engine.settle()
+    assert settled.stamp == 8 and settled.settled and Probe.settled == [8]
+    assert engine.settle() is None
+
+
+def test_failures_are_plain_data():
+    outcome = ComputeEngine(torch.device("cpu")).compute(request(1, fail=1.0))
+    assert isinstance(outcome, Failure) and outcome.message == "the probe was told to fail"
+
+
+def teardown_module():
+    for name in ("_test_probe", "_test_gpu_failure", "_test_gpu_settle_failure"):
+        unregister(name)

@@ -12,10 +12,11 @@ import time
 from typing import Optional, Sequence
 
 import numpy as np
-import pyqtgraph as pg
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from widgets.colormaps import auto_levels, indexed_table, lookup_table, overlay_table
+from widgets.colormaps import indexed_table, lookup_table, overlay_table
+from widgets.encoding import auto_levels, is_indexed
+from widgets.pgconfig import pg
 
 Extent = tuple[float, float, float, float]
 
@@ -88,7 +89,7 @@ class ImageCanvas(pg.GraphicsView):
             return  # the same array as the last frame: nothing to upload or repaint
         self._data, self._image_key = image, key
         self.levels = tuple(levels)
-        if _indexed(image):
+        if is_indexed(image):
             self.image_item.setImage(image, levels=None, lut=indexed_table(colormap or "viridis"), autoLevels=False)
         else:
             lut = lookup_table(colormap or "viridis") if image.ndim == 2 else None
@@ -112,7 +113,7 @@ class ImageCanvas(pg.GraphicsView):
         if key == self._heat_key and heat is self._heat_data:
             return
         self._heat_key, self._heat_data = key, heat
-        if _indexed(heat):
+        if is_indexed(heat):
             self.heat_item.setImage(heat, levels=None, lut=indexed_table(colormap, round(opacity, 3)), autoLevels=False)
         else:
             self.heat_item.setImage(heat, levels=levels, lut=overlay_table(colormap, round(opacity, 3)), autoLevels=False)
@@ -234,6 +235,17 @@ class ImageCanvas(pg.GraphicsView):
             self._vline.setPos(point[0] + 0.5)
             self._hline.setPos(point[1] + 0.5)
 
+    def marker_position(self) -> Optional[tuple[float, float]]:
+        """Where the query marker is drawn (the pixel's centre), or None when it is hidden."""
+        xs, ys = self._marker.getData()
+        return None if xs is None or not len(xs) else (float(xs[0]), float(ys[0]))
+
+    def crosshair_position(self) -> Optional[tuple[float, float]]:
+        """Where the crosshair lines cross, or None when they are hidden."""
+        if not self._vline.isVisible():
+            return None
+        return float(self._vline.value()), float(self._hline.value())
+
     def set_focus(self, box: Optional[Extent]) -> None:
         """Zoom to ``box`` (x, y, w, h) when it changes; None returns to the whole image."""
         if box == self._focus:
@@ -294,7 +306,3 @@ class ImageCanvas(pg.GraphicsView):
         super().paintEvent(event)
         self.last_paint_ms = (time.perf_counter() - t0) * 1e3
 
-
-def _indexed(data: np.ndarray) -> bool:
-    """A scalar uint8 map: palette indices from the worker (RGB uint8 frames are (H, W, 3))."""
-    return data.dtype == np.uint8 and data.ndim == 2

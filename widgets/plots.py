@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
-import pyqtgraph as pg
 from PySide6 import QtCore, QtWidgets
+
+from widgets.pgconfig import pg
 
 SERIES_COLORS = ((90, 170, 255), (255, 150, 60), (120, 220, 120), (230, 90, 200), (240, 220, 80))
 

@@ -1,0 +1,106 @@
+"""The display form of every layer, made in one place for every path (frames, settled layers,
+job updates), on the compute thread, so the UI thread only hands arrays to Qt.
+
+Display form (the views rely on nothing else):
+- every array is numpy (tensors converted by :func:`backends.layers.materialize`);
+- an RGB picture (an image layer's image, any layer's background) is row-contiguous (H, W, 3)
+  uint8, levels (0, 255);
+- a scalar map (a 2-D image layer, heatmaps, feature maps) is uint8 palette indices for its
+  levels (:func:`widgets.encoding.to_indexed`; 0 is NaN, drawn transparent), with the levels
+  it was encoded for set on the layer.
+
+The encoder keeps the last frame's conversions: an operator stage that returns the very same
+array again gets the very same display array back, and the views skip redrawing it.
+Qt-free: a remote worker imports it too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, Optional
+
+import numpy as np
+
+from backends.layers import FeatureMapsLayer, HeatmapLayer, ImageLayer, Layer, Result, materialize
+from widgets.encoding import auto_levels, rgb_to_uint8, to_indexed
+
+UNIT_LEVELS = (None, (0.0, 1.0), (0, 1))
+
+
+class DisplayEncoder:
+    """Turns results into display form, reusing conversions of arrays seen in the last call."""
+
+    def __init__(self) -> None:
+        self._tensors: dict = {}  # id(tensor) -> (tensor, array), last call only
+        self._arrays: dict = {}  # (id(array), levels) -> (array, display array), last call only
+
+    def encode(self, result: Result) -> Result:
+        fresh_tensors: dict = {}
+        out = materialize(result, _ReusingCache(self._tensors, fresh_tensors))
+        self._tensors = fresh_tensors
+        fresh: dict = {}
+        layers = tuple(self._layer(layer, fresh) for layer in out.layers)
+        self._arrays = fresh
+        return Result(layers, out.notes, pending=out.pending)
+
+    def forget(self) -> None:
+        self._tensors, self._arrays = {}, {}
+
+    # -- per layer -----------------------------------------------------------------------------
+    def _layer(self, layer: Layer, fresh: dict) -> Layer:
+        background = getattr(layer, "background", None)
+        if isinstance(background, np.ndarray) and background.dtype != np.uint8 and background.ndim == 3:
+            layer = replace(layer, background=self._rgb(background, fresh))
+        if isinstance(layer, ImageLayer):
+            if layer.image.ndim == 3:
+                if layer.image.dtype == np.uint8 or layer.levels not in UNIT_LEVELS:
+                    return layer
+                return replace(layer, image=self._rgb(layer.image, fresh), levels=(0.0, 255.0))
+            image, levels = self._indexed(layer.image, layer.levels, fresh)
+            return replace(layer, image=image, levels=levels)
+        if isinstance(layer, (HeatmapLayer, FeatureMapsLayer)):
+            maps, levels = self._indexed(layer.maps, layer.levels, fresh)
+            return replace(layer, maps=maps, levels=levels)
+        return layer
+
+    def _rgb(self, src: np.ndarray, fresh: dict) -> np.ndarray:
+        """[0, 1] floats to uint8 (about 3 ms per 512x512 image the UI thread no longer spends)."""
+        key = (id(src), None)
+        hit = self._arrays.get(key)
+        arr = hit[1] if hit is not None and hit[0] is src else rgb_to_uint8(src)
+        fresh[key] = (src, arr)
+        return arr
+
+    def _indexed(self, src: np.ndarray, levels: Optional[tuple], fresh: dict) -> tuple[np.ndarray, Any]:
+        """Scalars to palette indices: painting is then Qt's palette lookup instead of
+        pyqtgraph's rescale, colour table and NaN search (2-5 ms a panel on every frame)."""
+        if not isinstance(src, np.ndarray) or src.dtype.kind != "f":
+            return src, levels
+        levels = tuple(float(v) for v in levels) if levels is not None else auto_levels(src)
+        key = (id(src), levels)
+        hit = self._arrays.get(key)
+        arr = hit[1] if hit is not None and hit[0] is src else to_indexed(src, levels)
+        fresh[key] = (src, arr)
+        return arr, levels
+
+
+def encode(result: Result) -> Result:
+    """One result in display form, with no reuse: for a single still frame."""
+    return DisplayEncoder().encode(result)
+
+
+class _ReusingCache(dict):
+    """Looks up the last call's tensor conversions and records this call's, so memory is bounded."""
+
+    def __init__(self, previous: dict, fresh: dict) -> None:
+        super().__init__(previous)
+        self._fresh = fresh
+
+    def __getitem__(self, key):
+        value = super().__getitem__(key)
+        self._fresh[key] = value
+        return value
+
+    def __setitem__(self, key, value) -> None:
+        super().__setitem__(key, value)
+        self._fresh[key] = value

@@ -18,6 +18,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from backends.imaging import luminance, resize_long_side
+
 GABOR_ORIENTATIONS = (0, 45, 90, 135)
 GABOR_SCALES = 4  # octaves: wavelength 4, 8, 16, 32 px of the working resolution
 GABOR_WAVELENGTH = 4.0
@@ -43,22 +45,6 @@ class FeatureBank:
     @property
     def channels(self) -> int:
         return int(self.maps.shape[1])
-
-
-def luminance(image: torch.Tensor) -> torch.Tensor:
-    """(N, 3, H, W) RGB to (N, 1, H, W) Rec. 601 luma."""
-    w = torch.tensor([0.299, 0.587, 0.114], device=image.device, dtype=image.dtype).view(1, 3, 1, 1)
-    return (image * w).sum(1, keepdim=True)
-
-
-def working_resolution(image: torch.Tensor, side: int = WORK_SIDE) -> torch.Tensor:
-    """``image`` with its longer side scaled down to ``side`` (area averaging); never upscaled."""
-    h, w = image.shape[-2:]
-    f = side / max(h, w)
-    if f >= 1.0:
-        return image
-    size = (max(1, round(h * f)), max(1, round(w * f)))
-    return F.interpolate(image, size=size, mode="area")
 
 
 def colour_opponents(image: torch.Tensor) -> torch.Tensor:
@@ -177,7 +163,7 @@ def feature_bank(image: torch.Tensor, side: int = WORK_SIDE) -> FeatureBank:
     Computed at reduced resolution for speed: at 512 x 512 input the bank is 256 x 256, so the
     octaves s1..s4 have wavelengths of about 8, 16, 32 and 64 input pixels.
     """
-    small = working_resolution(image, side)
+    small = resize_long_side(image, side)  # area-averaged, never upscaled
     grey = luminance(small)
     gabor = gabor_energy(grey)
     gabor = (gabor / robust_max(gabor)).clamp(0, 1)
@@ -228,7 +214,7 @@ def pixel_features(image: torch.Tensor, side: int = PIXEL_SIDE) -> tuple[torch.T
     """Per-pixel features (1, 11, h, w) that patches average into tokens: RGB, a 6-bin edge
     orientation histogram, and log-compressed fine and coarse texture contrast; plus the scale
     h / H of the working resolution (at most ``side`` on the longer side, for speed)."""
-    small = working_resolution(image, side)
+    small = resize_long_side(image, side)  # area-averaged, never upscaled
     grey = luminance(small)
     texture = torch.log1p(20 * texture_energy(grey))
     return torch.cat([small, orientation_histogram(grey, TOKEN_BINS), texture], 1), small.shape[-2] / image.shape[-2]

@@ -1,26 +1,29 @@
-"""Squeeze-and-excitation: the block against a 1x1-conv reference (torchvision's layout) in
-float64 at 1e-12, its parameter count, weights in (0, 1), live training on the worker's terms,
-and the interpretable feature bank it runs on."""
+"""The squeeze-and-excitation operator: what its panels draw against an independent float64
+computation (the bars against the excitation of the bank's channel means, the box and its
+energy share on a non-square image with an asymmetric query), live training on the worker's
+terms, and the interpretable feature bank it runs on."""
+
+from __future__ import annotations
 
 import math
 
 import pytest
 import torch
-from torch import nn
 
-from backends.features import GABOR_ORIENTATIONS, feature_bank, luminance, orientation_histogram
+from backends.features import GABOR_ORIENTATIONS, feature_bank, orientation_histogram
+from backends.functional.squeeze_excitation import se_init
+from backends.imaging import luminance
 from backends.ops.squeeze_excitation import (
     SqueezeExcitation,
     box_in,
     channel_energies,
-    excitation,
-    init_mlp,
     manual_weights,
     region_share,
-    se_parameter_count,
-    squeeze_excitation,
 )
 from backends.params import validate
+
+LAYERS = ("Features", "Recalibrated features", "Squeeze and excitation", "Recalibrated energy", "Training", "Metrics")
+BAR_TOL = dict(atol=1e-6, rtol=1e-5)  # float32 operator against a float64 MLP
 
 
 def params_of(values: dict) -> dict:
@@ -28,75 +31,101 @@ def params_of(values: dict) -> dict:
     return validate(SqueezeExcitation.spec.params, values)
 
 
-LAYERS = ("Features", "Recalibrated features", "Squeeze and excitation", "Recalibrated energy", "Training", "Metrics")
-
-
-def reference_block(channels: int, hidden: int) -> nn.Sequential:
-    """What torchvision.ops.SqueezeExcitation computes (pool, 1x1 conv, ReLU, 1x1 conv, sigmoid)."""
-    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(channels, hidden, 1), nn.ReLU(),
-                         nn.Conv2d(hidden, channels, 1), nn.Sigmoid())
-
-
-def stripes(size: int = 64) -> torch.Tensor:
+def stripes(height: int = 64, width: int = 64) -> torch.Tensor:
     """Left half: vertical black/white stripes, 8 px period; right half: flat orange."""
-    xs = torch.arange(size, dtype=torch.float32)
-    img = torch.empty(1, 3, size, size)
+    xs = torch.arange(width, dtype=torch.float32)
+    img = torch.empty(1, 3, height, width)
     img[..., :] = torch.tensor([0.9, 0.55, 0.2])[:, None, None]
     wave = 0.5 + 0.5 * torch.cos(2 * math.pi * xs / 8)
-    img[..., : size // 2] = wave[: size // 2].expand(3, size, -1)
+    img[..., : width // 2] = wave[: width // 2].expand(3, height, -1)
     return img
 
 
-@pytest.mark.parametrize("channels, r", [(24, 1), (24, 4), (24, 8), (16, 2), (64, 16)])
-def test_parameter_count_is_2CC_over_r_plus_C_over_r_plus_C(channels, r):
-    expected = 2 * channels * channels // r + channels // r + channels
-    assert se_parameter_count(channels, r) == expected
-    mlp = init_mlp(channels, r, seed=0)
-    assert sum(t.numel() for t in mlp.tensors()) == expected
-    assert sum(p.numel() for p in reference_block(channels, channels // r).parameters()) == expected
+def share(value: str) -> float:
+    return float(value.rstrip("%")) / 100
 
 
-def test_block_equals_the_1x1_conv_reference_in_float64():
-    torch.manual_seed(0)
-    ref = reference_block(12, 3).double()
-    x = torch.rand(2, 12, 9, 7, dtype=torch.float64)
-    fc1, fc2 = ref[1], ref[3]
-    y, s = squeeze_excitation(x, fc1.weight[:, :, 0, 0], fc1.bias, fc2.weight[:, :, 0, 0], fc2.bias)
-    torch.testing.assert_close(y, x * ref(x), atol=1e-12, rtol=1e-12)
-    torch.testing.assert_close(s, ref(x)[:, :, 0, 0], atol=1e-12, rtol=1e-12)
+# -- what the panels draw ---------------------------------------------------------------------------
+H, W = 191, 320  # the bank runs at 153 x 256, the mosaic at 76 x 128: no whole ratio
+QUERY, REGION = (250, 40), 64  # x, y: the upper right, over the flat orange
 
 
-def test_output_is_input_times_its_channel_weight():
-    x = torch.rand(1, 24, 10, 11)
-    mlp = init_mlp(24, 4, seed=3, gain=4.0)
-    y, s = squeeze_excitation(x, *mlp.tensors())
-    assert s.shape == (1, 24)
-    for c in range(24):
-        torch.testing.assert_close(y[0, c], x[0, c] * s[0, c], atol=0, rtol=0)
+def naive_excitation(z: torch.Tensor, w1, b1, w2, b2) -> torch.Tensor:
+    """sigmoid(fc2(relu(fc1(z)))) for one squeeze (C,), unit by unit in float64."""
+    z, w1, b1, w2, b2 = (t.double() for t in (z, w1, b1, w2, b2))
+    hidden = [max(0.0, float(w1[k] @ z + b1[k])) for k in range(w1.shape[0])]
+    return torch.tensor([1 / (1 + math.exp(-(sum(float(w2[c, k]) * hidden[k] for k in range(len(hidden)))
+                                               + float(b2[c])))) for c in range(w2.shape[0])], dtype=torch.float64)
 
 
-def test_block_gradcheck_float64():
-    torch.manual_seed(1)
-    x = torch.rand(1, 4, 3, 3, dtype=torch.float64, requires_grad=True)
-    ws = [t.double().requires_grad_(True) for t in init_mlp(4, 2, seed=1, gain=2.0).tensors()]
-    assert torch.autograd.gradcheck(lambda *a: squeeze_excitation(*a)[0], (x, *ws))
+@pytest.fixture(scope="module")
+def scene():
+    torch.manual_seed(12)
+    image = (0.8 * stripes(H, W) + 0.2 * torch.rand(1, 3, H, W)).clamp(0, 1)
+    bank = feature_bank(image)
+    return image, bank, bank.maps[0].double().mean((1, 2))  # the squeeze, from the bank's full maps
 
 
-def test_shape_errors_name_both_shapes():
-    mlp = init_mlp(8, 2, seed=0)
-    with pytest.raises(ValueError, match=r"x \(1, 6, 4, 4\).*fc1 \(4, 8\)"):
-        squeeze_excitation(torch.rand(1, 6, 4, 4), *mlp.tensors())
+def test_bars_are_the_squeeze_and_the_excitation_of_the_seeded_mlp(scene):
+    image, bank, z = scene
+    with torch.no_grad():
+        result = SqueezeExcitation().compute(image, params_of({"mode": "random", "seed": 5, "reduction": 3}), QUERY)
+    bars = result.layer("Squeeze and excitation")
+    assert bars.labels == bank.glyphs
+    expected = naive_excitation(z, *se_init(24, 3, seed=5, gain=3.0))
+    torch.testing.assert_close(torch.as_tensor(bars.series["squeeze z (channel mean)"]).double(), z, **BAR_TOL)
+    torch.testing.assert_close(torch.as_tensor(bars.series["weight"]).double(), expected, **BAR_TOL)
 
 
-@pytest.mark.parametrize("seed, gain", [(0, 1.0), (1, 3.0), (2, 0.1)])
-def test_random_weights_lie_in_open_unit_interval(seed, gain):
-    """A sigmoid is in (0, 1); float32 rounds it to 0 or 1 past |logit| ~ 17, so the check uses
-    squeezes in the bank's range [0, 1] and gains up to the default 3."""
-    z = torch.rand(5, 24)
-    s = excitation(z, init_mlp(24, 4, seed, gain))
-    assert ((s > 0) & (s < 1)).all()
+def test_manual_bars_raise_the_named_orientation_at_every_octave(scene):
+    image, bank, _ = scene
+    with torch.no_grad():
+        result = SqueezeExcitation().compute(image, params_of({"mode": "manual", "emphasis": "45° edges",
+                                                               "strength": 1.0}), QUERY)
+    weights = torch.as_tensor(result.layer("Squeeze and excitation").series["weight"]).double()
+    up = torch.tensor([label.startswith("gabor 45° ") for label in bank.labels])
+    assert int(up.sum()) == 4
+    torch.testing.assert_close(weights[up], torch.full((4,), 1 / (1 + math.exp(-5.0)), dtype=torch.float64))
+    torch.testing.assert_close(weights[~up], torch.full((20,), 1 / (1 + math.exp(5.0)), dtype=torch.float64))
 
 
+def test_energy_panel_marks_the_query_and_its_box_and_states_the_box_share(scene):
+    image, bank, _ = scene
+    with torch.no_grad():
+        result = SqueezeExcitation().compute(image, params_of({"mode": "random", "seed": 2, "region": REGION}), QUERY)
+    weights = torch.as_tensor(result.layer("Squeeze and excitation").series["weight"]).double()
+    panel = result.layer("Recalibrated energy")
+    assert panel.sets[0].points.tolist() == [[250.0, 40.0]]
+    # The box is REGION px centred on the query pixel's centre, grown outward to whole pixels.
+    x0, y0 = math.floor(250.5 - 32), math.floor(40.5 - 32)
+    assert panel.boxes == ((x0, y0, math.ceil(250.5 + 32) - x0, math.ceil(40.5 + 32) - y0),) == ((218, 8, 65, 65),)
+    assert panel.background.shape == (H, W, 3)
+    # The same box on the bank's 0.8-scale grid, and sum_c (w_c F_c)^2 inside it over everywhere.
+    s = bank.maps.shape[-2] / H
+    bx0, by0 = math.floor((250.5 - 32) * s), math.floor((40.5 - 32) * s)
+    bx1, by1 = math.ceil((250.5 + 32) * s), math.ceil((40.5 + 32) * s)
+    energy = ((bank.maps[0].double() * weights[:, None, None]) ** 2).sum(0)
+    flat = (bank.maps[0].double() ** 2).sum(0)
+    metrics = result.layer("Metrics").values
+    assert share(metrics["box share after"]) == pytest.approx(float(energy[by0:by1, bx0:bx1].sum() / energy.sum()),
+                                                              abs=5e-5)  # printed to 0.01 %
+    assert share(metrics["box share before"]) == pytest.approx(float(flat[by0:by1, bx0:bx1].sum() / flat.sum()),
+                                                               abs=5e-5)
+
+
+def test_recalibrated_mosaic_is_features_times_weights():
+    with torch.no_grad():
+        result = SqueezeExcitation().compute(torch.rand(1, 3, 40, 52), params_of({"mode": "random", "seed": 5}), None)
+    assert result.names == LAYERS
+    feats = torch.as_tensor(result.layer("Features").maps)
+    weights = torch.as_tensor(result.layer("Squeeze and excitation").series["weight"])
+    assert ((weights > 0) & (weights < 1)).all()
+    torch.testing.assert_close(torch.as_tensor(result.layer("Recalibrated features").maps),
+                               feats * weights[:, None, None])
+    assert len(result.layer("Features").labels) == feats.shape[0] == 24
+
+
+# -- helpers the panels and training share ----------------------------------------------------------
 def test_manual_weights_follow_emphasis_and_strength():
     w = manual_weights(6, (1, 4), 1.0)
     assert ((w > 0) & (w < 1)).all()
@@ -111,35 +140,26 @@ def test_region_share_matches_the_energy_map():
     inside, total = channel_energies(maps, box)
     energy = ((maps[0] * w[:, None, None]) ** 2).sum(0)
     x0, y0, x1, y1 = box
-    expected = energy[y0:y1, x0:x1].sum() / energy.sum()
-    torch.testing.assert_close(region_share(w, inside, total), expected)
+    torch.testing.assert_close(region_share(w, inside, total), energy[y0:y1, x0:x1].sum() / energy.sum())
 
 
-def test_run_layers_and_recalibrated_equals_features_times_weights():
-    op = SqueezeExcitation()
-    params = params_of({"mode": "random", "seed": 5})
-    with torch.no_grad():
-        result = op.run(torch.rand(1, 3, 40, 52), params, None)
-    assert result.names == LAYERS
-    feats = result.layer("Features").maps
-    recal = result.layer("Recalibrated features").maps
-    bars = result.layer("Squeeze and excitation")
-    weights = bars.series["weight"]
-    torch.testing.assert_close(torch.as_tensor(bars.series["squeeze z (channel mean)"]),
-                               torch.as_tensor(feats).mean((1, 2)), atol=0.02, rtol=0)  # mosaic is area-downscaled
-    assert ((weights > 0) & (weights < 1)).all()
-    torch.testing.assert_close(torch.as_tensor(recal), torch.as_tensor(feats) * torch.as_tensor(weights)[:, None, None])
-    assert len(result.layer("Features").labels) == feats.shape[0] == 24
-
-
+# -- the operator -----------------------------------------------------------------------------------
 @pytest.mark.parametrize("mode", ["learned", "random", "manual"])
 def test_run_on_tiny_and_odd_images(mode):
     op = SqueezeExcitation()
     params = params_of({"mode": mode, "region": 8})
     with torch.no_grad():
         for h, w in ((1, 1), (5, 3), (17, 300)):
-            result = op.run(torch.rand(1, 3, h, w), params, (w + 5, -3))
-            assert result.names == LAYERS
+            assert op.compute(torch.rand(1, 3, h, w), params, (w + 5, -3)).names == LAYERS
+
+
+def test_the_bank_is_computed_once_per_image():
+    op = SqueezeExcitation()
+    image = torch.rand(1, 3, 30, 40)
+    with torch.no_grad():
+        a = op.compute(image, params_of({"reduction": 2}), (3, 3), image_key="img")
+        b = op.compute(image, params_of({"reduction": 6, "mode": "random"}), (30, 20), image_key="img")
+    assert a.layer("Features").maps is b.layer("Features").maps
 
 
 def test_training_raises_the_box_share_and_is_kept_as_state():
@@ -147,7 +167,7 @@ def test_training_raises_the_box_share_and_is_kept_as_state():
     image = stripes()
     params = params_of({"steps": 80, "lr": 0.05, "region": 24, "mode": "manual"})
     query = (16, 32)  # on the stripes
-    torch.set_grad_enabled(False)  # as on the worker thread
+    torch.set_grad_enabled(False)  # a job must work whatever the caller's grad mode
     try:
         updates = list(op.start("train", image, params, query))
         assert not torch.is_grad_enabled(), "training must not leave grad mode on between steps"
@@ -158,14 +178,14 @@ def test_training_raises_the_box_share_and_is_kept_as_state():
     assert len(curve) == 80
     assert curve[-1] > curve[0] + 0.05
     with torch.no_grad():
-        learned = op.run(image, dict(params, mode="learned"), query)
-        fresh = op.run(image, dict(params, mode="random"), query)
-    share = float(learned.layer("Metrics").values["box share after"].rstrip("%")) / 100
-    assert share == pytest.approx(curve[-1], abs=0.01)
-    assert float(fresh.layer("Metrics").values["box share after"].rstrip("%")) / 100 < share - 0.05
+        learned = op.compute(image, dict(params, mode="learned"), query)
+        fresh = op.compute(image, dict(params, mode="random"), query)
+    trained_share = share(learned.layer("Metrics").values["box share after"])
+    assert trained_share == pytest.approx(curve[-1], abs=0.01)
+    assert share(fresh.layer("Metrics").values["box share after"]) < trained_share - 0.05
     op.reset_state()
     with torch.no_grad():
-        reset = op.run(image, dict(params, mode="learned"), query)
+        reset = op.compute(image, dict(params, mode="learned"), query)
     assert "untrained" in reset.layer("Squeeze and excitation").caption
 
 
@@ -174,6 +194,7 @@ def test_unknown_action_is_an_error():
         SqueezeExcitation().start("fit", torch.rand(1, 3, 8, 8), params_of({}), None)
 
 
+# -- the feature bank -------------------------------------------------------------------------------
 @pytest.mark.parametrize("angle", GABOR_ORIENTATIONS)
 def test_feature_bank_orientation_channels_answer_their_stripes(angle):
     """Stripes at ``angle`` on screen (counterclockwise from horizontal, y down in the array)."""
@@ -190,8 +211,13 @@ def test_feature_bank_orientation_channels_answer_their_stripes(angle):
 
 def test_feature_bank_is_nonnegative_and_labelled():
     bank = feature_bank(torch.rand(1, 3, 300, 200))
-    assert bank.maps.shape == (1, 24, 256, 171)
+    assert bank.maps.shape == (1, 24, 256, 171)  # the long side scaled to 256, area-averaged
+    assert bank.scale == 256 / 300
     assert (bank.maps >= 0).all() and bank.maps.max() <= 1.0 + 1e-6
     assert len(set(bank.labels)) == len(bank.short_labels) == len(bank.glyphs) == 24
     assert bank.labels[5] == "gabor 45° s2"
     assert {i for g in ("0° edges", "45° edges", "90° edges", "135° edges") for i in bank.groups[g]} == set(range(16))
+
+
+def test_feature_bank_never_upscales():
+    assert feature_bank(torch.rand(1, 3, 40, 70)).maps.shape == (1, 24, 40, 70)

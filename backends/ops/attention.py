@@ -20,7 +20,6 @@ from backends.ops._attention_heads import (
     EMBED_DIM,
     HEAD_DIM,
     HEADS,
-    PE_DIM,
     Stack,
     analysis_patch,
     embed_tokens,
@@ -35,7 +34,7 @@ from backends.params import ChoiceParam, FloatParam, IntParam, SeedParam
 from backends.registry import Operator, OperatorSpec, Query, query_point, register
 from backends.timing import StageTimer
 
-__all__ = ["SelfAttention", "HEADS", "PE_DIM", "Stack", "embed_tokens", "interpretable_heads", "run_stack",
+__all__ = ["SelfAttention", "HEADS", "embed_tokens", "interpretable_heads", "run_stack",
            "token_rotary"]  # the operator, and the model its tests check
 
 TEMPERATURES = ("temperature",) + tuple(f"temp_{h}" for h in HEADS)
@@ -86,6 +85,12 @@ class SelfAttention(Operator):
         return self.memo.stage("tokens", params, (), lambda: make_tokens(pixels, scale, patch, h // patch, w // patch),
                                extra=patch)
 
+    def _heads(self, params: Mapping[str, Any], temps: tuple[float, ...], device: Any) -> tuple[torch.Tensor, ...]:
+        """The Q/K/V/O weights; rotary turns q and k instead of adding to the scores."""
+        strength = float(params["pe_strength"]) if params["position"] != "rotary" else 0.0
+        return self.memo.stage("heads", params, HEAD_INPUTS,
+                               lambda: tuple(t.to(device) for t in interpretable_heads(temps, strength)))
+
     def run(self, image: torch.Tensor, params: Mapping[str, Any], query: Query) -> Result:
         timer = StageTimer()
         _, _, H, W = image.shape
@@ -95,8 +100,7 @@ class SelfAttention(Operator):
         temps = tuple(float(params["temperature"]) * float(params[f"temp_{h}"]) for h in HEADS)
         with timer("query row"):
             tokens = self._tokens(image, params, patch)
-            heads = self.memo.stage("heads", params, HEAD_INPUTS, lambda: tuple(t.to(image.device) for t in (
-                interpretable_heads(temps, float(params["pe_strength"]) if params["position"] != "rotary" else 0.0))))
+            heads = self._heads(params, temps, image.device)
             pe, rot = token_positions(params["position"], float(params["pe_strength"]), params["seed"], tokens,
                                       image.device)
             qi = token_index(qx, qy, tokens)
@@ -116,6 +120,7 @@ class SelfAttention(Operator):
         }
 
         pa = analysis_patch(H, W, patch)
+        # A key of its own rather than memo.stage: the frame asks whether the stack is there first.
         stack_key = ("stack", tuple(params[n] for n in STACK_INPUTS), pa)
 
         def with_stack() -> Result:

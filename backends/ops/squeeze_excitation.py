@@ -180,8 +180,8 @@ class SqueezeExcitation(Operator):
 def train_step(leaves: list[torch.Tensor], optimizer: Adam, z: torch.Tensor,
                inside: torch.Tensor, total: torch.Tensor) -> tuple[float, float]:
     """One Adam step on -log(box share) for the MLP ``leaves`` (w1, b1, w2, b2); returns the loss
-    and share before the step. Grad mode is switched on here, per step, because the worker thread
-    runs with it off and a generator must not leave it on between its yields."""
+    and share before the step. Grad mode is switched on here, per step, so the step works
+    whatever mode its caller runs in, and a generator leaves no mode changed between its yields."""
     with torch.enable_grad():
         optimizer.zero_grad()
         share = region_share(excitation(z, *leaves)[0], inside, total)

@@ -44,8 +44,13 @@ class Memo:
 
         A name that is not a parameter raises KeyError at once, so a misspelt input is caught by
         the first test that runs the stage."""
-        key = (name, tuple(params[n] for n in inputs), extra)
-        return self.get(key, compute)
+        return self.get(self.stage_key(name, params, inputs, extra), compute)
+
+    @staticmethod
+    def stage_key(name: str, params: Mapping[str, Any], inputs: Sequence[str], extra: Hashable = ()) -> Hashable:
+        """The key :meth:`stage` uses: ``stage_key(...) in memo`` asks whether a stage is cached
+        (to choose a fast frame plus ``settle`` over computing it now)."""
+        return (name, tuple(params[n] for n in inputs), extra)
 
     def get(self, key: Hashable, compute: Callable[[], T]) -> T:
         if key in self._items:

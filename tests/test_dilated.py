@@ -1,145 +1,87 @@
-"""Dilated convolution against torch's own conv2d, a naive loop, and the analytic support of
-a stack. Tolerances: float32 1e-5 against torch, float64 1e-10 against the loop."""
+"""The dilated operator through compute: its layers and metrics, the strided output's place, and
+what its panels DRAW against computations written out here: the query's taps (non-square image,
+asymmetric query), the stack ERF's support placed at the query, and the "stack coverage" metric
+against the analytic support's share of the box, for rate sets whose shares differ. The cores
+are tested in test_functional_dilated.py."""
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
-from backends.kernels import KERNEL_NAMES, dilate_kernel, make_kernel
-from backends.ops.dilated import (
-    DilatedConvolution,
-    dilated_conv2d,
-    effective_receptive_field,
-    stack_support,
-)
-from backends.registry import validated_params
+from backends.functional.dilated import stack_support
+from backends.functional.kernels import make_kernel
+from backends.ops.dilated import DilatedConvolution
+from backends.params import validate
+
+QUERY = (70, 29)  # asymmetric, far from the border of a 128 x 96 image
 
 
-def naive_dilated(x: np.ndarray, k: np.ndarray, d: int, stride: int = 1) -> np.ndarray:
-    """Zero-padded 'same' dilated correlation of one channel, by loops."""
-    h, w = x.shape
-    n = k.shape[0]
-    c = n // 2
-    out = np.zeros((-(-h // stride), -(-w // stride)))
-    for oy in range(out.shape[0]):
-        for ox in range(out.shape[1]):
-            acc = 0.0
-            for i in range(n):
-                for j in range(n):
-                    y, xx = oy * stride + (i - c) * d, ox * stride + (j - c) * d
-                    if 0 <= y < h and 0 <= xx < w:
-                        acc += k[i, j] * x[y, xx]
-            out[oy, ox] = acc
-    return out
-
-
-@pytest.mark.parametrize("d", [1, 2, 3, 5])
-@pytest.mark.parametrize("k", [3, 5])
-def test_equals_torch_conv2d_with_dilation(d, k):
-    torch.manual_seed(d * 10 + k)
-    x = torch.rand(2, 3, 40, 37)
-    w = torch.randn(4, 3, k, k)
-    b = torch.randn(4)
-    ours = dilated_conv2d(x, w, b, dilation=d)
-    ref = F.conv2d(x, w, b, dilation=d, padding=d * (k - 1) // 2)
-    assert ours.shape == (2, 4, 40, 37)
-    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-5)
-
-
-@pytest.mark.parametrize("d, stride", [(1, 1), (2, 1), (3, 2), (4, 3)])
-def test_equals_a_naive_loop(d, stride):
-    rng = np.random.default_rng(d)
-    x = rng.random((13, 11))
-    k = rng.standard_normal((3, 3))
-    ours = dilated_conv2d(torch.from_numpy(x)[None, None], torch.from_numpy(k)[None, None], stride=stride, dilation=d)
-    np.testing.assert_allclose(ours[0, 0].numpy(), naive_dilated(x, k, d, stride), atol=1e-10)
-
-
-@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
-def test_padding_modes_match_explicit_padding(mode):
-    x = torch.rand(1, 1, 20, 20)
-    w = torch.randn(1, 1, 3, 3)
-    padded = F.pad(x, (4, 4, 4, 4), mode=mode)
-    torch.testing.assert_close(dilated_conv2d(x, w, dilation=4, padding_mode=mode), F.conv2d(padded, w, dilation=4))
-
-
-def test_reflect_padding_larger_than_the_image_is_a_clear_error():
-    with pytest.raises(ValueError, match="reflect padding of 48 px"):
-        dilated_conv2d(torch.rand(1, 1, 30, 30), torch.rand(1, 1, 7, 7), dilation=16, padding_mode="reflect")
-
-
-def test_identity_kernel_returns_the_input():
-    x = torch.rand(1, 3, 16, 16)
-    w = torch.from_numpy(make_kernel("identity", 5)).expand(3, 1, 5, 5)
-    torch.testing.assert_close(dilated_conv2d(x, w, dilation=3, groups=3), x)
-
-
-def test_dilated_kernel_places_taps_dilation_apart():
-    k = make_kernel("random", 3, seed=1)
-    big = dilate_kernel(k, 4)
-    assert big.shape == (9, 9)
-    np.testing.assert_array_equal(big[::4, ::4], k)
-    assert np.count_nonzero(big) == np.count_nonzero(k)
-
-
-@pytest.mark.parametrize("name", KERNEL_NAMES)
-@pytest.mark.parametrize("size", [3, 5, 7])
-def test_every_bank_kernel_is_finite_and_sized(name, size):
-    k = make_kernel(name, size, angle_deg=45, seed=3)
-    assert k.shape == (size, size) and np.isfinite(k).all() and np.abs(k).sum() > 0
-
-
-@pytest.mark.parametrize("rates", [[2, 2, 2], [1, 2, 5], [3], [1, 2, 4, 8]])
-def test_effective_receptive_field_matches_analytic_support(rates):
-    k = 3
-    box = torch.ones(1, 1, k, k)
-    size = 101
-    q = (50, 50)
-    erf = effective_receptive_field(torch.rand(1, 1, size, size), box, rates, "zeros", q)
-    support = stack_support(k, rates)
-    half = support.shape[0] // 2
-    window = erf[q[1] - half : q[1] + half + 1, q[0] - half : q[0] + half + 1].numpy()
-    np.testing.assert_array_equal(window > 0, support)
-    outside = erf.clone()
-    outside[q[1] - half : q[1] + half + 1, q[0] - half : q[0] + half + 1] = 0
-    assert float(outside.abs().max()) == 0.0
-
-
-def test_equal_rates_leave_gridding_holes_that_mixed_rates_fill():
-    assert not stack_support(3, [2, 2, 2]).all()
-    assert stack_support(3, [1, 2, 5]).all()
-
-
-@pytest.mark.parametrize("mode", ["reflect", "replicate", "circular"])
-def test_erf_near_the_border_equals_whole_image_autograd(mode):
-    """The cropped fast path must agree with plain autograd on the whole image."""
-    img = torch.rand(1, 1, 40, 40)
-    k = torch.rand(1, 1, 3, 3)
-    q = (2, 3)
-    ours = effective_receptive_field(img, k, [2, 3], mode, q)
-    x = img.clone().requires_grad_(True)
-    y = dilated_conv2d(dilated_conv2d(x, k, dilation=2, padding_mode=mode), k, dilation=3, padding_mode=mode)
-    y[0, 0, q[1], q[0]].backward()
-    torch.testing.assert_close(ours, x.grad[0, 0].abs())
+def _compute(op, image, query, **values):
+    with torch.no_grad():  # as the worker runs it
+        return op.compute(image, validate(DilatedConvolution.spec.params, values), query)
 
 
 def test_operator_returns_named_layers_and_consistent_metrics():
-    op = DilatedConvolution()
-    params = validated_params("dilated", {"dilation": 3, "kernel_size": "5", "stack_layers": 2, "rate_1": 1, "rate_2": 2})
-    result = op.run(torch.rand(1, 3, 64, 80), params, (10, 20))
+    result = _compute(DilatedConvolution(), torch.rand(1, 3, 64, 80), (10, 20),
+                      dilation=3, kernel_size="5", stack_layers=2, rate_1=1, rate_2=2)
     assert result.names == ("Output", "Dilated kernel", "Receptive field", "Stack effective receptive field", "Metrics")
     metrics = result.layer("Metrics").values
     assert metrics["receptive field (1 layer)"] == "13 x 13"
     assert metrics["receptive field (stack)"] == "13 x 13"  # 1 + (1 + 2) * 4
     assert metrics["parameters"] == 3 * 2 * 25  # Sobel pair per RGB channel
-    taps = result.layer("Receptive field").sets[0].points
-    assert taps.shape == (25, 2) and taps.min(0).tolist() == [4.0, 14.0]
+    assert {"output ms", "stack ERF ms"} <= set(metrics)
+
+
+def test_the_query_taps_are_drawn_dilation_apart_row_by_row():
+    """Non-square image, asymmetric query: tap (i, j) reads (qx + (j - 2) d, qy + (i - 2) d)."""
+    qx, qy, d = 21, 44, 3
+    points = _compute(DilatedConvolution(), torch.rand(1, 3, 64, 80), (qx, qy), dilation=d, kernel_size="5",
+                      kernel="sobel").layer("Receptive field")
+    c = (np.arange(5) - 2) * d
+    expected = np.array([(qx + x, qy + y) for y in c for x in c], np.float32)
+    np.testing.assert_array_equal(np.asarray(points.sets[0].points), expected)
+    np.testing.assert_allclose(points.sets[0].values, np.abs(make_kernel("sobel", 5)).reshape(-1))
+    np.testing.assert_array_equal(np.asarray(points.sets[1].points), [[qx, qy]])
 
 
 def test_strided_output_is_placed_on_the_input_frame():
-    op = DilatedConvolution()
-    params = validated_params("dilated", {"kernel": "gaussian", "stride": 2})
-    out = op.run(torch.rand(1, 3, 31, 40), params, None).layer("Output")
+    out = _compute(DilatedConvolution(), torch.rand(1, 3, 31, 40), None, kernel="gaussian", stride=2).layer("Output")
     assert tuple(out.image.shape) == (16, 20, 3)
     assert out.extent == (0.0, 0.0, 40.0, 31.0)
+
+
+RATE_SETS = [((2, 2, 2), 3), ((1, 2, 5), 3), ((3, 3), 3), ((1, 3), 5), ((2, 4), 3)]
+
+
+@pytest.mark.parametrize("rates, k", RATE_SETS)
+def test_stack_coverage_is_the_analytic_support_share_of_the_box(rates, k):
+    """Box weights, a query far from the border: the share of the stack's box whose ERF reaches
+    the query is the share of ``stack_support`` that is True (gridding leaves holes)."""
+    values = dict(kernel_size=str(k), stack_layers=len(rates), stack_box_weights=True,
+                  **{f"rate_{i + 1}": r for i, r in enumerate(rates)})
+    result = _compute(DilatedConvolution(), torch.rand(1, 3, 96, 128), QUERY, **values)
+    share = float(stack_support(k, rates).mean())
+    assert result.layer("Metrics").values["stack coverage"] == f"{share:.1%}"
+    assert f"{share:.0%} of the" in result.layer("Stack effective receptive field").caption
+
+
+def test_the_coverage_metric_tells_gridding_from_full_cover():
+    shares = {rates: _compute(DilatedConvolution(), torch.rand(1, 3, 96, 128), QUERY, stack_layers=3,
+                              **{f"rate_{i + 1}": r for i, r in enumerate(rates)}).layer("Metrics").values["stack coverage"]
+              for rates in ((2, 2, 2), (1, 2, 5))}
+    assert shares == {(2, 2, 2): f"{49 / 169:.1%}", (1, 2, 5): "100.0%"}
+
+
+@pytest.mark.parametrize("rates", [(2, 2, 2), (1, 3)])
+def test_the_erf_panel_is_the_support_placed_at_the_query(rates):
+    """Where the drawn ERF is non-zero: exactly the analytic support, centred on (qx, qy) in
+    (column, row), nothing outside; a transposed placement would miss on a non-square image."""
+    values = dict(stack_layers=len(rates), **{f"rate_{i + 1}": r for i, r in enumerate(rates)})
+    erf = np.asarray(_compute(DilatedConvolution(), torch.rand(1, 3, 96, 128), QUERY, **values)
+                     .layer("Stack effective receptive field").maps)
+    support = stack_support(3, rates)
+    half = support.shape[0] // 2
+    expected = np.zeros((96, 128), bool)
+    expected[QUERY[1] - half: QUERY[1] + half + 1, QUERY[0] - half: QUERY[0] + half + 1] = support
+    np.testing.assert_array_equal(erf > 0, expected)
+    assert float(erf.max()) == pytest.approx(1.0)

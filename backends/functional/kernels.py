@@ -1,4 +1,5 @@
-"""The kernel bank shared by convolution operators: small, named, deterministic k x k filters."""
+"""The kernel bank of the convolution operators: small, named, deterministic k x k filters
+(numpy float32, row = y, column = x), and a kernel spread onto its dilated footprint."""
 
 from __future__ import annotations
 

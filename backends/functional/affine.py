@@ -149,7 +149,7 @@ def affine_transform(input: torch.Tensor, theta: torch.Tensor, mode: str = "bili
     if theta.dim() != 3 or tuple(theta.shape[1:]) != (2, 3) or theta.shape[0] != input.shape[0]:
         raise ValueError(f"theta must be (N, 2, 3) with N = {input.shape[0]}, got {tuple(theta.shape)}")
     h, w = size if size is not None else input.shape[-2:]
-    grid = F.affine_grid(theta.to(input.dtype), [input.shape[0], input.shape[1], h, w], align_corners=align_corners)
+    grid = F.affine_grid(theta.to(input), [input.shape[0], input.shape[1], h, w], align_corners=align_corners)
     return spatial_transform(input, grid, mode, padding_mode, align_corners)
 
 

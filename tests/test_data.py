@@ -1,9 +1,7 @@
 """Procedural datasets: deterministic for a seed, right shapes and ranges, true factors that match
-the pixels, and fast enough to draw fresh batches every training step."""
+the pixels, crops that come from where their provenance says."""
 
 from __future__ import annotations
-
-import time
 
 import numpy as np
 import pytest
@@ -11,7 +9,7 @@ import torch
 
 from backends.data import DATASET_NAMES, sampler
 from backends.data.glyphs import CHARSET, FONTS, sample_glyphs
-from backends.data.patches import HELD_OUT, _pyramid, image_names, sample_patches
+from backends.data.patches import HELD_OUT, image_names, pyramid, sample_patches
 from backends.data.sprites import (
     FACTOR_NAMES,
     HALF_SIZE_PX,
@@ -39,14 +37,6 @@ def test_deterministic_for_a_seed(name):
         assert len(info_a[key]) == 16
     assert not torch.equal(a, c)
     assert 0.0 <= float(a.min()) and float(a.max()) <= 1.0
-
-
-@pytest.mark.parametrize("name", sorted(SAMPLERS))
-def test_a_batch_of_256_is_fast(name):
-    SAMPLERS[name](8, 0)  # warm caches (the patches pyramid)
-    t0 = time.perf_counter()
-    SAMPLERS[name](256, 1)
-    assert time.perf_counter() - t0 < 1.0
 
 
 def test_sampler_lookup():
@@ -126,7 +116,7 @@ def test_patch_splits_and_provenance():
     assert image_names("test") == HELD_OUT
     x, info = sample_patches(20, 2, size=32)
     for i in range(20):
-        src = _pyramid(names[info["image"][i]])[info["level"][i]]
+        src = pyramid(names[info["image"][i]])[info["level"][i]]
         crop = src[info["y"][i] : info["y"][i] + 32, info["x"][i] : info["x"][i] + 32]
         if info["flip"][i]:
             crop = crop[:, ::-1]

@@ -6,7 +6,6 @@ scrubs steps from its cache and inpaints around a click."""
 from __future__ import annotations
 
 import math
-import time
 
 import numpy as np
 import pytest
@@ -139,31 +138,56 @@ def _params(**values):
     return validate(MaskedTokenGeneration.spec.params, values)
 
 
-def test_operator_generates_and_scrubs_from_cache():
+# floor(64 * cos(pi/2 * t/8)) for t = 1..8, worked out by hand: tokens still masked after each round.
+COSINE_64_IN_8 = [62, 59, 53, 45, 35, 24, 12, 0]
+
+
+def test_operator_steps_follow_the_schedule_and_scrub_from_cache():
+    """Every round's panels: 'still masked' and the grey (0) cells of the fixed-token map equal the
+    cosine schedule worked out by hand, the yellow (2) cells the tokens fixed in that round. Scrubbing
+    decodes nothing again: the strip of all rounds is the very same object."""
     op = _op()
-    image = torch.rand(1, 3, 64, 64)
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        first = op.run(image, _params(steps=6, show_step=2), None)
-        t0 = time.perf_counter()
-        later = op.run(image, _params(steps=6, show_step=6), None)
-        scrub_s = time.perf_counter() - t0
-    assert "Step 2: fixed tokens" in first.names and "Samples" in first.names
-    assert scrub_s < 0.05
-    state = later.layer("Step 6: fixed tokens").maps
-    assert (state > 0).all()  # every token fixed by the last round
-    assert later.layer("Metrics").values["still masked"] == 0
-    schedule = later.layer("Schedule").series["cosine"][1]
-    assert schedule[0] == 64 and schedule[-1] == 0
+        results = [op.compute(image, _params(steps=8, show_step=t), None) for t in range(1, 9)]
+    first, last = results[0], results[-1]
+    assert "Step 1: fixed tokens" in first.names and "Samples" in first.names
+    previous = 64
+    for t, (result, left) in enumerate(zip(results, COSINE_64_IN_8), start=1):
+        state = np.asarray(result.layer(f"Step {t}: fixed tokens").maps)
+        assert result.layer("Metrics").values["still masked"] == left == int((state == 0).sum())
+        assert result.layer("Metrics").values["fixed this round"] == previous - left == int((state == 2).sum())
+        assert result.layer("All steps").image is first.layer("All steps").image
+        previous = left
+    schedule = last.layer("Schedule").series["cosine"][1]
+    assert schedule.tolist() == [64] + COSINE_64_IN_8
 
 
 def test_operator_inpaints_around_the_click():
+    """128 x 96 at size 128 is 32 x 24 tokens of 4 px; a click at (64, 48) is token (16, 12): the
+    8 x 8 window starts at token (12, 8), the 3 x 3 box at token (15, 11)."""
     op = _op()
-    image = torch.rand(1, 3, 96, 128)
+    image = torch.rand(1, 3, 96, 128, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        result = op.run(image, _params(mode="inpaint input", size=128, box=3, steps=4, show_step=4), (64, 48))
+        result = op.compute(image, _params(mode="inpaint input", size=128, box=3, steps=4, show_step=4), (64, 48))
     assert "Inpainted image" in result.names and "Inpainting region" in result.names
     assert result.layer("Inpainted image").image.shape == (96, 128, 3)
     window, box = result.layer("Inpainting region").boxes
-    assert window[2] == pytest.approx(32.0) and box[2] == pytest.approx(12.0)
+    assert window == pytest.approx((48.0, 32.0, 32.0, 32.0))
+    assert box == pytest.approx((60.0, 44.0, 12.0, 12.0))
     order = result.layer("Decoding order").maps
     assert int((order > 0).sum()) == 9  # only the 3x3 box is generated
+    assert (np.asarray(order)[3:6, 3:6] > 0).all()
+
+
+def test_inpainting_window_on_a_non_square_image():
+    """160 x 64 at size 160: 40 x 16 tokens, sx = sy = 1. A click at (150, 10), token (37, 2), puts
+    the window against the right and top edges (tokens 32..39, 0..7) and the box around the click
+    inside it: swapped axes would clamp differently."""
+    op = _op()
+    image = torch.rand(1, 3, 64, 160, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        result = op.compute(image, _params(mode="inpaint input", size=160, box=2, steps=4), (150, 10))
+    window, box = result.layer("Inpainting region").boxes
+    assert window == pytest.approx((128.0, 0.0, 32.0, 32.0))
+    assert box == pytest.approx((144.0, 4.0, 8.0, 8.0))

@@ -19,11 +19,13 @@ from backends.models.stylegan import (
     minibatch_stddev,
     parameter_count,
     to_unit,
+    truncate,
     z_from_seed,
 )
 from backends.params import defaults
 from backends.registry import operator_class, spec_of
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # steady step times on a shared CPU
 
 @pytest.fixture(scope="module")
 def G():
@@ -140,7 +142,7 @@ def test_discriminator_and_generator_losses_respond_to_their_updates():
     from backends.training.stylegan import Config, Trainer
 
     tr = Trainer(Config(pool=32, batch=8, bf16=False, r1_gamma=0.0, mix_prob=0.0, seed=3), None)
-    real, c_real = tr._reals(with_c=True)
+    real, c_real = tr.pool[:8].float() / 127.5 - 1.0, tr.pool_c[:8]
     z = torch.randn(8, Z_DIM, generator=torch.Generator().manual_seed(0))
     c = attributes_from_z(z)
     noise = tr.G.synthesis.make_noise(8, "const")
@@ -211,6 +213,39 @@ def test_attributes_from_z_follow_the_data_distribution():
     assert c[:, 3:].mean(0).tolist() == pytest.approx(list(HAIR_STYLE_P), abs=0.02)
 
 
+def test_truncation_moves_w_towards_the_mean_by_psi():
+    """w_avg + psi (w - w_avg), checked where it differs from the plausible wrong twins (w_avg +
+    psi w; psi w): psi = 1 leaves w alone, 0.5 is the midpoint, -1 reflects w through w_avg."""
+    g = torch.Generator().manual_seed(0)
+    w, w_avg = torch.randn(3, NUM_WS, W_DIM, generator=g), torch.randn(W_DIM, generator=g)
+    torch.testing.assert_close(truncate(w, w_avg, 1.0), w)
+    torch.testing.assert_close(truncate(w, w_avg, 0.5), (w + w_avg) / 2)
+    torch.testing.assert_close(truncate(w, w_avg, -1.0), 2 * w_avg - w)
+    torch.testing.assert_close(truncate(w, w_avg, 0.0), w_avg.expand_as(w))
+
+
+def test_generator_map_truncates_by_the_same_formula(G):
+    z = z_from_seed([3, 4])
+    with torch.no_grad():
+        w = G.mapping(z)
+        torch.testing.assert_close(G.map(z, psi=0.5), (G.w_avg + 0.5 * (w - G.w_avg))[:, None].expand(-1, NUM_WS, -1))
+
+
+def test_projection_lowers_its_loss_with_autograd_off(G):
+    """The fit enables autograd itself (the worker runs with it off) and leaves the shared
+    classifier's weights without gradients."""
+    from backends.data.faces import sample_faces
+    from backends.models.attribute_classifier import load_classifier
+    from backends.models.stylegan_projection import project
+
+    target = sample_faces(1, seed=123)[0]
+    with torch.no_grad():
+        fits = [(f.steps[-1], f.loss[-1]) for f in project(G, target, "w+", steps=15, lr=0.05)]
+    assert [s for s, _ in fits] == list(range(1, 16))
+    assert fits[-1][1] < fits[0][1]
+    assert all(p.grad is None for p in load_classifier().parameters())
+
+
 # -- operator ----------------------------------------------------------------------------------
 
 def _params(**kw):
@@ -224,25 +259,64 @@ def op():
     return operator_class("stylegan")()
 
 
+IMAGE = torch.rand(1, 3, 40, 50, generator=torch.Generator().manual_seed(0))
+
+
+def _faces_of(grid: torch.Tensor, count: int, scale: int) -> torch.Tensor:
+    """The 32 x 32 faces of one row of an (H, W, 3) grid upscaled ``scale`` times, gap 1."""
+    grid = torch.as_tensor(grid)
+    step = 33 * scale
+    return torch.stack([grid[:32 * scale:scale, i * step: i * step + 32 * scale: scale].permute(2, 0, 1)
+                        for i in range(count)])
+
+
+def _synth(G, w: torch.Tensor) -> torch.Tensor:
+    """(N, W_DIM) -> (N, 3, 32, 32) with the operator's fixed noise ('on')."""
+    return to_unit(G.synthesis(w[:, None].expand(-1, NUM_WS, -1), G.synthesis.make_noise(len(w), "const")))
+
+
 def test_operator_default_run_and_upscaled_outputs(op):
     with torch.no_grad():
-        r = op.run(torch.rand(1, 3, 40, 50), _params(), None)
+        r = op.compute(IMAGE, _params(), None)
     assert r.layer("Generated").image.shape == (256, 256, 3)
     for name in ("Mean face (w_avg)", "Seed browser", "Style mixing", "Interpolation in z", "Interpolation in w",
                  "Principal directions (GANSpace)", "Attribute directions (InterFaceGAN)", "Projection", "Metrics"):
         assert name in r.names
 
 
-def test_operator_psi_zero_and_mixing_every_layer(op):
-    image = torch.rand(1, 3, 32, 32)
+def test_operator_truncation_panels_follow_the_formula(op, G):
+    """The Generated face at psi = 0.5 and the Truncation strip's psi = 0.5 and 1 tiles are the
+    faces of w_avg + psi (w - w_avg), decoded here from the seed's mapped w."""
     with torch.no_grad():
-        a = op.run(image, _params(seed=1, psi=0.0), None).layer("Generated").image
-        b = op.run(image, _params(seed=2, psi=0.0), None).layer("Generated").image
+        r = op.compute(IMAGE, _params(seed=7, psi=0.5), None)
+        w = G.mapping(z_from_seed([7]))
+        expected = _synth(G, torch.cat([G.w_avg + 0.5 * (w - G.w_avg), w]))
+    generated = torch.as_tensor(r.layer("Generated").image)[::8, ::8].permute(2, 0, 1)
+    torch.testing.assert_close(generated, expected[0], atol=1e-5, rtol=0)
+    strip = _faces_of(r.layer("Truncation").image, 7, 4)  # psi 0, 0.25, 0.5, 0.75, 1, 1.25, 1.5
+    torch.testing.assert_close(strip[2], expected[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(strip[4], expected[1], atol=1e-5, rtol=0)
+
+
+def test_operator_psi_zero_and_mixing_every_layer(op):
+    with torch.no_grad():
+        a = op.compute(IMAGE, _params(seed=1, psi=0.0), None).layer("Generated").image
+        b = op.compute(IMAGE, _params(seed=2, psi=0.0), None).layer("Generated").image
         assert torch.allclose(a, b, atol=1e-5)
         all_b = {f"mix_{i}": True for i in range(NUM_WS)}
-        mixed = op.run(image, _params(seed=1, mix_seed=2, **all_b), None).layer("Generated").image
-        seed2 = op.run(image, _params(seed=2), None).layer("Generated").image
+        mixed = op.compute(IMAGE, _params(seed=1, mix_seed=2, **all_b), None).layer("Generated").image
+        seed2 = op.compute(IMAGE, _params(seed=2), None).layer("Generated").image
         assert torch.allclose(mixed, seed2, atol=1e-5)
+
+
+def test_seed_browser_frames_the_seed(op):
+    """Seed 20 is tile 7 (row 1, column 3) of the browser starting at seed 13; only it is framed."""
+    with torch.no_grad():
+        browser = torch.as_tensor(op.compute(IMAGE, _params(seed=20), None).layer("Seed browser").image)
+    yellow = (browser == torch.tensor([1.0, 0.85, 0.1])).all(-1)
+    x0, y0, side = 3 * 33 * 4, 1 * 33 * 4, 32 * 4
+    assert yellow[y0, x0] and yellow[y0 + side - 1, x0 + side - 1]
+    assert yellow[y0: y0 + side, x0: x0 + side].sum() == yellow.sum()
 
 
 def test_attribute_directions_move_their_attribute_on_average(G):
@@ -267,74 +341,99 @@ def test_attribute_directions_move_their_attribute_on_average(G):
         assert read("glasses", 4.0)["glasses"].mean() > read("glasses", -4.0)["glasses"].mean() + 0.5
 
 
-def test_operator_direction_sliders_change_the_face(op):
-    image = torch.rand(1, 3, 32, 32)
+def test_operator_direction_sliders_move_w_along_their_direction(op, G):
+    """smile = 3 adds 3 std along the smile normal to every layer's w: the Generated face is the
+    face of w + 3 std d, decoded here; with edit_layers = fine only layers 5-7 move."""
+    dirs = load_directions(DIRECTIONS_PATH)
     with torch.no_grad():
-        base = op.run(image, _params(seed=8), None).layer("Generated").image
-        for kw in (dict(smile=3.0), dict(glasses=3.0), dict(tilt=-3.0), dict(pc_1=2.0), dict(pc_1=2.0, edit_layers="fine")):
-            edited = op.run(image, _params(seed=8, **kw), None).layer("Generated").image
-            assert (edited - base).abs().mean() > 0.005, kw
+        w = G.mapping(z_from_seed([8]))
+        moved = w + 3.0 * dirs["attr.smile.std"] * dirs["attr.smile.direction"]
+        expected = _synth(G, moved)[0]
+        out = op.compute(IMAGE, _params(seed=8, smile=3.0), None).layer("Generated").image
+        torch.testing.assert_close(torch.as_tensor(out)[::8, ::8].permute(2, 0, 1), expected, atol=1e-5, rtol=0)
+        ws = w[:, None].expand(-1, NUM_WS, -1).clone()
+        ws[:, 5:] = moved
+        fine = to_unit(G.synthesis(ws, G.synthesis.make_noise(1, "const")))[0]
+        out = op.compute(IMAGE, _params(seed=8, smile=3.0, edit_layers="fine"), None).layer("Generated").image
+        torch.testing.assert_close(torch.as_tensor(out)[::8, ::8].permute(2, 0, 1), fine, atol=1e-5, rtol=0)
 
 
 def test_every_latent_edit_changes_the_generated_face(op):
     """Each edit control reaches the output (its speed is measured by the benchmark, not here)."""
-    image = torch.rand(1, 3, 32, 32)
     edits = [dict(pc_1=0.5), dict(pc_2=-1.0), dict(smile=1.0), dict(glasses=1.0), dict(tilt=-1.0),
              dict(mix_2=True), dict(noise="per-layer", noise_7=3.0), dict(psi=0.7)]
     with torch.no_grad():
-        base = op.run(image, _params(), None).layer("Generated").image
+        base = op.compute(IMAGE, _params(), None).layer("Generated").image
         for kw in edits:
-            out = op.run(image, _params(**kw), None).layer("Generated").image
+            out = op.compute(IMAGE, _params(**kw), None).layer("Generated").image
             assert not torch.equal(torch.as_tensor(out), torch.as_tensor(base)), kw
 
 
-def test_projection_lowers_its_loss_and_becomes_a_source(op):
+def test_project_job_becomes_a_source_with_autograd_off():
+    """Run as the worker runs jobs (autograd off): the fit's loss falls, and source = projection
+    then edits the projected latent and draws its loss curve."""
     from backends.data.faces import sample_faces
 
+    op = operator_class("stylegan")()
     image = sample_faces(1, seed=123)[0]  # a data face as the target
-    updates = list(op.start("project", image, _params(project_steps=40, project_space="w+"), None))
-    assert updates[-1].progress == 1.0
-    loss = op._projection.loss
-    assert loss[-1] < loss[0]
     with torch.no_grad():
-        r = op.run(image, _params(source="projection"), None)
-    assert "projection" in r.layer("Generated").caption
+        updates = list(op.start("project", image, _params(project_steps=12, project_space="w+"), None))
+        r = op.compute(image, _params(source="projection"), None)
+    assert updates[-1].progress == 1.0 and updates[-1].result is not None
+    assert "projection (w+, 12 steps)" in r.layer("Generated").caption
+    steps, loss = r.layer("Projection loss").series["loss"]
+    assert list(steps) == list(range(1, 13)) and loss[-1] < loss[0]
 
 
-def test_train_action_saves_and_the_trained_generator_loads(monkeypatch, tmp_path):
-    """The Train action steps the trainer on the worker with previews, saves into the user's data
-    folder (with directions fitted for it), and weights = trained then runs every panel."""
+def _small_training(monkeypatch, tmp_path):
     import backends.ops.stylegan as ops
-    from backends.params import ParamError
 
     monkeypatch.setenv("OPSCOPE_DATA_DIR", str(tmp_path))
     monkeypatch.setattr(ops, "TRAIN_POOL", 64)
     monkeypatch.setattr(ops, "TRAIN_DIRECTION_SAMPLES", 250)
     monkeypatch.setattr(ops, "TRAIN_PCA_SAMPLES", 500)
+    monkeypatch.setattr(ops, "PREVIEW_EVERY", 5)  # a preview, and a save on Stop, from the 5th step
+
+
+def test_train_action_saves_and_the_trained_generator_loads(monkeypatch, tmp_path):
+    """The Train action, run as the worker runs it (autograd off), steps the trainer with previews,
+    saves into the user's data folder (with directions fitted for it), and weights = trained then
+    runs every panel."""
+    from backends.params import ParamError
+
+    _small_training(monkeypatch, tmp_path)
     op = operator_class("stylegan")()
-    image = torch.rand(1, 3, 32, 32)
     with pytest.raises(ParamError, match="no trained generator"):
-        op.run(image, _params(weights="trained"), None)
-    updates = list(op.start("train", image, _params(train_steps=30), None))
+        op.compute(IMAGE, _params(weights="trained"), None)
+    with torch.no_grad():
+        updates = list(op.start("train", IMAGE, _params(train_steps=10), None))
     assert updates[-1].progress == 1.0 and "saved" in updates[-1].message
     previews = [u.result for u in updates if u.result is not None]
     assert len(previews) >= 2 and "Training loss" in previews[-1].names and "Training samples" in previews[-1].names
     assert (tmp_path / "stylegan_faces_trained.safetensors").is_file()
     with torch.no_grad():
-        r = op.run(image, _params(weights="trained"), None)
+        r = op.compute(IMAGE, _params(weights="trained"), None)
     assert r.layer("Generated").image.shape == (256, 256, 3)
     assert "trained generator" in r.layer("Generated").caption
 
 
-def test_train_action_stopped_early_keeps_what_it_learned(monkeypatch, tmp_path):
-    import backends.ops.stylegan as ops
-
-    monkeypatch.setenv("OPSCOPE_DATA_DIR", str(tmp_path))
-    monkeypatch.setattr(ops, "TRAIN_POOL", 64)
-    monkeypatch.setattr(ops, "TRAIN_DIRECTION_SAMPLES", 250)
-    monkeypatch.setattr(ops, "TRAIN_PCA_SAMPLES", 500)
-    job = operator_class("stylegan")().start("train", torch.rand(1, 3, 32, 32), _params(train_steps=1000), None)
-    for _, update in zip(range(30), job):
-        assert update.progress < 1.0
-    job.close()  # what the worker does on Stop
+def test_train_steps_with_autograd_off_and_stopped_early_keeps_what_it_learned(monkeypatch, tmp_path):
+    """The app's Train failed with 'element 0 of tensors does not require grad' when stepped with
+    autograd off: each step here runs inside torch.no_grad(), and its losses are finite."""
+    _small_training(monkeypatch, tmp_path)
+    job = operator_class("stylegan")().start("train", IMAGE, _params(train_steps=1000), None)
+    with torch.no_grad():
+        updates = [update for _, update in zip(range(7), job)]  # "drawing" and 6 steps
+    assert all(u.progress < 1.0 for u in updates) and "D " in updates[-1].message
+    with torch.no_grad():
+        job.close()  # what the worker does on Stop
     assert (tmp_path / "stylegan_faces_trained.safetensors").is_file()
+
+
+def test_trainer_steps_with_autograd_off():
+    from backends.training.stylegan import Config, Trainer
+
+    tr = Trainer(Config(pool=16, batch=4, seed=1), None)
+    with torch.no_grad():
+        out = tr.step()
+    assert np.isfinite([out["loss_d"], out["loss_g"]]).all() and tr.step_i == 1

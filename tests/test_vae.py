@@ -1,12 +1,12 @@
 """The sprites VAEs: shipped weights load and reconstruct held-out sprites within a bound, the
 reparameterization trick passes gradients, MIG scores what it should, the training script lowers
-its loss, and the explorer operator answers a slider edit quickly and trains from its action."""
+its loss, and the explorer operator draws its plane and encodings where they belong, redraws only
+what a slider moves, and trains from its action."""
 
 from __future__ import annotations
 
 import copy
 import json
-import time
 
 import numpy as np
 import pytest
@@ -149,9 +149,9 @@ def _params(**values):
 @pytest.mark.parametrize("source", ["dataset sample", "encode input", "prior sample", "sliders"])
 def test_operator_layers(source, model):
     op = _op()
-    image = torch.rand(1, 3, 40, 60)
+    image = torch.rand(1, 3, 40, 60, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        result = op.run(image, _params(model=model, source=source, z2=1.5), None)
+        result = op.compute(image, _params(model=model, source=source, z2=1.5), None)
     names = result.names
     for name in ("Decoded", "Traversal", "Latent plane", "Posterior mu, sigma", "Reparameterization",
                  "Posterior samples", "Interpolation", "Encoded image", "Metrics"):
@@ -164,48 +164,73 @@ def test_operator_layers(source, model):
     torch.testing.assert_close(bars["z = mu + sigma * eps"], bars["mu"] + bars["sigma * eps"])
 
 
-def test_slider_edit_is_quick():
-    op = _op()
-    image = torch.rand(1, 3, 64, 64)
-    times = []
+def test_encode_input_reads_the_central_square():
+    """A 40 x 60 input is encoded from columns 10..49 (its central 40 x 40), area-averaged to 32."""
+    image = torch.rand(1, 3, 40, 60, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        op.run(image, _params(), None)
-        for i in range(8):
-            t0 = time.perf_counter()
-            op.run(image, _params(z0=0.1 * i), None)
-            times.append(time.perf_counter() - t0)
-    # The issue asks for 50 ms on a 2-core CPU; the test allows slack for a busy machine.
-    assert np.median(times) < 0.2, f"median slider edit {np.median(times) * 1e3:.0f} ms"
+        encoded = _op().compute(image, _params(source="encode input"), None).layer("Encoded image").image
+    expected = torch.nn.functional.adaptive_avg_pool2d(image[:, :, :, 10:50], 32)[0].permute(1, 2, 0)
+    torch.testing.assert_close(torch.as_tensor(encoded)[:, :32], expected)
+
+
+def test_latent_plane_marks_z_on_the_tile_that_decodes_it():
+    """With z = sliders, plane_x = 2 and plane_y = 5 at z2 = +1, z5 = -2: the plane's columns run
+    -3..+3 in z2 left to right, its rows +3..-3 in z5 top to bottom, so z sits in column 4, row 5
+    (centre pixel 4 * 33 + 15.5, 5 * 33 + 15.5), and that tile is the decoded image itself. Swapped
+    axes or an unflipped y would put z elsewhere."""
+    with torch.no_grad():
+        result = _op().compute(torch.zeros(1, 3, 32, 32), _params(source="sliders", plane_x=2, plane_y=5, z2=1.0,
+                                                                   z5=-2.0), None)
+    plane = result.layer("Latent plane")
+    np.testing.assert_allclose(plane.sets[0].points, [[4 * 33 + 15.5, 5 * 33 + 15.5]])
+    tile = torch.as_tensor(plane.background)[5 * 33: 5 * 33 + 32, 4 * 33: 4 * 33 + 32]
+    torch.testing.assert_close(tile, torch.as_tensor(result.layer("Decoded").image), atol=1e-5, rtol=0)
+
+
+def test_slider_edit_redraws_only_what_the_sliders_move():
+    """A slider edit decodes the new z and the plane again but hands back the very same traversal
+    and posterior panels (the views skip redrawing them)."""
+    op = _op()
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        before = op.compute(image, _params(), None)
+        after = op.compute(image, _params(z0=0.3), None)
+    for name in ("Traversal", "Posterior samples", "Interpolation", "Encoded image"):
+        assert after.layer(name).image is before.layer(name).image, name
+    assert after.layer("Posterior mu, sigma").series is before.layer("Posterior mu, sigma").series
+    assert not torch.equal(torch.as_tensor(after.layer("Decoded").image), torch.as_tensor(before.layer("Decoded").image))
 
 
 def test_sliders_edit_the_encoding():
     op = _op()
-    image = torch.rand(1, 3, 32, 32)
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        a = op.run(image, _params(), None).layer("Decoded").image
-        b = op.run(image, _params(z0=2.5, z3=-2.5), None).layer("Decoded").image
+        a = op.compute(image, _params(), None).layer("Decoded").image
+        b = op.compute(image, _params(z0=2.5, z3=-2.5), None).layer("Decoded").image
     assert float((a - b).abs().mean()) > 1e-3
 
 
 def test_train_action_saves_and_trained_weights_load(monkeypatch, tmp_path):
+    """Run as the worker runs it: autograd off around the job."""
     monkeypatch.setenv("OPSCOPE_DATA_DIR", str(tmp_path))
     op = _op()
-    image = torch.rand(1, 3, 32, 32)
+    image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(4))
     with pytest.raises(ParamError, match="no trained VAE"):
-        op.run(image, _params(weights="trained"), None)
-    updates = list(op.start("train", image, _params(train_steps=50), None))
+        op.compute(image, _params(weights="trained"), None)
+    with torch.no_grad():
+        updates = list(op.start("train", image, _params(train_steps=50), None))
     assert updates[-1].progress == 1.0 and "saved" in updates[-1].message
     previews = [u.result for u in updates if u.result is not None]
     assert previews and "Training loss" in previews[-1].names and "Training samples" in previews[-1].names
     assert (tmp_path / "vae_sprites_trained.safetensors").is_file()
     with torch.no_grad():
-        result = op.run(image, _params(weights="trained"), None)
+        result = op.compute(image, _params(weights="trained"), None)
     assert result.layer("Decoded").image.shape == (32, 32, 3)
 
 
 def test_train_action_stopped_early_keeps_what_it_learned(monkeypatch, tmp_path):
     monkeypatch.setenv("OPSCOPE_DATA_DIR", str(tmp_path))
-    job = _op().start("train", torch.rand(1, 3, 32, 32), _params(train_steps=1000), None)
+    job = _op().start("train", torch.zeros(1, 3, 32, 32), _params(train_steps=1000), None)
     for _, update in zip(range(30), job):
         assert update.progress < 1.0
     job.close()  # what the worker does on Stop

@@ -9,6 +9,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from backends.data.patches import sample_patches
 from backends.imageio import load_image
@@ -36,6 +37,7 @@ def model():
 
 def test_shipped_model_shapes(model):
     assert SHIPPED.stat().st_size < 2 * 2**20
+    torch.manual_seed(0)
     x = torch.rand(2, 3, 36, 52)
     with torch.no_grad():
         tokens = model.encode(x)
@@ -99,6 +101,7 @@ def test_dead_codes_are_restarted_on_encoder_outputs():
 
 
 def test_straight_through_gradient_reaches_the_encoder():
+    torch.manual_seed(0)
     model = VQVAE(VQVAEConfig(codes=16, code_dim=4, channels=16)).train()
     x = torch.rand(2, 3, 16, 16)
     out = model(x)
@@ -137,9 +140,9 @@ def _params(**values):
 
 
 def test_operator_layers_and_frames():
-    image = torch.rand(1, 3, 90, 130)
+    image = torch.rand(1, 3, 90, 130, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        result = _op().run(image, _params(size=128), None)
+        result = _op().compute(image, _params(size=128), None)
     for name in ("Reconstruction", "Input | reconstruction", "Error map", "Token map", "Codebook", "Codebook usage", "Metrics"):
         assert name in result.names
     assert result.layer("Token map").background.shape == (90, 130, 3)  # drawn on the input's frame
@@ -149,31 +152,81 @@ def test_operator_layers_and_frames():
     assert float(usage.sum()) == pytest.approx(1.0)
 
 
+def test_clicked_token_on_a_non_square_image(model):
+    """130 x 90 at size 128 tokenizes a 128 x 88 image: 32 x 22 tokens of 130/32 x 90/22 input
+    pixels. A click at (100, 20) is token (24, 4) (x = 100 * 32 / 130, y = 20 * 22 / 90; swapped
+    axes would give another token), marked at its centre in input pixels, boxed, coloured by its
+    code in the token map, and that code is the one the tokenizer gives the resized image."""
+    from backends.ops.vqvae import token_palette
+
+    image = torch.rand(1, 3, 90, 130, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        result = _op().compute(image, _params(size=128), (100, 20))
+        tokens = model.encode(F.interpolate(image, size=(88, 128), mode="area"))[0]
+    code = int(tokens[4, 24])
+    assert result.layer("Metrics").values["tokens"] == "32 x 22"
+    assert result.layer("Metrics").values["query"] == f"token (24, 4) = code {code}"
+    sx, sy = 130 / 32, 90 / 22
+    token_map = result.layer("Token map")
+    np.testing.assert_allclose(token_map.sets[0].points, [[24.5 * sx - 0.5, 4.5 * sy - 0.5]], rtol=1e-6)
+    assert token_map.boxes[0] == pytest.approx((24 * sx, 4 * sy, sx, sy))
+    # Each input pixel shows the token at floor(pixel * tokens / pixels): these are token (24, 4).
+    for px, py in ((98, 17), (101, 20)):
+        assert (px * 32) // 130 == 24 and (py * 22) // 90 == 4
+        np.testing.assert_allclose(np.asarray(token_map.background[py, px]), token_palette(128)[code])
+
+
+def test_codebook_frames_the_code_to_write():
+    """Code 37 sits at row 37 // 16 = 2, column 37 % 16 = 5 of the codebook grid; its frame is drawn
+    there and nowhere else."""
+    from backends.imaging import grid_cell
+    from backends.ops.vqvae import CODEBOOK_COLUMNS, CODEBOOK_SCALE, HIGHLIGHT
+
+    with torch.no_grad():
+        grid = _op().compute(torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(4)),
+                            _params(size=64, replace_with=37), None).layer("Codebook").image
+    x, y, w, h = grid_cell(37, CODEBOOK_COLUMNS, (16, 16), scale=CODEBOOK_SCALE)
+    assert (x, y) == (5 * 17 * 2, 2 * 17 * 2)
+    corners = [grid[y, x], grid[y + h - 1, x + w - 1]]
+    for c in corners:
+        np.testing.assert_allclose(np.asarray(c), HIGHLIGHT)
+    framed = (torch.as_tensor(grid) == torch.tensor(HIGHLIGHT)).all(-1)
+    assert framed[y: y + h, x: x + w].sum() == framed.sum()
+
+
 def test_token_edits_are_painted_kept_and_cleared():
     from backends.ops.vqvae import paint_disc
 
     op = _op()
-    image = torch.rand(1, 3, 64, 64)
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
-        plain = op.run(image, _params(size=64), None)
+        plain = op.compute(image, _params(size=64), None)
         # Click the token at (5, 6) (pixels 20..23, 24..27) and paint radius 1 with code 7.
-        edited = op.run(image, _params(size=64, replace_with=7, paint_radius=1), (22, 26))
+        edited = op.compute(image, _params(size=64, replace_with=7, paint_radius=1), (22, 26))
         assert edited.layer("Metrics").values["edited tokens"] == len(paint_disc(np.zeros((16, 16)), 5, 6, 1)) == 5
         assert "code 7" in edited.layer("Metrics").values["query"]
         assert float((edited.layer("Reconstruction").image - plain.layer("Reconstruction").image).abs().max()) > 0.01
         # Inspecting elsewhere keeps the edits.
-        kept = op.run(image, _params(size=64), (50, 50))
+        kept = op.compute(image, _params(size=64), (50, 50))
         assert kept.layer("Metrics").values["edited tokens"] == 5
         updates = list(op.start("clear_edits", image, _params(), None))
         assert "cleared 5" in updates[-1].message
-        again = op.run(image, _params(size=64), None)
+        again = op.compute(image, _params(size=64), None)
     assert again.layer("Metrics").values["edited tokens"] == 0
     torch.testing.assert_close(again.layer("Reconstruction").image, plain.layer("Reconstruction").image)
 
 
+def test_paint_disc_stays_inside_the_map():
+    from backends.ops.vqvae import paint_disc
+
+    assert paint_disc(np.zeros((4, 6)), 0, 0, 1) == [(0, 0), (0, 1), (1, 0)]
+    assert len(paint_disc(np.zeros((9, 9)), 4, 4, 2)) == 13  # |dx|^2 + |dy|^2 <= 4.5
+
+
 def test_edits_do_not_follow_a_new_image():
     op = _op()
+    gen = torch.Generator().manual_seed(3)
     with torch.no_grad():
-        op.run(torch.rand(1, 3, 64, 64), _params(size=64, replace_with=3), (10, 10))
-        other = op.run(torch.rand(1, 3, 64, 64), _params(size=64), None)
+        op.compute(torch.rand(1, 3, 64, 64, generator=gen), _params(size=64, replace_with=3), (10, 10))
+        other = op.compute(torch.rand(1, 3, 64, 64, generator=gen), _params(size=64), None)
     assert other.layer("Metrics").values["edited tokens"] == 0

@@ -39,7 +39,7 @@ def image_names(split: str = "train") -> tuple[str, ...]:
 
 
 @lru_cache(maxsize=64)
-def _pyramid(name: str) -> tuple[np.ndarray, ...]:
+def pyramid(name: str) -> tuple[np.ndarray, ...]:
     """The image at full, half and quarter size: uint8 RGB (H, W, 3) each."""
     bgr = cv2.imread(str(IMAGES_DIR / f"{name}.png"), cv2.IMREAD_COLOR)
     if bgr is None:
@@ -63,7 +63,7 @@ def sample_patches(n: int, seed: int, size: int = 32, split: str = "train") -> t
     ys = np.zeros(n, np.int64)
     out = np.empty((n, size, size, 3), np.uint8)
     for i in range(n):
-        pyr = _pyramid(names[image[i]])
+        pyr = pyramid(names[image[i]])
         lv = int(level[i])
         while lv > 0 and min(pyr[lv].shape[:2]) < size:
             lv -= 1

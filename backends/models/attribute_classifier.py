@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from backends.models.cache import cached_model
+
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "assets" / "weights"
 WEIGHTS_PATH = WEIGHTS_DIR / "attribute_classifier.safetensors"
 FEATURES = 64
@@ -58,23 +60,21 @@ class AttributeClassifier(nn.Module):
         return f, {k: head(f) for k, head in self.heads.items()}, self.regress(f)
 
 
-_CACHE: dict[str, AttributeClassifier] = {}
-
-
 def load_classifier(path: Optional[Path] = None, device: str = "cpu") -> AttributeClassifier:
-    """The shipped classifier in eval mode (cached per path and device)."""
+    """The shipped classifier in eval mode; one copy per file version and device (the model cache)."""
+    path = Path(path or WEIGHTS_PATH)
+    if not path.is_file():
+        raise FileNotFoundError(f"no attribute classifier weights at {path}; run python -m backends.training.attribute_classifier")
+    return cached_model(path, read_classifier, device)
+
+
+def read_classifier(path: Path) -> AttributeClassifier:
+    """The classifier of a safetensors file, on the CPU, without caching (see load_classifier)."""
     from safetensors.torch import load_file
 
-    path = Path(path or WEIGHTS_PATH)
-    key = f"{path}:{device}"
-    if key not in _CACHE:
-        if not path.exists():
-            raise FileNotFoundError(f"no attribute classifier weights at {path}; run python -m backends.training.attribute_classifier")
-        model = AttributeClassifier()
-        state = {k: v.float() for k, v in load_file(str(path)).items()}
-        model.load_state_dict(state)
-        _CACHE[key] = model.eval().to(device)
-    return _CACHE[key]
+    model = AttributeClassifier()
+    model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+    return model.eval()
 
 
 @torch.no_grad()

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from backends.models.cache import cached_model
 from backends.models.weights import WEIGHTS_DIR, load_metadata, load_weights
 
 SHIPPED = WEIGHTS_DIR / "maskgit_patches.safetensors"
@@ -163,3 +164,8 @@ def load_maskgit(path: Path | str = SHIPPED) -> MaskGIT:
     model = MaskGIT(MaskGITConfig(**fields))
     model.load_state_dict(load_weights(path))
     return model.eval()
+
+
+def shipped_maskgit(device: torch.device | str | None = None) -> MaskGIT:
+    """The shipped transformer on ``device``, loaded once per file version (the model cache)."""
+    return cached_model(SHIPPED, load_maskgit, device)

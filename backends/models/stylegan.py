@@ -38,6 +38,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from backends.models.cache import cached_model
+
 WEIGHTS_PATH = Path(__file__).resolve().parents[2] / "assets" / "weights" / "stylegan_faces.safetensors"
 Z_DIM = 64
 W_DIM = 64
@@ -179,6 +181,13 @@ class ModulatedConv(nn.Module):
 
     _baked: Optional[tuple[torch.Tensor, torch.Tensor]] = None
 
+    def _apply(self, fn, recurse: bool = True):
+        """Baked weights follow the module's moves (``.to(device)``): they are baked again."""
+        super()._apply(fn, recurse)
+        if self._baked is not None:
+            self.bake()
+        return self
+
     def bake(self, on: bool = True) -> None:
         """Precompute the scaled (and transposed) weight and its squared sums for inference; the
         weights must not change while baked."""
@@ -302,9 +311,7 @@ class Generator(nn.Module):
             c: Optional[torch.Tensor] = None) -> torch.Tensor:
         """(N, Z_DIM) -> ws (N, NUM_WS, W_DIM), truncated towards ``w_avg`` by ``psi``; ``c`` (N, C_DIM)
         overrides the attributes a conditional generator reads from z."""
-        w = self.mapping(z, update_avg=update_avg, c=c)
-        if psi != 1.0:
-            w = self.w_avg + psi * (w - self.w_avg)
+        w = truncate(self.mapping(z, update_avg=update_avg, c=c), self.w_avg, psi)
         return w[:, None].expand(-1, NUM_WS, -1)
 
     def forward(self, z: torch.Tensor, psi: float = 1.0, noise_mode: str = "random",
@@ -375,6 +382,29 @@ class Discriminator(nn.Module):
         return out
 
 
+def truncate(ws: torch.Tensor, w_avg: torch.Tensor, psi: float) -> torch.Tensor:
+    """The truncation trick: w_avg + psi (w - w_avg), any shape ending in W_DIM. psi = 1 leaves w
+    as it is, 0 gives the mean for every seed, negative values reflect w through the mean."""
+    return ws if psi == 1.0 else w_avg + psi * (ws - w_avg)
+
+
+def mix_styles(ws: torch.Tensor, ws_b: torch.Tensor, layers: Sequence[int]) -> torch.Tensor:
+    """Style mixing: ``ws`` (N, NUM_WS, W_DIM) with the styles of ``layers`` taken from ``ws_b``."""
+    out = ws.clone()
+    idx = list(layers)
+    out[:, idx] = ws_b[:, idx]
+    return out
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation from ``a`` to ``b`` (vectors) at ``t`` (T, 1): (T, D). The path the
+    Gaussian z of a GAN is interpolated along (a straight line would pass through unlikely z)."""
+    an, bn = a / a.norm(), b / b.norm()
+    omega = torch.arccos((an * bn).sum().clamp(-1 + 1e-7, 1 - 1e-7))
+    so = torch.sin(omega)
+    return (torch.sin((1 - t) * omega) / so) * a + (torch.sin(t * omega) / so) * b
+
+
 def to_unit(img: torch.Tensor) -> torch.Tensor:
     """[-1, 1] generator output to [0, 1] images."""
     return (img * 0.5 + 0.5).clamp(0, 1)
@@ -392,30 +422,29 @@ def parameter_count(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-_CACHE: dict[str, Generator] = {}
-
-
 def load_generator(path: Optional[Path] = None, device: str = "cpu") -> Generator:
-    """The shipped EMA generator in eval mode, float32 (cached per path and device)."""
+    """The EMA generator of ``path`` (the shipped one by default) in eval mode, float32, frozen,
+    its convolution weights baked; one copy per file version and device (the model cache)."""
+    path = Path(path or WEIGHTS_PATH)
+    if not path.is_file():
+        raise FileNotFoundError(f"no generator weights at {path}; run python -m backends.training.stylegan")
+    return cached_model(path, read_generator, device)
+
+
+def read_generator(path: Path) -> Generator:
+    """A generator from its safetensors file, on the CPU, without caching (see load_generator)."""
     from safetensors.torch import load_file
 
-    path = Path(path or WEIGHTS_PATH)
-    key = f"{path}:{path.stat().st_mtime_ns if path.exists() else 0}:{device}"  # a retrained file reloads
-    if key not in _CACHE:
-        if not path.exists():
-            raise FileNotFoundError(f"no generator weights at {path}; run python -m backends.training.stylegan")
-        state = {k: v.float() for k, v in load_file(str(path)).items()}
-        c_dim = state["mapping.embed.weight"].shape[1] if "mapping.embed.weight" in state else 0
-        g = Generator(c_dim=c_dim)
-        g.load_state_dict(state)
-        for p in g.parameters():
-            p.requires_grad_(False)
-        g = g.eval().to(device)
-        for m in g.modules():
-            if isinstance(m, ModulatedConv):
-                m.bake()
-        _CACHE[key] = g
-    return _CACHE[key]
+    state = {k: v.float() for k, v in load_file(str(path)).items()}
+    c_dim = state["mapping.embed.weight"].shape[1] if "mapping.embed.weight" in state else 0
+    g = Generator(c_dim=c_dim)
+    g.load_state_dict(state)
+    for p in g.parameters():
+        p.requires_grad_(False)
+    for m in g.modules():
+        if isinstance(m, ModulatedConv):
+            m.bake()
+    return g.eval()
 
 
 # -- latent directions (GANSpace and InterFaceGAN) ------------------------------------------------

@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from backends.models.cache import cached_model
 from backends.models.weights import WEIGHTS_DIR, load_metadata, load_weights
 
 SIZE = 32
@@ -154,3 +155,12 @@ def load_vae(path: Path | str) -> VAE:
 def shipped_path(name: str) -> Path:
     """A shipped VAE: ``sprites_beta1``, ``sprites_beta4`` or ``faces``."""
     return WEIGHTS_DIR / f"vae_{name}.safetensors"
+
+
+def inference_vae(path: Path, device: torch.device | str | None = None) -> VAE:
+    """The VAE of ``path`` prepared ``for_inference``, one copy per file version and device."""
+    return cached_model(path, _read_for_inference, device)
+
+
+def _read_for_inference(path: Path) -> VAE:
+    return for_inference(load_vae(path))

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from backends.models.cache import cached_model
 from backends.models.weights import WEIGHTS_DIR, load_metadata, load_weights
 
 DOWNSAMPLE = 4
@@ -186,3 +187,8 @@ def load_vqvae(path: Path | str = SHIPPED) -> VQVAE:
     model = VQVAE(VQVAEConfig(**fields))
     model.load_state_dict(load_weights(path))
     return model.eval()
+
+
+def shipped_vqvae(device: torch.device | str | None = None) -> VQVAE:
+    """The shipped tokenizer on ``device``, loaded once per file version (the model cache)."""
+    return cached_model(SHIPPED, load_vqvae, device)

@@ -10,37 +10,24 @@ surrounding 8x8 window of tokens.
 
 from __future__ import annotations
 
-import time
-from functools import lru_cache
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 
+from backends.imaging import hwc, image_grid, resize_long_side, upscale_nearest
 from backends.layers import INPUT, CurveLayer, HeatmapLayer, ImageLayer, MetricsLayer, PointSet, PointsLayer, Result
-from backends.memo import Memo
-from backends.models import image_grid
-from backends.models.maskgit import SCHEDULES, SHIPPED, DecodeTrace, MaskGIT, decode, load_maskgit, masked_counts
-from backends.models.vqvae import DOWNSAMPLE, VQVAE
-from backends.ops.vqvae import resize_for_tokens, shipped_vqvae
+from backends.models.maskgit import SCHEDULES, DecodeTrace, MaskGIT, decode, masked_counts, shipped_maskgit
+from backends.models.vqvae import DOWNSAMPLE, VQVAE, shipped_vqvae
 from backends.params import ChoiceParam, FloatParam, IntParam, ParamError, SeedParam
-from backends.registry import Operator, OperatorSpec, Query, register
+from backends.registry import Operator, OperatorSpec, Query, query_point, register
+from backends.timing import StageTimer
 
 MODES = ("generate", "inpaint input")
 BATCH = 4  # samples generated together; the step panels follow the first
-MASKED_GREY = np.array([0.5, 0.5, 0.5], np.float32)
+MASKED_GREY = 0.5
 CONTEXT_MARGIN = 3  # tokens around the window decoded with it (the VQ decoder's reach)
-
-
-@lru_cache(maxsize=2)
-def _load(path: str, mtime: float) -> MaskGIT:
-    return load_maskgit(path)
-
-
-def shipped_maskgit() -> MaskGIT:
-    if not SHIPPED.is_file():
-        raise ParamError(f"the shipped MaskGIT {SHIPPED.name} is missing from assets/weights/")
-    return _load(str(SHIPPED), SHIPPED.stat().st_mtime)
+DECODE_INPUTS = ("steps", "schedule", "temperature", "seed", "choice_noise")  # what one decode reads
 
 
 def window_origin(center: int, size: int, extent: int) -> int:
@@ -75,31 +62,27 @@ class MaskedTokenGeneration(Operator):
         ),
     )
 
-    def __init__(self) -> None:
-        self._memo = Memo(capacity=12)
-
-    def reset_state(self) -> None:
-        self._memo.clear()
+    memo_capacity = 12
 
     def run(self, image: torch.Tensor, params: Mapping[str, Any], query: Query) -> Result:
-        t0 = time.perf_counter()
-        vq = shipped_vqvae().to(image.device)
-        mg = shipped_maskgit().to(image.device)
+        timer = StageTimer()
+        vq = shipped_vqvae(image.device)
+        mg = shipped_maskgit(image.device)
         if mg.config.codes != vq.codes:
             raise ParamError("the shipped MaskGIT and VQ-VAE disagree on the codebook size")
-        self._memo.bind(image)
         steps = int(params["steps"])
         show = min(int(params["show_step"]), steps)
-        dec_args = (steps, params["schedule"], float(params["temperature"]), int(params["seed"]), float(params["choice_noise"]))
+        dec_args = tuple(params[k] for k in DECODE_INPUTS)
         inpaint = params["mode"] == "inpaint input"
-        if inpaint:
-            size_px = int(params["size"])
-            enc = self._memo.get(("encode", size_px), lambda: self._encode(vq, image, size_px))
-            job = self._memo.get(("inpaint", dec_args, int(params["box"]), size_px, query),
-                                 lambda: self._inpaint(vq, mg, image, enc, dec_args, int(params["box"]), size_px, query))
-        else:
-            job = self._memo.get(("generate", dec_args), lambda: self._generate(vq, mg, dec_args))
-        t_dec = time.perf_counter()
+        with timer("decode"):
+            if inpaint:
+                size_px = int(params["size"])
+                click = query_point(query, image.shape[3], image.shape[2])
+                enc = self.memo.stage("encode", params, ("size",), lambda: self._encode(vq, image, size_px))
+                job = self.memo.stage("inpaint", params, DECODE_INPUTS + ("box", "size"), extra=click, compute=lambda: (
+                    self._inpaint(vq, mg, image, enc, dec_args, int(params["box"]), size_px, click)))
+            else:
+                job = self.memo.stage("generate", params, DECODE_INPUTS, lambda: self._generate(vq, mg, dec_args))
         trace: DecodeTrace = job["trace"]
         s = show - 1
         size = mg.config.size
@@ -150,16 +133,17 @@ class MaskedTokenGeneration(Operator):
             "mean confidence (this round)": round(float(np.nanmean(trace.confidence[s, 0])) if n_new + masked_left else 0.0, 3),
             "tokens": f"{size} x {size} of {vq.codes} codes",
             "transformer parameters": sum(p.numel() for p in mg.parameters()),
-            "decode ms": round((t_dec - t0) * 1e3, 1),
-            "run ms": round((time.perf_counter() - t0) * 1e3, 1),
+            **timer.metrics(digits=1),
+            "run ms": round(timer.total_ms, 1),
         }))
         return Result(tuple(layers))
 
     @staticmethod
     def _steps_to_images(vq: VQVAE, trace: DecodeTrace, context: torch.Tensor | None = None,
-                         origin: tuple[int, int] = (0, 0)) -> tuple[list[np.ndarray], list[np.ndarray], np.ndarray]:
-        """Per round: the decoded window (sample 0), the same with still-masked tokens grey, and a strip
-        of every round: on top the fixed tokens plus that round's samples, below the fixed tokens alone."""
+                         origin: tuple[int, int] = (0, 0)) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
+        """Per round: the decoded window (sample 0, HWC), the same with still-masked tokens grey, and
+        a strip of every round: on top the fixed tokens plus that round's samples, below the fixed
+        tokens alone."""
         toks = torch.from_numpy(trace.tokens[:, 0]).long()  # (steps, s, s)
         s = toks.shape[1]
         if context is not None:
@@ -175,15 +159,10 @@ class MaskedTokenGeneration(Operator):
             imgs = imgs[:, :, (oy - y0) * p : (oy - y0 + s) * p, (ox - x0) * p : (ox - x0 + s) * p]
         else:
             imgs = vq.decode(toks.to(vq.quantizer.embed.device))
-        arr = imgs.permute(0, 2, 3, 1).cpu().numpy()
-        greyed = arr.copy()
-        for t in range(len(arr)):
-            masked = ~trace.fixed[t, 0]
-            pix = masked.repeat(DOWNSAMPLE, 0).repeat(DOWNSAMPLE, 1)
-            greyed[t][pix] = MASKED_GREY
-        both = np.concatenate([arr, greyed]).transpose(0, 3, 1, 2)
-        strip = image_grid(both, len(arr), gap=2, upscale=2)
-        return list(arr), list(greyed), strip
+        masked = upscale_nearest(torch.from_numpy(~trace.fixed[:, 0]).to(imgs.device), DOWNSAMPLE)  # (steps, px, px)
+        greyed = imgs.masked_fill(masked[:, None], MASKED_GREY)
+        strip = hwc(image_grid(torch.cat([imgs, greyed]), len(imgs), scale=2))
+        return [hwc(im) for im in imgs], [hwc(im) for im in greyed], strip
 
     def _generate(self, vq: VQVAE, mg: MaskGIT, dec_args: tuple) -> dict[str, Any]:
         steps, schedule, temperature, seed, noise = dec_args
@@ -195,15 +174,15 @@ class MaskedTokenGeneration(Operator):
         step_images, fixed_images, strip = self._steps_to_images(vq, trace)
         finals = vq.decode(torch.from_numpy(trace.final).long().to(device))
         return {"trace": trace, "step_images": step_images, "fixed_images": fixed_images, "strip": strip, "n_masked": s * s,
-                "window_final": step_images[-1], "samples": image_grid(finals, BATCH, gap=2, upscale=2)}
+                "window_final": step_images[-1], "samples": hwc(image_grid(finals, BATCH, scale=2))}
 
     @staticmethod
     def _encode(vq: VQVAE, image: torch.Tensor, size: int) -> dict[str, torch.Tensor]:
-        tokens = vq.encode(resize_for_tokens(image, size))
-        return {"tokens": tokens, "recon": vq.decode(tokens)[0].permute(1, 2, 0)}
+        tokens = vq.encode(resize_long_side(image[:, :3], size, multiple=DOWNSAMPLE, upscale=True))
+        return {"tokens": tokens, "recon": hwc(vq.decode(tokens)[0])}
 
     def _inpaint(self, vq: VQVAE, mg: MaskGIT, image: torch.Tensor, enc: dict, dec_args: tuple, box: int, size: int,
-                 query: Query) -> dict[str, Any]:
+                 click: tuple[int, int]) -> dict[str, Any]:
         steps, schedule, temperature, seed, noise = dec_args
         s = mg.config.size
         _, _, H, W = image.shape
@@ -211,7 +190,7 @@ class MaskedTokenGeneration(Operator):
         h, w = tokens.shape[1:]
         if h < s or w < s:
             raise ParamError(f"size {size} gives a {w}x{h} token map; inpainting needs at least {s}x{s}: raise 'size'")
-        qx, qy = query if query is not None else (W // 2, H // 2)
+        qx, qy = click
         tx, ty = min(w - 1, int(qx * w / W)), min(h - 1, int(qy * h / H))
         ox, oy = window_origin(tx, s, w), window_origin(ty, s, h)
         bx, by = window_origin(tx - ox, box, s), window_origin(ty - oy, box, s)
@@ -223,11 +202,11 @@ class MaskedTokenGeneration(Operator):
         p = DOWNSAMPLE
         before = enc["recon"]
         full = before.clone()  # the reconstruction with the window's decode pasted in
-        full[oy * p : (oy + s) * p, ox * p : (ox + s) * p] = torch.from_numpy(step_images[-1]).to(full.device)
-        crop = before[oy * p : (oy + s) * p, ox * p : (ox + s) * p].cpu().numpy()
-        masked = crop.copy()
+        full[oy * p : (oy + s) * p, ox * p : (ox + s) * p] = step_images[-1]
+        crop = before[oy * p : (oy + s) * p, ox * p : (ox + s) * p]
+        masked = crop.clone()
         masked[by * p : (by + box) * p, bx * p : (bx + box) * p] = MASKED_GREY
-        compare = image_grid(np.stack([crop, masked, step_images[-1]]).transpose(0, 3, 1, 2), 3, gap=2, upscale=2)
+        compare = hwc(image_grid(torch.stack([crop, masked, step_images[-1]]).permute(0, 3, 1, 2), 3, scale=2))
         sx, sy = W / (w * p), H / (h * p)
         return {
             "trace": trace, "step_images": step_images, "fixed_images": fixed_images, "strip": strip, "n_masked": box * box,
@@ -245,4 +224,3 @@ def _decoding_order(trace: DecodeTrace) -> np.ndarray:
     for t in range(trace.new.shape[0]):
         order[trace.new[t, 0]] = t + 1
     return order
-

@@ -10,23 +10,20 @@ latent directly (``sliders``) or are added to it as an edit (every other source)
 
 from __future__ import annotations
 
-import time
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from backends.data import sampler
+from backends.imaging import center_square, hwc, image_grid
 from backends.layers import BarsLayer, CurveLayer, ImageLayer, MetricsLayer, PointSet, PointsLayer, Result
-from backends.memo import Memo
-from backends.models import image_grid
-from backends.models.vae import VAE, for_inference, kl_per_dim, load_vae, reparameterize, shipped_path
+from backends.models.vae import SIZE, VAE, inference_vae, kl_per_dim, reparameterize, shipped_path
 from backends.models.weights import data_dir, read_manifest
 from backends.params import ChoiceParam, FloatParam, IntParam, ParamError, SeedParam
 from backends.registry import Action, JobUpdate, Operator, OperatorSpec, Query, register
+from backends.timing import StageTimer
 from backends.training.loop import training_job
 
 LATENT_DIM = 10
@@ -49,30 +46,18 @@ def trained_path(dataset: str) -> Path:
     return data_dir() / f"vae_{dataset}_trained.safetensors"
 
 
-@lru_cache(maxsize=8)
-def _load(path: str, mtime: float) -> VAE:  # mtime in the key: a retrained file is reloaded
-    return for_inference(load_vae(path))
-
-
-def model_for(weights: str, model: str) -> tuple[VAE, Path]:
+def model_path(weights: str, model: str) -> Path:
     path = shipped_path(model) if weights == "shipped" else trained_path(dataset_of(model))
     if not path.is_file():
         if weights == "trained":
             raise ParamError("no trained VAE yet: press 'Start Train a VAE' first, or choose weights = shipped")
         raise ParamError(f"the shipped VAE {path.name} is missing from assets/weights/")
-    return _load(str(path), path.stat().st_mtime), path
+    return path
 
 
-def center_square(image: torch.Tensor, size: int = 32) -> torch.Tensor:
-    """(1, 3, H, W) -> the central square, area-resized to (1, 3, size, size)."""
-    _, _, h, w = image.shape
-    s = min(h, w)
-    y0, x0 = (h - s) // 2, (w - s) // 2
-    crop = image[..., y0 : y0 + s, x0 : x0 + s]
-    if s == size:
-        return crop
-    mode = "area" if s > size else "bilinear"
-    return F.interpolate(crop, size=(size, size), mode=mode, **({} if mode == "area" else {"align_corners": False}))
+def grid(images: torch.Tensor, columns: int) -> torch.Tensor:
+    """(N, 3, 32, 32) -> one (H, W, 3) image, ``columns`` tiles a row, a pixel between tiles."""
+    return hwc(image_grid(images, columns))
 
 
 @register
@@ -109,53 +94,51 @@ class VAEExplorer(Operator):
                         "to your data folder and selectable with weights = trained."),),
     )
 
-    def __init__(self) -> None:
-        self._memo = Memo(capacity=24)
-
-    def reset_state(self) -> None:
-        self._memo.clear()
+    memo_capacity = 24
 
     # -- run -----------------------------------------------------------------------------------
     def run(self, image: torch.Tensor, params: Mapping[str, Any], query: Query) -> Result:
-        t0 = time.perf_counter()
-        model, path = model_for(params["weights"], params["model"])
-        dataset = dataset_of(params["model"])
+        timer = StageTimer()
+        path = model_path(params["weights"], params["model"])
         device = image.device
-        model = model.to(device)
-        self._memo.bind(image)
-        mkey = (str(path), path.stat().st_mtime)
+        model = inference_vae(path, device)
+        dataset = dataset_of(params["model"])
+        version = path.stat().st_mtime_ns  # a retrained file is another model
         source, seed = params["source"], int(params["seed"])
         d = model.latent_dim
         sliders = torch.tensor([float(params.get(f"z{i}", 0.0)) for i in range(d)], device=device)
+        model_inputs = ("weights", "model", "seed")  # what the encoded image and its panels read
 
-        enc_key = (mkey, "enc", source == "encode input", seed)
-        enc = self._memo.get(enc_key, lambda: self._encode(model, image, source, dataset, seed))
-        x_enc, mu, logvar = enc["x"], enc["mu"], enc["logvar"]
-        if source in ("dataset sample", "encode input"):
-            base = mu[0]
-        elif source == "prior sample":
-            base = torch.randn(d, generator=torch.Generator().manual_seed(seed)).to(device)
-        else:
-            base = torch.zeros(d, device=device)
-        z = sliders if source == "sliders" else base + sliders
-        t_enc = time.perf_counter()
+        with timer("encode"):
+            encoded = source == "encode input"  # the other sources share the dataset sample's encoding
+            enc = self.memo.stage("encode", params, model_inputs, lambda: self._encode(model, image, source, dataset, seed),
+                                  extra=(encoded, version))
+            x_enc, mu, logvar = enc["x"], enc["mu"], enc["logvar"]
+            if source in ("dataset sample", "encode input"):
+                base = mu[0]
+            elif source == "prior sample":
+                base = torch.randn(d, generator=torch.Generator().manual_seed(seed)).to(device)
+            else:
+                base = torch.zeros(d, device=device)
+            z = sliders if source == "sliders" else base + sliders
+        with timer("decode"):
+            decoded = model.decode(z[None])[0]
+        with timer("traversal"):
+            # Around the source's latent, not the edited z: an edit then costs 1 + 49 decodes, not 140.
+            traversal = self.memo.stage("traversal", params, model_inputs + ("source",),
+                                        lambda: self._traversal(model, base), extra=version)
+        with timer("plane"):
+            plane_layer = self._plane(model, z, int(params["plane_x"]), int(params["plane_y"]))
+        with timer("posterior panels"):
+            static = self.memo.stage("posterior", params, model_inputs,
+                                     lambda: self._static_layers(model, x_enc, mu, logvar, dataset, seed), extra=(encoded, version))
 
-        decoded = model.decode(z[None])[0]
-        t_dec = time.perf_counter()
-        # Around the source's latent, not the edited z: an edit then costs 1 + 49 decodes, not 140.
-        traversal = self._memo.get((enc_key, mkey, source, "traversal"), lambda: self._traversal(model, base))
-        t_trav = time.perf_counter()
-        px, py = int(params["plane_x"]), int(params["plane_y"])
-        plane_layer = self._plane(model, z, px, py)
-        t_plane = time.perf_counter()
-        static = self._memo.get((enc_key, mkey, "static"), lambda: self._static_layers(model, x_enc, mu, logvar, dataset, seed))
-        t_static = time.perf_counter()
-
-        entry = self._memo.get((mkey, "manifest"), lambda: read_manifest(path.parent).get(path.name, {}))
+        entry = self.memo.stage("manifest", params, ("weights", "model"),
+                                lambda: read_manifest(path.parent).get(path.name, {}), extra=version)
         mig = entry.get("metric", {}).get("value")
         kl = kl_per_dim(mu, logvar)[0]
         layers = (
-            ImageLayer("Decoded", decoded.permute(1, 2, 0), levels=(0.0, 1.0),
+            ImageLayer("Decoded", hwc(decoded), levels=(0.0, 1.0),
                        caption=f"decode(z), z = {_fmt(z)}"),
             ImageLayer("Traversal", traversal, levels=(0.0, 1.0),
                        caption=f"row k sweeps z_k from -3 to +3 (left to right), the other dimensions held at the source latent ({source}, before slider edits)"),
@@ -168,19 +151,15 @@ class VAEExplorer(Operator):
 
                 "active dims (KL > 0.1)": int((kl > 0.1).sum()),
                 "KL of this encoding": round(float(kl.sum()), 2),
-                "encode ms": round((t_enc - t0) * 1e3, 2),
-                "decode ms": round((t_dec - t_enc) * 1e3, 2),
-                "traversal ms": round((t_trav - t_dec) * 1e3, 2),
-                "plane ms": round((t_plane - t_trav) * 1e3, 2),
-                "posterior panels ms": round((t_static - t_plane) * 1e3, 2),
-                "run ms": round((time.perf_counter() - t0) * 1e3, 2),
+                **timer.metrics(),
+                "run ms": round(timer.total_ms, 2),
             }, caption=f"score: {entry.get('metric', {}).get('name', 'none recorded')}"),
         )
         return Result(layers)
 
     def _encode(self, model: VAE, image: torch.Tensor, source: str, dataset: str, seed: int) -> dict[str, torch.Tensor]:
         if source == "encode input":
-            x = center_square(image)
+            x = center_square(image[:, :3], SIZE)
         else:
             x, _ = sampler(dataset)(1, seed)
             x = x.to(image.device)
@@ -193,7 +172,7 @@ class VAEExplorer(Operator):
         zs = z.repeat(d, TRAVERSAL_STEPS, 1)  # (d, steps, d)
         idx = torch.arange(d, device=z.device)
         zs[idx, :, idx] = values[None, :]
-        return image_grid(model.decode(zs.view(-1, d)), TRAVERSAL_STEPS)
+        return grid(model.decode(zs.view(-1, d)), TRAVERSAL_STEPS)
 
     def _plane(self, model: VAE, z: torch.Tensor, px: int, py: int) -> PointsLayer:
         d = z.shape[0]
@@ -201,7 +180,7 @@ class VAEExplorer(Operator):
         zs = z.repeat(PLANE_STEPS, PLANE_STEPS, 1)
         zs[:, :, py] = values.flip(0)[:, None]  # up is positive
         zs[:, :, px] = values[None, :]
-        grid = image_grid(model.decode(zs.view(-1, d)), PLANE_STEPS)
+        tiles = grid(model.decode(zs.view(-1, d)), PLANE_STEPS)
         cell = 33.0
         span = (PLANE_STEPS - 1) / (2 * RANGE)
         mx = (float(z[px].clamp(-RANGE, RANGE)) * span + (PLANE_STEPS - 1) / 2) * cell + 15.5  # pixel-index convention: the centre of a 32 px tile
@@ -210,7 +189,7 @@ class VAEExplorer(Operator):
         return PointsLayer(
             "Latent plane",
             sets=(PointSet(np.array([[mx, my]], np.float32), color=(255, 80, 80), size=12.0, label="current z"),),
-            background=grid,
+            background=tiles,
             caption=f"z{px} left to right, z{py} bottom to top, -3..+3; other dimensions as in z{same}",
         )
 
@@ -230,7 +209,7 @@ class VAEExplorer(Operator):
         interp = model.decode((1 - t) * mu + t * mu_b)
         kl = kl_per_dim(mu, logvar)[0]
         return (
-            ImageLayer("Encoded image", image_grid(torch.cat([x, recon]), 2, upscale=1), levels=(0.0, 1.0),
+            ImageLayer("Encoded image", grid(torch.cat([x, recon]), 2), levels=(0.0, 1.0),
                        caption=f"left: the 32x32 image encoded (the input's central square for 'encode input', else "
                                f"{dataset} sample {seed}); right: decode(mu), its reconstruction"),
             BarsLayer("Posterior mu, sigma", labels, {"mu": mu[0], "sigma": sigma[0], "KL": kl},
@@ -238,16 +217,15 @@ class VAEExplorer(Operator):
             BarsLayer("Reparameterization", labels,
                       {"mu": mu[0], "sigma * eps": (sigma * eps[:1])[0], "z = mu + sigma * eps": zs[0]},
                       caption=f"eps ~ N(0, I) (seed {seed + 1}) is an input; z is a differentiable function of mu and sigma"),
-            ImageLayer("Posterior samples", image_grid(model.decode(zs), POSTERIOR_SAMPLES), levels=(0.0, 1.0),
+            ImageLayer("Posterior samples", grid(model.decode(zs), POSTERIOR_SAMPLES), levels=(0.0, 1.0),
                        caption=f"decode(mu + sigma * eps) for {POSTERIOR_SAMPLES} draws of eps: the spread of q(z|x)"),
-            ImageLayer("Interpolation", image_grid(interp, INTERP_STEPS), levels=(0.0, 1.0),
+            ImageLayer("Interpolation", grid(interp, INTERP_STEPS), levels=(0.0, 1.0),
                        caption=f"linear path from this encoding (left) to the encoding of {dataset} sample {seed + 1} (right)"),
         )
 
     # -- Train action ------------------------------------------------------------------------
-    def start(self, action: str, image: torch.Tensor, params: Mapping[str, Any], query: Query) -> Iterator[JobUpdate]:
-        if action != "train":
-            raise ValueError(f"vae has no action {action!r}")
+    def job_train(self, image: torch.Tensor, params: Mapping[str, Any], query: Query) -> Iterator[JobUpdate]:
+        """Trains a fresh VAE on the chosen model's dataset with previews; Stop keeps what it learned."""
         from backends.training.vae import Trainer
 
         total = int(params["train_steps"])
@@ -258,17 +236,16 @@ class VAEExplorer(Operator):
         fixed = torch.randn((16, trainer.model.latent_dim), generator=torch.Generator().manual_seed(seed)).to(image.device)
         held, _ = sampler(dataset)(8, HELD_OUT_SEED)
         held = held.to(image.device)
-        t0 = time.perf_counter()
         yield from training_job(
             trainer, total, PREVIEW_EVERY, lambda losses: f"loss {losses['loss']:.1f}",
-            preview=lambda seconds: self._train_preview(trainer, fixed, held, t0, total),
+            preview=lambda seconds: self._train_preview(trainer, fixed, held, seconds, total),
             save=lambda seconds: self._save_trained(trainer, seconds),
             steps_done=lambda: trainer.steps_done,
             saved=lambda: f"saved {trainer.steps_done} steps to {trained_path(dataset)}; choose weights = trained")
 
     @staticmethod
     @torch.no_grad()
-    def _train_preview(trainer, fixed: torch.Tensor, held: torch.Tensor, t0: float, total: int) -> Result:
+    def _train_preview(trainer, fixed: torch.Tensor, held: torch.Tensor, seconds: float, total: int) -> Result:
         model = trainer.model
         steps = np.arange(1, trainer.steps_done + 1, dtype=np.float32)
         hist = {k: np.asarray(v, np.float32) for k, v in trainer.history.items()}
@@ -277,14 +254,14 @@ class VAEExplorer(Operator):
             CurveLayer("Training loss", {"loss": (steps, hist["loss"]), "reconstruction": (steps, hist["recon"]),
                                          "KL x 10": (steps, hist["kl"] * 10)},
                        x_label="step", y_label="nats per image", log_y=True),
-            ImageLayer("Training samples", image_grid(model.decode(fixed), 8), levels=(0.0, 1.0),
+            ImageLayer("Training samples", grid(model.decode(fixed), 8), levels=(0.0, 1.0),
                        caption="decode(z) for 16 fixed z ~ N(0, I), refreshed while training"),
-            ImageLayer("Training reconstructions", image_grid(torch.cat([held, recon]), 8), levels=(0.0, 1.0),
+            ImageLayer("Training reconstructions", grid(torch.cat([held, recon]), 8), levels=(0.0, 1.0),
                        caption=f"top: held-out {trainer.dataset}; bottom: their reconstructions"),
             MetricsLayer("Training", {"step": trainer.steps_done, "of": total, "beta": trainer.beta,
                                       "KL weight now": round(trainer.current_beta(), 3),
                                       **{k: round(v, 3) for k, v in trainer.recent(50).items()},
-                                      "seconds": round(time.perf_counter() - t0, 1)}),
+                                      "seconds": round(seconds, 1)}),
         ))
 
     @staticmethod

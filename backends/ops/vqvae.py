@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import colorsys
 import math
-import time
-from functools import lru_cache
 from typing import Any, Iterator, Mapping, Optional
 
 import numpy as np
@@ -19,40 +17,18 @@ import torch
 import torch.nn.functional as F
 
 from backends.data.patches import sample_patches
+from backends.imaging import hwc, image_grid, resize_long_side
 from backends.layers import INPUT, BarsLayer, HeatmapLayer, ImageLayer, MetricsLayer, PointSet, PointsLayer, Result
-from backends.memo import Memo
-from backends.models import image_grid
-from backends.models.vqvae import DOWNSAMPLE, SHIPPED, VQVAE, load_vqvae, perplexity
+from backends.models.vqvae import DOWNSAMPLE, SHIPPED, VQVAE, perplexity, shipped_vqvae
 from backends.models.weights import read_manifest
 from backends.params import IntParam, ParamError
-from backends.registry import Action, JobUpdate, Operator, OperatorSpec, Query, register
+from backends.registry import Action, JobUpdate, Operator, OperatorSpec, Query, query_point, register
+from backends.timing import StageTimer
 
 CODE_TILE_TOKENS = 6  # a constant map this many tokens wide is decoded per code, its centre kept
 CODEBOOK_COLUMNS = 16
-
-
-@lru_cache(maxsize=2)
-def _load(path: str, mtime: float) -> VQVAE:
-    return load_vqvae(path)
-
-
-def shipped_vqvae() -> VQVAE:
-    if not SHIPPED.is_file():
-        raise ParamError(f"the shipped VQ-VAE {SHIPPED.name} is missing from assets/weights/")
-    return _load(str(SHIPPED), SHIPPED.stat().st_mtime)
-
-
-def resize_for_tokens(image: torch.Tensor, long_side: int) -> torch.Tensor:
-    """(1, 3, H, W) -> long side ``long_side``, both sides multiples of 4 (area or bilinear resize)."""
-    _, _, h, w = image.shape
-    s = long_side / max(h, w)
-    nh = max(DOWNSAMPLE, int(round(h * s / DOWNSAMPLE)) * DOWNSAMPLE)
-    nw = max(DOWNSAMPLE, int(round(w * s / DOWNSAMPLE)) * DOWNSAMPLE)
-    if (nh, nw) == (h, w):
-        return image
-    if nh < h and nw < w:
-        return F.interpolate(image, size=(nh, nw), mode="area")
-    return F.interpolate(image, size=(nh, nw), mode="bilinear", align_corners=False).clamp(0, 1)
+CODEBOOK_SCALE = 2
+HIGHLIGHT = (1.0, 0.25, 0.2)  # the frame of the code 'replace_with' writes
 
 
 def token_palette(codes: int) -> np.ndarray:
@@ -105,43 +81,42 @@ class VQVAETokenizer(Operator):
         actions=(Action("clear_edits", "Clear token edits", "Forget every token edit of this image.", instant=True),),
     )
 
+    memo_capacity = 8
+
     def __init__(self) -> None:
-        self._memo = Memo(capacity=8)
-        self._edits: dict[tuple[int, int], int] = {}
-        self._edits_for: Optional[tuple] = None
+        super().__init__()
+        self._edits: dict[tuple[int, int], int] = {}  # (y, x) token -> code
+        self._edits_for: Optional[tuple] = None  # the image key and size the edits belong to
 
     def reset_state(self) -> None:
-        self._memo.clear()
+        super().reset_state()
         self._edits.clear()
 
-    def start(self, action: str, image: torch.Tensor, params: Mapping[str, Any], query: Query) -> Iterator[JobUpdate]:
-        if action != "clear_edits":
-            raise ValueError(f"vqvae has no action {action!r}")
+    def job_clear_edits(self, image: torch.Tensor, params: Mapping[str, Any], query: Query) -> Iterator[JobUpdate]:
         n = len(self._edits)
         self._edits.clear()
         yield JobUpdate(1.0, f"cleared {n} token edits")
 
     def run(self, image: torch.Tensor, params: Mapping[str, Any], query: Query) -> Result:
-        t0 = time.perf_counter()
-        model = shipped_vqvae().to(image.device)
-        self._memo.bind(image)
+        timer = StageTimer()
+        model = shipped_vqvae(image.device)
         size = int(params["size"])
         _, _, H, W = image.shape
-        enc = self._memo.get(("enc", size), lambda: self._encode(model, image, size))
-        x, tokens = enc["x"], enc["tokens"]
-        h, w = tokens.shape[1:]
-        t_enc = time.perf_counter()
+        with timer("encode"):
+            enc = self.memo.stage("encode", params, ("size",), lambda: self._encode(model, image, size))
+            x, tokens = enc["x"], enc["tokens"]
+            h, w = tokens.shape[1:]
 
-        if self._edits_for is None or self._edits_for[0] is not image or self._edits_for[1] != size:
+        if self._edits_for != (self.image_key, size):
             self._edits.clear()  # edits belong to one image at one size
-            self._edits_for = (image, size)
+            self._edits_for = (self.image_key, size)
         code = int(params["replace_with"])
         if code >= model.codes:
             raise ParamError(f"replace_with: this codebook has codes 0..{model.codes - 1}")
         qtok = None
         if query is not None:
-            qx, qy = query
-            qtok = (min(w - 1, max(0, int(qx * w / W))), min(h - 1, max(0, int(qy * h / H))))
+            qx, qy = query_point(query, W, H)
+            qtok = (min(w - 1, int(qx * w / W)), min(h - 1, int(qy * h / H)))
             if code >= 0:
                 for pos in paint_disc(tokens[0].cpu().numpy(), qtok[0], qtok[1], int(params["paint_radius"])):
                     self._edits[pos] = code
@@ -149,20 +124,20 @@ class VQVAETokenizer(Operator):
         for (y, x_), c in self._edits.items():
             edited[0, y, x_] = c
         recon = enc["recon"]
-        key = tuple(sorted(self._edits.items()))
-        recon_edit = recon if not self._edits else self._memo.get(("edit", size, key), lambda: model.decode(edited))
-        t_dec = time.perf_counter()
+        with timer("decode"):
+            recon_edit = recon if not self._edits else self.memo.stage(
+                "edited", params, ("size",), lambda: model.decode(edited), extra=tuple(sorted(self._edits.items())))
 
         tok_np = edited[0].cpu().numpy()
-        palette = token_palette(model.codes)
         frame = (0.0, 0.0, float(W), float(H))
         sx, sy = W / w, H / h
         err = (recon - x).abs().mean(1)[0]
         mse = float((recon - x).square().mean())
         counts = torch.bincount(tokens.flatten(), minlength=model.codes).float()
-        book = self._memo.get(("codebook",), lambda: codebook_tiles(model))
-        grid = _highlight(image_grid(book, CODEBOOK_COLUMNS, upscale=2), code, CODEBOOK_COLUMNS, 32)
-        train_usage = self._memo.get(("train_usage",), lambda: _training_usage(model))
+        book = self.memo.stage("codebook", params, (), lambda: codebook_tiles(model))
+        grid = self.memo.stage("codebook grid", params, ("replace_with",), lambda: hwc(image_grid(
+            book, CODEBOOK_COLUMNS, scale=CODEBOOK_SCALE, highlight=code if code >= 0 else None, highlight_color=HIGHLIGHT)))
+        train_usage = self.memo.stage("training usage", params, (), lambda: _training_usage(model))
         entry = read_manifest().get(SHIPPED.name, {}).get("metric", {})
 
         boxes, sets = (), ()
@@ -171,12 +146,12 @@ class VQVAETokenizer(Operator):
             r = int(params["paint_radius"]) if code >= 0 else 0
             boxes = ((tx * sx, ty * sy, sx, sy), ((tx - r) * sx, (ty - r) * sy, (2 * r + 1) * sx, (2 * r + 1) * sy))
             sets = (PointSet(np.array([[(tx + 0.5) * sx - 0.5, (ty + 0.5) * sy - 0.5]], np.float32), (255, 255, 255), 9.0, "query token"),)
-        token_img = _resize_nearest(palette[tok_np], H, W)
+        token_img = token_map_image(edited[0], model.codes, H, W)
         q_text = f"token ({qtok[0]}, {qtok[1]}) = code {int(tok_np[qtok[1], qtok[0]])}" if qtok else "click a token"
         layers = (
-            ImageLayer("Reconstruction", recon_edit[0].permute(1, 2, 0), levels=(0.0, 1.0), extent=frame,
+            ImageLayer("Reconstruction", hwc(recon_edit[0]), levels=(0.0, 1.0), extent=frame,
                        caption=f"decode(tokens) with {len(self._edits)} edited tokens" if self._edits else "decode(encode(image))"),
-            ImageLayer("Input | reconstruction", image_grid(torch.cat([x, recon]), 2), levels=(0.0, 1.0),
+            ImageLayer("Input | reconstruction", hwc(image_grid(torch.cat([x, recon]), 2)), levels=(0.0, 1.0),
                        caption=f"{x.shape[3]}x{x.shape[2]} input as tokenized, and its reconstruction (no edits); PSNR "
                                f"{10 * math.log10(1 / max(mse, 1e-12)):.1f} dB"),
             HeatmapLayer("Error map", err, background=INPUT, levels=(0.0, 0.25), opacity=0.8, extent=frame,
@@ -200,18 +175,25 @@ class VQVAETokenizer(Operator):
                 "PSNR dB": round(10 * math.log10(1 / max(mse, 1e-12)), 2),
                 "edited tokens": len(self._edits),
                 "query": q_text,
-                "encode ms": round((t_enc - t0) * 1e3, 2),
-                "decode ms": round((t_dec - t_enc) * 1e3, 2),
-                "run ms": round((time.perf_counter() - t0) * 1e3, 2),
+                **timer.metrics(),
+                "run ms": round(timer.total_ms, 2),
             }),
         )
         return Result(layers)
 
     @staticmethod
     def _encode(model: VQVAE, image: torch.Tensor, size: int) -> dict[str, torch.Tensor]:
-        x = resize_for_tokens(image, size)
+        x = resize_long_side(image[:, :3], size, multiple=DOWNSAMPLE, upscale=True)
         tokens = model.encode(x)
         return {"x": x, "tokens": tokens, "recon": model.decode(tokens)}
+
+
+def token_map_image(tokens: torch.Tensor, codes: int, height: int, width: int) -> torch.Tensor:
+    """Token map (h, w) -> (height, width, 3) RGB in the input's frame, each token a block of its
+    code's colour (nearest: output pixel i shows token floor(i * h / height))."""
+    palette = torch.from_numpy(token_palette(codes)).to(tokens.device)
+    colours = palette[tokens].permute(2, 0, 1)[None]  # (1, 3, h, w)
+    return hwc(F.interpolate(colours, size=(height, width), mode="nearest")[0])
 
 
 @torch.no_grad()
@@ -219,23 +201,3 @@ def _training_usage(model: VQVAE) -> np.ndarray:
     x, _ = sample_patches(256, 12345, 32, split="train")
     counts = torch.bincount(model.encode(x.to(model.quantizer.embed.device)).flatten(), minlength=model.codes).float()
     return (counts / counts.sum()).cpu().numpy()
-
-
-def _highlight(grid: np.ndarray, code: int, columns: int, tile: int) -> np.ndarray:
-    if code < 0:
-        return grid
-    r, c = divmod(code, columns)
-    y0, x0 = r * (tile + 1), c * (tile + 1)
-    out = grid.copy()
-    color = np.array([1.0, 0.25, 0.2], np.float32)
-    out[y0 : y0 + tile, x0 : x0 + 2] = color
-    out[y0 : y0 + tile, x0 + tile - 2 : x0 + tile] = color
-    out[y0 : y0 + 2, x0 : x0 + tile] = color
-    out[y0 + tile - 2 : y0 + tile, x0 : x0 + tile] = color
-    return out
-
-
-def _resize_nearest(img: np.ndarray, h: int, w: int) -> np.ndarray:
-    ys = np.minimum((np.arange(h) * img.shape[0] / h).astype(int), img.shape[0] - 1)
-    xs = np.minimum((np.arange(w) * img.shape[1] / w).astype(int), img.shape[1] - 1)
-    return img[ys][:, xs]

@@ -8,7 +8,6 @@ Writes assets/weights/attribute_classifier.safetensors and its manifest entry.
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from backends.models.attribute_classifier import (
     predict,
 )
 from backends.models.weights import save_weights
+from backends.timing import elapsed_ms, now
 
 SEED = 0
 HELD_OUT_SEED = 7
@@ -55,7 +55,7 @@ def train(steps: int = 1200, batch: int = 64, pool: int = 8192, lr: float = 2e-3
     model = AttributeClassifier()
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
-    t0 = time.perf_counter()
+    t0 = now()
     images, targets, losses = None, None, []
     per_pool = pool // batch * 2  # each pool is seen about twice
     for step in range(steps):
@@ -74,11 +74,11 @@ def train(steps: int = 1200, batch: int = 64, pool: int = 8192, lr: float = 2e-3
         losses.append(loss.item())
         if (step + 1) % log_every == 0:
             print(f"step {step + 1}/{steps} loss {np.mean(losses[-log_every:]):.4f} "
-                  f"{time.perf_counter() - t0:.0f}s", flush=True)
+                  f"{elapsed_ms(t0) / 1e3:.0f}s", flush=True)
     model.eval()
     report = evaluate(model)
     report.update(steps=steps, batch=batch, seed=SEED, final_loss=round(float(np.mean(losses[-100:])), 4),
-                  train_seconds=round(time.perf_counter() - t0, 1))
+                  train_seconds=round(elapsed_ms(t0) / 1e3, 1))
     print(report, flush=True)
     if write:
         entry = save_weights(out, model.state_dict(), {

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import argparse
 import math
-import time
 from typing import Callable, Iterator, Protocol
 
 import torch
 
 from backends.layers import Result
 from backends.registry import JobUpdate
+from backends.timing import now
+
+Clock = Callable[[], float]  # seconds, monotonic: backends.timing.now, or a test's fake
 
 MAX_MINUTES = 15.0  # each non-adversarial training script's budget on a 2-core CPU
 
@@ -46,36 +48,38 @@ def run_record(trainer: Steppable, seconds: float, threads: int, module: str, di
 
 
 def run_steps(trainer: Steppable, steps: int, log_every: int, describe: Callable[[dict[str, float]], str],
-              max_minutes: float = MAX_MINUTES) -> float:
-    """Steps ``trainer`` up to ``steps`` times or ``max_minutes``, printing ``describe`` of the
-    recent mean losses after the first step and every ``log_every``; stops the script on a loss
-    that is not finite. Returns the seconds taken."""
-    t0 = time.perf_counter()
+              max_minutes: float = MAX_MINUTES, clock: Clock = now) -> float:
+    """Steps ``trainer`` up to ``steps`` times or until more than ``max_minutes`` have passed on
+    ``clock``, printing ``describe`` of the recent mean losses after the first step and every
+    ``log_every``; stops the script on a loss that is not finite. Returns the seconds taken."""
+    t0 = clock()
     for i in range(steps):
-        if time.perf_counter() - t0 > max_minutes * 60:
+        if clock() - t0 > max_minutes * 60:
             print(f"stopped at the {max_minutes:g}-minute budget after {i} steps", flush=True)
             break
         losses = trainer.step()
         if not math.isfinite(losses["loss"]):
             raise SystemExit(f"loss is {losses['loss']} at step {i}")
         if (i + 1) % log_every == 0 or i == 0:
-            print(f"step {i + 1:5d}  {describe(trainer.recent(log_every))}  {time.perf_counter() - t0:.0f} s", flush=True)
-    return time.perf_counter() - t0
+            print(f"step {i + 1:5d}  {describe(trainer.recent(log_every))}  {clock() - t0:.0f} s", flush=True)
+    return clock() - t0
 
 
 def training_job(trainer: Stepper, total: int, preview_every: int, describe: Callable[[dict[str, float]], str],
                  preview: Callable[[float], Result], save: Callable[[float], None], steps_done: Callable[[], int],
-                 saved: Callable[[], str]) -> Iterator[JobUpdate]:
+                 saved: Callable[[], str], clock: Clock = now) -> Iterator[JobUpdate]:
     """An in-app Train action on the worker: ``total`` steps, each reported with ``describe`` of
     its losses, a ``preview`` (given the seconds so far) every ``preview_every`` steps and at the
-    end. On any exit, Stop included, what was learned is saved once ``preview_every`` steps ran."""
-    t0 = time.perf_counter()
+    end. On any exit, Stop included, what was learned is saved once ``preview_every`` steps ran.
+    Steps run with autograd on whatever the caller's mode."""
+    t0 = clock()
     try:
         for i in range(total):
-            losses = trainer.step()
-            result = preview(time.perf_counter() - t0) if i % preview_every == 0 or i == total - 1 else None
+            with torch.enable_grad():  # the worker computes with autograd off
+                losses = trainer.step()
+            result = preview(clock() - t0) if i % preview_every == 0 or i == total - 1 else None
             yield JobUpdate((i + 1) / total, f"step {i + 1}/{total}  {describe(losses)}", result)
     finally:
         if steps_done() >= preview_every:
-            save(time.perf_counter() - t0)
+            save(clock() - t0)
     yield JobUpdate(1.0, saved())

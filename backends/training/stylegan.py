@@ -10,7 +10,8 @@ distance between their z's, kept large) against collapse. Fixed seed; checkpoint
 holding the attribute frequencies of its samples against the data and the Frechet distance in the
 attribute classifier's features.
 
-The ``Trainer`` is a plain object with ``step()``, so the app can also drive it from a job.
+The ``Trainer`` is a plain object with ``step()``, so the app can also drive it from a job. The
+README's pictures of the shipped generator: ``python -m assets.make_stylegan_pictures``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import argparse
 import copy
 import json
 import os
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
@@ -29,6 +29,8 @@ import torch
 import torch.nn.functional as F
 
 from backends.data.faces import sample_faces
+from backends.imageio import save_png
+from backends.imaging import hwc, image_grid
 from backends.models.stylegan import (
     C_DIM,
     NUM_WS,
@@ -41,6 +43,7 @@ from backends.models.stylegan import (
     parameter_count,
     to_unit,
 )
+from backends.timing import elapsed_ms, now
 
 DEFAULT_RUN_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "opscope" / "stylegan"
 DATA_SEED_BASE = 5000  # training pool chunks use seeds 5000, 5001, ...; evaluation uses seed 11
@@ -143,17 +146,18 @@ class Trainer:
     # -- one step ------------------------------------------------------------------------------
     def step(self) -> dict:
         """One discriminator update, one generator update, then the EMA; returns the losses."""
-        t0 = time.perf_counter()
+        t0 = now()
         out = self.d_step()
         out.update(self.g_step())
         self._update_ema()
         self.step_i += 1
-        dt = time.perf_counter() - t0
+        dt = elapsed_ms(t0) / 1e3
         self.seconds += dt
         out["step"], out["seconds"] = self.step_i, dt
         self.history.append({k: round(v, 5) if isinstance(v, float) else v for k, v in out.items()})
         return out
 
+    @torch.enable_grad()  # the app's worker runs with autograd off
     def d_step(self) -> dict:
         """Logistic loss on a real and a generated batch, plus lazy R1 every ``r1_every`` steps."""
         cfg = self.cfg
@@ -181,6 +185,7 @@ class Trainer:
         out["d_real"], out["d_fake"] = d_real.mean().item(), d_fake.mean().item()
         return out
 
+    @torch.enable_grad()
     def g_step(self) -> dict:
         """Non-saturating loss through a frozen D, with mixing regularization and the optional
         mode-seeking term."""
@@ -375,13 +380,7 @@ def main() -> None:
     p.add_argument("--export-only", action="store_true")
     p.add_argument("--no-export", action="store_true")
     p.add_argument("--out", type=Path, default=WEIGHTS_PATH)
-    p.add_argument("--docs-images", type=Path, default=None, help="write README pictures of the shipped generator here and exit")
     args = p.parse_args()
-    if args.docs_images:
-        from backends.models.stylegan import load_generator
-
-        save_doc_images(load_generator(args.out), args.docs_images)
-        return
     torch.set_num_threads(args.threads)
     cfg = Config(**{k: getattr(args, k) for k in asdict(cfg)})
 
@@ -414,139 +413,11 @@ def main() -> None:
         export(tr, args.out, log)
 
 
-@torch.no_grad()
-def save_doc_images(G: Generator, out_dir: Path, log=print) -> list[Path]:
-    """README pictures: data next to samples, a style-mixing grid, attribute and PCA edits."""
-    import cv2
-
-    from backends.models.stylegan import LAYER_GROUPS, load_directions, z_from_seed
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dirs = load_directions()
-    noise1 = G.synthesis.make_noise(1, "const")
-
-    def synth(ws):
-        return to_unit(G.synthesis(ws, [m.expand(len(ws), -1, -1, -1) for m in noise1]))
-
-    def tiles(images: torch.Tensor, ncol: int, scale: int = 4, gap: int = 2) -> np.ndarray:
-        n = len(images)
-        rows = -(-n // ncol)
-        s = 32 * scale
-        canvas = np.full((rows * (s + gap) - gap, ncol * (s + gap) - gap, 3), 24, np.uint8)
-        arr = (images.permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
-        for i in range(n):
-            r, c = divmod(i, ncol)
-            big = cv2.resize(arr[i], (s, s), interpolation=cv2.INTER_NEAREST)
-            canvas[r * (s + gap): r * (s + gap) + s, c * (s + gap): c * (s + gap) + s] = big
-        return canvas
-
-    def header(img: np.ndarray, labels: list[str], ncol: int, left: int = 0) -> np.ndarray:
-        bar = np.full((26, img.shape[1], 3), 24, np.uint8)
-        cw = (img.shape[1] - left) / ncol
-        for i, text in enumerate(labels):
-            cv2.putText(bar, text, (int(left + i * cw + 4), 18), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (230, 230, 230), 1, cv2.LINE_AA)
-        return np.vstack([bar, img])
-
-    def write(name: str, rgb: np.ndarray) -> Path:
-        path = out_dir / name
-        cv2.imwrite(str(path), rgb[..., ::-1])
-        log(f"wrote {path}")
-        return path
-
-    paths = []
-    # 1. Data beside samples.
-    real, _ = sample_faces(32, EVAL_DATA_SEED)
-    fake = synth(G.map(z_from_seed(list(range(32)))))
-    gap = np.full((tiles(real, 4).shape[0], 16, 3), 24, np.uint8)
-    img = np.hstack([tiles(real, 4), gap, tiles(fake, 4)])
-    paths.append(write("stylegan_samples.png", header(img, ["data (procedural faces)", "", "", "",
-                                                             "generator, seeds 0-31, psi 1", "", "", ""], 8)))
-    # 2. Style mixing: rows A; columns A, B, A with B's coarse / middle / fine styles.
-    seeds_a, seeds_b = [1, 6, 9, 14], [20, 27, 33, 41]
-    wa, wb = G.map(z_from_seed(seeds_a)), G.map(z_from_seed(seeds_b))
-    cells = []
-    for i in range(4):
-        a, b = wa[i: i + 1], wb[i: i + 1]
-        cells.append(a)
-        cells.append(b)
-        for g in ("coarse", "middle", "fine"):
-            m = a.clone()
-            m[:, list(LAYER_GROUPS[g])] = b[:, list(LAYER_GROUPS[g])]
-            cells.append(m)
-    img = tiles(synth(torch.cat(cells)), 5)
-    paths.append(write("stylegan_mixing.png", header(img, ["A", "B", "A + B coarse", "A + B middle", "A + B fine"], 5)))
-    # 3. Attribute edits (InterFaceGAN) and principal directions (GANSpace) on four seeds.
-    steps = torch.tensor([-2.0, 0.0, 2.0])[:, None, None]
-    for name, keys in (("stylegan_attribute_edits.png", [f"attr.{a}" for a in ("smile", "glasses", "tilt")]),
-                       ("stylegan_pca_edits.png", [f"pca.{k}" for k in range(3)])):
-        cells = []
-        for s in (2, 5, 8, 13):
-            base = G.map(z_from_seed([s]))
-            for key in keys:
-                if key.startswith("attr."):
-                    d, sd = dirs[f"{key}.direction"], dirs[f"{key}.std"]
-                else:
-                    k = int(key.split(".")[1])
-                    d, sd = dirs["pca.directions"][k], dirs["pca.std"][k]
-                cells.append(base + steps * sd * d)
-        labels = [f"{key.split('.')[1] if key.startswith('attr.') else 'PC' + str(int(key.split('.')[1]) + 1)} {v:+g}"
-                  for key in keys for v in (-2, 0, 2)]
-        img = tiles(synth(torch.cat(cells)), 9)
-        paths.append(write(name, header(img, labels, 9)))
-    # 4. Conditioning: each seed with one attribute of its c replaced (the rest of c and z kept).
-    if G.c_dim:
-        from backends.models.stylegan import attributes_from_z
-
-        edits = (("frown", 0, -0.6), ("smile", 0, 0.9), ("no glasses", 2, 0.0), ("glasses", 2, 1.0),
-                 ("bald", 3, None), ("short hair", 4, None), ("long hair", 5, None), ("tilt -25", 1, -25 / 30), ("tilt +25", 1, 25 / 30))
-        cells = []
-        for s in (2, 5, 8, 13):
-            z = z_from_seed([s])
-            for _, k, v in edits:
-                c = attributes_from_z(z)
-                if v is None:
-                    c[:, 3:] = 0.0
-                    c[:, k] = 1.0
-                else:
-                    c[:, k] = v
-                cells.append(G.map(z, c=c))
-        img = tiles(synth(torch.cat(cells)), len(edits))
-        paths.append(write("stylegan_conditioning.png", header(img, [e[0] for e in edits], len(edits))))
-    # 5. Projection of held-out data faces into w and w+ (the operator's Project action).
-    from backends.ops.stylegan import PARAMS, StyleGANOperator
-
-    op = StyleGANOperator()
-    targets, _ = sample_faces(4, EVAL_DATA_SEED + 5)
-    cells, losses = [], []
-    for t in targets:
-        cells.append(t[None])
-        for space in ("w", "w+"):
-            params = {p.name: p.default for p in PARAMS}
-            params.update(project_space=space, project_steps=300)
-            for _ in op.start("project", t[None], params, None):
-                pass
-            cells.append(synth(op._projection.ws))
-            losses.append(op._projection.loss[-1])
-    img = tiles(torch.cat(cells), 3)
-    paths.append(write("stylegan_projection.png", header(img, ["target (data face)", "projected, w", "projected, w+"], 3)))
-    log(f"projection final losses (w, w+ per face): {[round(v, 4) for v in losses]}")
-    return paths
-
-
 def _save_grid(images: torch.Tensor, path: Optional[Path], nrow: int = 8) -> None:
     if path is None:
         return
-    import cv2
-
-    n = len(images)
-    rows = (n + nrow - 1) // nrow
-    grid = torch.ones(3, rows * 34, nrow * 34)
-    for i, im in enumerate(images):
-        r, c = divmod(i, nrow)
-        grid[:, r * 34 + 1 : r * 34 + 33, c * 34 + 1 : c * 34 + 33] = im
-    arr = (grid.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), cv2.resize(arr[..., ::-1], None, fx=3, fy=3, interpolation=cv2.INTER_NEAREST))
+    save_png(path, hwc(image_grid(images, nrow, scale=3, gap=2, fill=1.0)).numpy())
 
 
 if __name__ == "__main__":

@@ -228,7 +228,7 @@ def deform_vs_torchvision(size: int = 512, channels: int = 3, out_channels: int 
         return None
     import torch
 
-    from backends.ops.deformable import deform_conv2d
+    from backends.functional.deformable import deform_conv2d
 
     g = torch.Generator().manual_seed(0)
     x = torch.rand(1, channels, size, size, generator=g)

@@ -22,6 +22,7 @@ from backends.functional.global_warp import (
     resample_widened,
 )
 from backends.functional.kernels import NONNEGATIVE, make_kernel
+from backends.functional.optim import Adam  # torch.optim's first use costs ~1 s: see its docstring
 from backends.imaging import luminance, resize_long_side
 from backends.jobs import FrameThrottle
 from backends.layers import CurveLayer, MetricsLayer, Result
@@ -188,7 +189,7 @@ class DeformableConvolution(Operator):
         logits = image.new_zeros(1, k * k, *lattice).requires_grad_(True) if params["version"] == "v2" else None
         state = LearnedOffsets(fit_key(params), self.image_key, (h, w), offsets, logits)
         self._fit = state
-        opt = torch.optim.Adam([t for t in (offsets, logits) if t is not None], lr=float(params["fit_lr"]))
+        opt = Adam([t for t in (offsets, logits) if t is not None], lr=float(params["fit_lr"]))
         steps, throttle = int(params["fit_steps"]), FrameThrottle()
         pad = d * (k - 1) // 2
         q = query_point(query, image.shape[3], image.shape[2])

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from backends.functional.affine import INTERPOLATIONS, PADDINGS, affine_transform, spatial_transform
 from backends.functional.coords import points_to_normalized
 from backends.functional.filters import gaussian_blur
+from backends.functional.optim import Adam  # torch.optim's first use costs ~1 s: see its docstring
 from backends.functional.tps import control_lattice, tps_grid
 from backends.imaging import resize_long_side
 from backends.jobs import FrameThrottle
@@ -189,7 +190,7 @@ class SpatialTransformer(Operator):
         var = (start.targets if tps else start.theta).to(image.device, image.dtype).clone().requires_grad_(True)
         controls = start.controls.to(image.device, image.dtype) if tps else None
         self._fit = Registration(self._fit_key(params), None if tps else var)
-        opt = torch.optim.Adam([var], lr=FIT_LR * float(params["fit_lr"]))
+        opt = Adam([var], lr=FIT_LR * float(params["fit_lr"]))
         steps, throttle = int(params["fit_steps"]), FrameThrottle()
         for i in range(steps):
             sigma = FIT_BLUR * max(0.0, 1.0 - i / (0.7 * steps))

@@ -14,23 +14,36 @@ from backends.imageio import DEFAULT_MAX_SIDE, LoadedImage
 from backends.params import ParamError
 from backends.registry import families, spec_of
 from backends.timing import elapsed_ms, now
-from explorer import image_sources
 from explorer.image_inputs import ImageInputs
 from explorer.layout_store import LayoutStore
+from explorer.menus import WindowMenus
 from explorer.messages import Failure, Frame, JobEnd, JobFrame
 from explorer.result_docks import ResultDocks
 from explorer.scheduler import Scheduler
 from explorer.session import Session
 from explorer.settings import make_settings
 from widgets.actions_bar import ActionItem, ActionsBar
-from widgets.banner import Banner
 from widgets.image_canvas import ImageCanvas
 from widgets.operator_picker import OperatorPicker
 from widgets.param_form import ParamForm
 from widgets.sketchpad import Sketchpad
+from widgets.stage import Stage
 
 Area = QtCore.Qt.DockWidgetArea
-MOUSE_HELP = ("Click   set the query point", "Wheel   zoom, drag to pan", "Right-click a panel   export it")
+DEFAULT_SIZE = (1600, 1000)
+SCREEN_SHARE = 0.96  # of the screen's available area, leaving room for the frame
+
+
+def fitting_size(screen: Optional[QtGui.QScreen]) -> tuple[int, int]:
+    """The default window size, shrunk to the screen's available area (a 1366x768 laptop)."""
+    if screen is None:
+        return DEFAULT_SIZE
+    area = screen.availableGeometry()
+    return (min(DEFAULT_SIZE[0], int(area.width() * SCREEN_SHARE)), min(DEFAULT_SIZE[1], int(area.height() * SCREEN_SHARE)))
+
+
+MOUSE_HELP = ("Click   set the query point", "Wheel   zoom, drag to pan", "Right-click a panel   export it",
+              "Double-click a panel's title   show it in the centre")
 BUSY_AFTER_MS = 150  # anything slower than a blink says so
 
 
@@ -61,7 +74,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
         self._build_central()
         self._build_side_docks()
-        self.docks = ResultDocks(self, self._wire_canvas)
+        self.docks = ResultDocks(self, self.stage, self._wire_canvas)
         self.docks.docksChanged.connect(self._on_docks_changed)
         self._build_status_bar(device_text)
         self._build_menus()
@@ -77,20 +90,16 @@ class MainWindow(QtWidgets.QMainWindow):
         scheduler.deviceChanged.connect(self._on_device_changed)
 
         self._show_operator_form()
-        self.resize(1600, 1000)
+        self.resize(*fitting_size(self.screen()))
         self.layout_store.restore_geometry()
 
     # -- construction --------------------------------------------------------------------------
     def _build_central(self) -> None:
-        host = QtWidgets.QWidget()
-        layout = QtWidgets.QVBoxLayout(host)
-        layout.setContentsMargins(2, 2, 2, 2)
-        self.banner = Banner()
-        self.canvas = ImageCanvas()
+        self.canvas = ImageCanvas()  # the input image
         self._wire_canvas(self.canvas)
-        layout.addWidget(self.banner)
-        layout.addWidget(self.canvas, 1)
-        self.setCentralWidget(host)
+        self.stage = Stage(self.canvas)
+        self.banner = self.stage.banner
+        self.setCentralWidget(self.stage)
 
     def _build_side_docks(self) -> None:
         self.picker = OperatorPicker()
@@ -148,64 +157,12 @@ class MainWindow(QtWidgets.QMainWindow):
             bar.addPermanentWidget(w)
 
     def _build_menus(self) -> None:
-        mb = self.menuBar()
-        file_menu = mb.addMenu("&File")
-        self._action(file_menu, "&Open Image…", lambda: self.images.open_dialog(self), QtGui.QKeySequence.StandardKey.Open)
-        recent_menu = file_menu.addMenu("Open &Recent")
-        recent_menu.aboutToShow.connect(lambda: self.images.fill_recent_menu(recent_menu))
-        samples_menu = file_menu.addMenu("&Samples")
-        for name, path in image_sources.samples().items():
-            samples_menu.addAction(name, lambda p=path: self.open_path(p))
-        self._action(file_menu, "&Paste Image", self.images.paste, QtGui.QKeySequence.StandardKey.Paste)
-        self._action(file_menu, "&Sketch…", self.show_sketchpad, "Ctrl+K")
-        file_menu.addSeparator()
-        self._action(file_menu, "&Export Window as PNG…", self.export_window_dialog, "Ctrl+E")
-        file_menu.addSeparator()
-        self._action(file_menu, "&Quit", self.close, QtGui.QKeySequence.StandardKey.Quit)
-
-        edit_menu = mb.addMenu("&Edit")
-        self._action(edit_menu, "&Reset Parameters", self.reset_operator, "Ctrl+R")
-        self._action(edit_menu, "&Forget Learned State", self.forget_learned_state)
-
-        self.view_menu = mb.addMenu("&View")
-        self._fill_view_menu()
-
-        ops_menu = mb.addMenu("&Operators")
-        for fam, specs in families().items():
-            sub = ops_menu.addMenu(fam)
-            for spec in specs:
-                sub.addAction(spec.title, lambda n=spec.name: self.session.set_operator(n))
-
-        help_menu = mb.addMenu("&Help")
-        self._action(help_menu, "&Keyboard Shortcuts", self._show_shortcuts, "F1")
-
-    def _action(self, menu: QtWidgets.QMenu, text: str, slot, shortcut=None) -> QtGui.QAction:
-        act = menu.addAction(text, slot)
-        if shortcut is not None:
-            act.setShortcut(QtGui.QKeySequence(shortcut))
-        return act
-
-    def _fill_view_menu(self) -> None:
-        menu = self.view_menu
-        menu.clear()
-        self._action(menu, "&Fit to Window", self.canvas.fit, "Ctrl+0")
-        self._action(menu, "Zoom &1:1", self.canvas.one_to_one, "Ctrl+1")
-        self._action(menu, "Reset &Layout", self.reset_layout)
-        menu.addSeparator()
-        for dock in (self.picker_dock, self.params_dock, self.sketch_dock, *self.docks.docks.values()):
-            menu.addAction(dock.toggleViewAction())
+        self.menus = WindowMenus(self)
 
     def shortcut_lines(self) -> list[str]:
-        """Every menu action that has a shortcut, as the help lists it: made from the actions."""
-        lines = []
-        for menu in self.menuBar().findChildren(QtWidgets.QMenu):
-            for act in menu.actions():
-                key = act.shortcut().toString(QtGui.QKeySequence.SequenceFormat.NativeText)
-                if key and not act.menu():
-                    lines.append(f"{key}   {act.text().replace('&', '').rstrip('…')}")
-        return list(dict.fromkeys(lines)) + list(MOUSE_HELP)
+        return self.menus.shortcut_lines() + list(MOUSE_HELP)
 
-    def _show_shortcuts(self) -> None:
+    def show_shortcuts(self) -> None:
         QtWidgets.QMessageBox.information(self, "Keyboard shortcuts", "\n".join(self.shortcut_lines()))
 
     def _wire_canvas(self, canvas: ImageCanvas) -> None:
@@ -269,6 +226,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def _show_operator_form(self) -> None:
         spec = spec_of(self.session.operator)
         self._shown_operator = spec.name
+        self.docks.configure(spec.primary, spec.tabs)
         self.form.set_specs(spec.params, self.session.params(), spec.title, spec.description)
         self.picker.select(spec.name)
         self.actions_bar.set_actions([ActionItem(a.name, a.title, a.help, a.instant) for a in spec.actions])
@@ -390,7 +348,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # -- layout, export ------------------------------------------------------------------------
     def _on_docks_changed(self) -> None:
-        self._fill_view_menu()
+        self.menus.fill_view_menu()
         self.layout_store.restore_operator(self.session.operator)
 
     def reset_layout(self) -> None:

@@ -10,7 +10,9 @@ from tests.conftest import wait_for_frame
 
 def test_window_opens_with_the_operator_docks(app):
     w = app.window
-    assert set(w.docks.docks) == {"Output", "Dilated kernel", "Receptive field", "Stack effective receptive field", "Metrics"}
+    assert set(w.docks.panels) == {"Output", "Dilated kernel", "Receptive field", "Stack effective receptive field", "Metrics"}
+    assert w.docks.centre == "Output" and "Output" not in w.docks.docks  # the result gets the centre
+    assert w.stage.result is w.docks.panels["Output"] and w.stage.showing() == (False, True)
     assert "chelsea" in w.image_label.text()
     assert w.device_label.text().startswith("device: cpu")
     assert "compute" in w.timing_label.text()
@@ -126,7 +128,7 @@ def test_an_operator_error_is_shown_and_the_last_frame_kept(app, qtbot):
         app.session.set_params({"padding": "reflect", "dilation": 16, "kernel_size": "7"})
     assert "reflect padding" in failure.args[0]
     assert w.banner.isVisible() and "last good frame" in w.banner.text()
-    assert "Output" in w.docks.docks  # the old panels stay
+    assert "Output" in w.docks.panels  # the old panels stay
     app.session.set_params({"padding": "zeros"})
     wait_for_frame(qtbot, w)
     assert not w.banner.isVisible()
@@ -202,8 +204,8 @@ def test_the_shortcut_help_lists_the_menus_own_shortcuts(app):
 
 
 def test_view_menu_toggles_every_dock(app):
-    texts = {a.text() for a in app.window.view_menu.actions()}
-    assert {"Operators", "Parameters", "Output", "Metrics"} <= texts
+    texts = {a.text() for a in app.window.menus.view_menu.actions()}
+    assert {"Operators", "Parameters", "Dilated kernel", "Metrics"} <= texts and "Output" not in texts  # in the centre
 
 
 def test_a_sketch_becomes_the_working_image_and_undo_takes_a_stroke_back(app, qtbot):
@@ -307,3 +309,56 @@ def test_an_instant_action_is_a_plain_button_that_runs_once(app, qtbot):
     with qtbot.waitSignal(app.scheduler.jobEnded, timeout=30_000) as ended:
         button.click()
     assert (ended.args[0].action, ended.args[0].how, ended.args[0].failed) == ("reset", "done", False)
+
+
+def test_the_input_is_one_keystroke_from_the_result(app):
+    w = app.window
+    assert w.stage.showing() == (False, True)
+    w.stage.toggle_input()
+    assert w.stage.showing() == (True, False)
+    w.stage.set_mode("side by side")
+    assert w.stage.showing() == (True, True)
+    w.stage.toggle_input()
+    assert w.stage.showing() == (False, True)
+    shortcuts = {a.text(): a.shortcut().toString() for a in w.menus.view_menu.actions()}
+    assert shortcuts["Show &Input"] == "Ctrl+I"
+
+
+def test_double_clicking_a_panels_title_shows_it_in_the_centre(app, qtbot):
+    w = app.window
+    kernel = w.docks.panels["Dilated kernel"]
+    dock = w.docks.docks["Dilated kernel"]
+    qtbot.mouseDClick(dock.titleBarWidget(), QtCore.Qt.MouseButton.LeftButton)
+    assert w.docks.centre == "Dilated kernel" and w.stage.result is kernel
+    assert "Output" in w.docks.docks and w.docks.docks["Output"].widget() is w.docks.panels["Output"]
+    assert dock is w.docks.docks["Output"]  # the old centre took the promoted panel's place
+    app.session.set_param("dilation", 5)
+    wait_for_frame(qtbot, w)
+    assert "11x11" in kernel.caption.text()  # the promoted panel keeps updating in the centre
+
+
+def test_a_closed_panel_does_no_work_until_it_is_shown_again(app, qtbot):
+    w = app.window
+    metrics = w.docks.docks["Metrics"]
+    metrics.close()
+    before = w.docks.panels["Metrics"].view.value("query")
+    app.session.set_query(40, 30)
+    wait_for_frame(qtbot, w)
+    assert w.docks.panels["Metrics"].view.value("query") == before  # not drawn while hidden
+    metrics.show()
+    qtbot.waitUntil(lambda: w.docks.panels["Metrics"].view.value("query") == "(40, 30)", timeout=5000)
+
+
+def test_the_window_fits_the_screen_it_opens_on():
+    from explorer.main_window import DEFAULT_SIZE, fitting_size
+
+    class Screen:
+        def __init__(self, w, h):
+            self.area = QtCore.QRect(0, 0, w, h)
+
+        def availableGeometry(self):
+            return self.area
+
+    width, height = fitting_size(Screen(1366, 740))
+    assert width <= 1366 and height <= 740 and (width, height) != DEFAULT_SIZE
+    assert fitting_size(Screen(2560, 1440)) == DEFAULT_SIZE

@@ -1,0 +1,79 @@
+"""The window's menus, built from its actions; the shortcut help is read back from them, so a
+shortcut added to a menu is listed without another edit."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from PySide6 import QtGui, QtWidgets
+
+from backends.registry import families
+from explorer import image_sources
+
+if TYPE_CHECKING:
+    from explorer.main_window import MainWindow
+
+
+class WindowMenus:
+    def __init__(self, window: MainWindow) -> None:
+        self.window = w = window
+        mb = w.menuBar()
+        file_menu = mb.addMenu("&File")
+        self.action(file_menu, "&Open Image…", lambda: w.images.open_dialog(w), QtGui.QKeySequence.StandardKey.Open)
+        recent_menu = file_menu.addMenu("Open &Recent")
+        recent_menu.aboutToShow.connect(lambda: w.images.fill_recent_menu(recent_menu))
+        samples_menu = file_menu.addMenu("&Samples")
+        for name, path in image_sources.samples().items():
+            samples_menu.addAction(name, lambda p=path: w.open_path(p))
+        self.action(file_menu, "&Paste Image", w.images.paste, QtGui.QKeySequence.StandardKey.Paste)
+        self.action(file_menu, "&Sketch…", w.show_sketchpad, "Ctrl+K")
+        file_menu.addSeparator()
+        self.action(file_menu, "&Export Window as PNG…", w.export_window_dialog, "Ctrl+E")
+        file_menu.addSeparator()
+        self.action(file_menu, "&Quit", w.close, QtGui.QKeySequence.StandardKey.Quit)
+
+        edit_menu = mb.addMenu("&Edit")
+        self.action(edit_menu, "&Reset Parameters", w.reset_operator, "Ctrl+R")
+        self.action(edit_menu, "&Forget Learned State", w.forget_learned_state)
+
+        self.view_menu = mb.addMenu("&View")
+        self.fill_view_menu()
+
+        ops_menu = mb.addMenu("&Operators")
+        for fam, specs in families().items():
+            sub = ops_menu.addMenu(fam)
+            for spec in specs:
+                sub.addAction(spec.title, lambda n=spec.name: w.session.set_operator(n))
+
+        help_menu = mb.addMenu("&Help")
+        self.action(help_menu, "&Keyboard Shortcuts", w.show_shortcuts, "F1")
+
+    @staticmethod
+    def action(menu: QtWidgets.QMenu, text: str, slot, shortcut=None) -> QtGui.QAction:
+        act = menu.addAction(text, slot)
+        if shortcut is not None:
+            act.setShortcut(QtGui.QKeySequence(shortcut))
+        return act
+
+    def fill_view_menu(self) -> None:
+        """View actions, then a toggle for every dock: rebuilt when the docks change."""
+        w, menu = self.window, self.view_menu
+        menu.clear()
+        self.action(menu, "&Fit to Window", w.canvas.fit, "Ctrl+0")
+        self.action(menu, "Zoom &1:1", w.canvas.one_to_one, "Ctrl+1")
+        self.action(menu, "Show &Input", w.stage.toggle_input, "Ctrl+I")
+        self.action(menu, "Input and Result &Side by Side", lambda: w.stage.set_mode("side by side"), "Ctrl+Shift+I")
+        self.action(menu, "Reset &Layout", w.reset_layout)
+        menu.addSeparator()
+        for dock in (w.picker_dock, w.params_dock, w.sketch_dock, *w.docks.docks.values()):
+            menu.addAction(dock.toggleViewAction())
+
+    def shortcut_lines(self) -> list[str]:
+        """Every menu action that has a shortcut, as the help lists it."""
+        lines = []
+        for menu in self.window.menuBar().findChildren(QtWidgets.QMenu):
+            for act in menu.actions():
+                key = act.shortcut().toString(QtGui.QKeySequence.SequenceFormat.NativeText)
+                if key and not act.menu():
+                    lines.append(f"{key}   {act.text().replace('&', '').rstrip('…')}")
+        return list(dict.fromkeys(lines))

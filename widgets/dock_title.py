@@ -1,0 +1,36 @@
+"""A dock's title bar: the panel's name, float and close buttons, and a double-click that asks to
+show the panel in the centre of the window (Qt's own bar would float the dock instead)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from PySide6 import QtCore, QtGui, QtWidgets
+
+
+class DockTitleBar(QtWidgets.QWidget):
+    doubleClicked = QtCore.Signal()
+
+    def __init__(self, dock: QtWidgets.QDockWidget, parent: Optional[QtWidgets.QWidget] = None) -> None:
+        super().__init__(parent)
+        self.label = QtWidgets.QLabel(dock.windowTitle())
+        self.label.setTextFormat(QtCore.Qt.TextFormat.PlainText)
+        self.label.setToolTip("Double-click to show this panel in the centre")
+        layout = QtWidgets.QHBoxLayout(self)
+        layout.setContentsMargins(6, 1, 2, 1)
+        layout.setSpacing(2)
+        layout.addWidget(self.label, 1)
+        style = self.style()
+        for icon, tip, slot in (
+            (QtWidgets.QStyle.StandardPixmap.SP_TitleBarNormalButton, "Float", lambda: dock.setFloating(not dock.isFloating())),
+            (QtWidgets.QStyle.StandardPixmap.SP_TitleBarCloseButton, "Close", dock.close),
+        ):
+            button = QtWidgets.QToolButton(autoRaise=True, toolTip=tip)
+            button.setIcon(style.standardIcon(icon))
+            button.setIconSize(QtCore.QSize(12, 12))
+            button.clicked.connect(slot)
+            layout.addWidget(button)
+
+    def mouseDoubleClickEvent(self, event: QtGui.QMouseEvent) -> None:
+        self.doubleClicked.emit()
+        event.accept()

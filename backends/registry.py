@@ -45,6 +45,8 @@ class OperatorSpec:
     params: tuple[ParamSpec, ...]
     uses_query: bool = True
     actions: tuple[Action, ...] = ()
+    primary: str = ""  # the layer shown large in the centre; "" means "Output", else the first image
+    tabs: tuple[tuple[str, tuple[str, ...]], ...] = ()  # (theme, layer names): tab groups, most telling first
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,8 @@ class Operator:
     def bind_image(self, image: torch.Tensor, image_key: Hashable = None) -> None:
         """Names the image the memo belongs to. Without a key (a script, a test) the tensor object
         itself names it; it is kept referenced, so its identity cannot be reused meanwhile."""
+        if "memo" not in self.__dict__:  # TRANSITION: operators not yet calling super().__init__()
+            Operator.__init__(self)
         if image_key is None:
             if image is not self._keyless_image:
                 self._keyless_image = image

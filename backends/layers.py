@@ -49,7 +49,12 @@ Background = Union[np.ndarray, "torch.Tensor", InputImage, None]
 
 @dataclass(frozen=True)
 class ImageLayer:
-    """An RGB image (H, W, 3) in [0, 1], or a scalar map (H, W) drawn through ``colormap``."""
+    """An RGB image (H, W, 3) in [0, 1], a scalar map (H, W) drawn through ``colormap``, or, with
+    ``categories``, a map of integer indices (H, W) drawn in ``palette`` (K, 3) with a legend.
+
+    A picture that is a uniform grid of tiles (a traversal, a sample grid) names its rows and
+    columns with ``row_labels`` / ``column_labels`` and the two axes with ``axis_titles`` (x, y);
+    they are drawn outside the picture. ``boxes`` (x, y, w, h) mark regions (a clicked token)."""
 
     name: str
     image: Array
@@ -57,6 +62,12 @@ class ImageLayer:
     colormap: str = "viridis"
     extent: Optional[Extent] = None
     caption: str = ""
+    categories: tuple[str, ...] = ()
+    palette: Optional[Array] = None
+    row_labels: tuple[str, ...] = ()
+    column_labels: tuple[str, ...] = ()
+    axis_titles: tuple[str, str] = ("", "")
+    boxes: tuple[Extent, ...] = ()
     kind: ClassVar[str] = "image"
 
 
@@ -83,6 +94,7 @@ class VectorFieldLayer:
     background: Background = None
     scale: float = 1.0
     caption: str = ""
+    colormap: str = "viridis"  # arrows coloured by length, with a colour bar from 0 to the longest
     kind: ClassVar[str] = "vector_field"
 
 
@@ -151,6 +163,8 @@ class BarsLayer:
     series: dict[str, Array]
     y_range: Optional[tuple[float, float]] = None
     caption: str = ""
+    value_label: str = ""  # what the bars measure, on the value axis
+    horizontal: Optional[bool] = None  # None: horizontal when the labels are long or many
     kind: ClassVar[str] = "bars"
 
 
@@ -164,6 +178,9 @@ class CurveLayer:
     y_label: str = ""
     log_y: bool = False
     caption: str = ""
+    right: tuple[str, ...] = ()  # series drawn against a second axis on the right (another unit)
+    right_label: str = ""
+    log_x: bool = False
     kind: ClassVar[str] = "curve"
 
 

@@ -10,6 +10,11 @@ class ParamError(ValueError):
     """A parameter name or value that the operator does not accept."""
 
 
+# When a parameter does anything: every (other parameter, values it must take) pair must hold,
+# e.g. (("kernel", ("gabor",)),) for the Gabor angle. Plain data, so forms and --list read it.
+Conditions = tuple[tuple[str, tuple[Any, ...]], ...]
+
+
 @dataclass(frozen=True)
 class FloatParam:
     name: str
@@ -18,6 +23,7 @@ class FloatParam:
     maximum: float
     step: float = 0.01
     help: str = ""
+    enabled_when: Conditions = ()
     kind: str = "float"
 
     def coerce(self, value: Any) -> float:
@@ -38,6 +44,7 @@ class IntParam:
     maximum: int
     step: int = 1
     help: str = ""
+    enabled_when: Conditions = ()
     kind: str = "int"
 
     def coerce(self, value: Any) -> int:
@@ -59,6 +66,7 @@ class ChoiceParam:
     default: str
     choices: tuple[str, ...]
     help: str = ""
+    enabled_when: Conditions = ()
     kind: str = "choice"
 
     def coerce(self, value: Any) -> str:
@@ -73,6 +81,7 @@ class BoolParam:
     name: str
     default: bool
     help: str = ""
+    enabled_when: Conditions = ()
     kind: str = "bool"
 
     def coerce(self, value: Any) -> bool:
@@ -91,6 +100,7 @@ class SeedParam:
     name: str
     default: int = 0
     help: str = "Random seed: the same seed gives the same result."
+    enabled_when: Conditions = ()
     kind: str = "seed"
     minimum: int = 0
     maximum: int = 2**31 - 1
@@ -106,6 +116,7 @@ class PointParam:
     name: str
     default: tuple[float, float] = (0.5, 0.5)
     help: str = ""
+    enabled_when: Conditions = ()
     kind: str = "point"
 
     def coerce(self, value: Any) -> tuple[float, float]:
@@ -139,6 +150,17 @@ def validate(specs: tuple[ParamSpec, ...], values: Mapping[str, Any]) -> dict[st
     return out
 
 
+def is_active(spec: ParamSpec, values: Mapping[str, Any]) -> bool:
+    """Whether ``spec`` does anything given the other parameters' ``values``."""
+    return all(values.get(name) in allowed for name, allowed in spec.enabled_when)
+
+
+def inactive_reason(spec: ParamSpec) -> str:
+    """Why a parameter may be greyed out: 'only when kernel is gabor'."""
+    parts = [f"{name} is {' or '.join(str(v) for v in allowed)}" for name, allowed in spec.enabled_when]
+    return "only when " + " and ".join(parts) if parts else ""
+
+
 def describe(spec: ParamSpec) -> str:
     """One line for ``--list``."""
     if isinstance(spec, (FloatParam, IntParam)):
@@ -151,4 +173,5 @@ def describe(spec: ParamSpec) -> str:
         rng = "seed"
     else:
         rng = "true|false"
-    return f"{spec.name}={spec.default} {rng}  {spec.help}".rstrip()
+    when = inactive_reason(spec)
+    return f"{spec.name}={spec.default} {rng}  {spec.help}{f' ({when})' if when else ''}".rstrip()

@@ -124,9 +124,10 @@ class VQVAETokenizer(Operator):
         for (y, x_), c in self._edits.items():
             edited[0, y, x_] = c
         recon = enc["recon"]
+        edits = tuple(sorted(self._edits.items()))
         with timer("decode"):
-            recon_edit = recon if not self._edits else self.memo.stage(
-                "edited", params, ("size",), lambda: model.decode(edited), extra=tuple(sorted(self._edits.items())))
+            recon_edit = recon if not edits else self.memo.stage("edited", params, ("size",), lambda: model.decode(edited),
+                                                                 extra=edits)
 
         tok_np = edited[0].cpu().numpy()
         frame = (0.0, 0.0, float(W), float(H))
@@ -146,7 +147,8 @@ class VQVAETokenizer(Operator):
             r = int(params["paint_radius"]) if code >= 0 else 0
             boxes = ((tx * sx, ty * sy, sx, sy), ((tx - r) * sx, (ty - r) * sy, (2 * r + 1) * sx, (2 * r + 1) * sy))
             sets = (PointSet(np.array([[(tx + 0.5) * sx - 0.5, (ty + 0.5) * sy - 0.5]], np.float32), (255, 255, 255), 9.0, "query token"),)
-        token_img = token_map_image(edited[0], model.codes, H, W)
+        token_img = self.memo.stage("token map", params, ("size",), lambda: token_map_image(edited[0], model.codes, H, W),
+                                    extra=edits)
         q_text = f"token ({qtok[0]}, {qtok[1]}) = code {int(tok_np[qtok[1], qtok[0]])}" if qtok else "click a token"
         layers = (
             ImageLayer("Reconstruction", hwc(recon_edit[0]), levels=(0.0, 1.0), extent=frame,

@@ -123,6 +123,21 @@ def test_generated_faces_follow_their_conditioning(generated):
     assert np.corrcoef(pf["smile_value"], c[:, 0])[0, 1] > 0.6
 
 
+def test_baked_weights_follow_the_module_when_it_moves():
+    """The loaded generator bakes its convolution weights; moving it (here to float64, as
+    ``.to(device)`` moves it to a GPU) bakes them again on the new dtype and device."""
+    from backends.models.stylegan import read_generator
+
+    G64 = read_generator(WEIGHTS_PATH).double()
+    ws = G64.map(z_from_seed([5]).double())
+    noise = [m.double() for m in G64.synthesis.make_noise(1, "const")]
+    with torch.no_grad():
+        img = G64.synthesis(ws, noise)
+        img32 = load_generator().synthesis(ws.float(), [m.float() for m in noise])
+    assert img.dtype == torch.float64
+    torch.testing.assert_close(img.float(), img32, atol=1e-4, rtol=0)
+
+
 def test_minibatch_stddev_appends_one_channel():
     x = torch.randn(8, 5, 4, 4, generator=torch.Generator().manual_seed(0))
     y = minibatch_stddev(x, 4)

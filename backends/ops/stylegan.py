@@ -17,6 +17,7 @@ from typing import Any, Iterator, Mapping, Optional
 
 import torch
 
+import backends.ops._stylegan_panels as panels
 from backends.layers import BarsLayer, ImageLayer, MetricsLayer, Result
 from backends.models.stylegan import (
     ATTRIBUTE_DIRECTIONS,
@@ -33,7 +34,6 @@ from backends.models.stylegan import (
 )
 from backends.models.stylegan_projection import Projection, project, projection_target
 from backends.models.weights import data_dir, save_weights
-from backends.ops import _stylegan_panels as panels
 from backends.ops._stylegan_panels import (
     BROWSER_SIDE,
     DIRECTION_STEPS,

@@ -29,7 +29,6 @@ import torch
 import torch.nn.functional as F
 
 from backends.data.faces import sample_faces
-from backends.imageio import save_png
 from backends.imaging import hwc, image_grid
 from backends.models.stylegan import (
     C_DIM,
@@ -416,6 +415,8 @@ def main() -> None:
 def _save_grid(images: torch.Tensor, path: Optional[Path], nrow: int = 8) -> None:
     if path is None:
         return
+    from backends.imageio import save_png  # OpenCV: only the script writes pictures, the app's Train does not
+
     path.parent.mkdir(parents=True, exist_ok=True)
     save_png(path, hwc(image_grid(images, nrow, scale=3, gap=2, fill=1.0)).numpy())
 

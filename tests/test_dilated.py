@@ -11,7 +11,7 @@ import torch
 from backends.functional.dilated import stack_support
 from backends.functional.kernels import make_kernel
 from backends.ops.dilated import DilatedConvolution
-from backends.params import validate
+from backends.params import is_active, validate
 
 QUERY = (70, 29)  # asymmetric, far from the border of a 128 x 96 image
 
@@ -85,3 +85,53 @@ def test_the_erf_panel_is_the_support_placed_at_the_query(rates):
     expected[QUERY[1] - half: QUERY[1] + half + 1, QUERY[0] - half: QUERY[0] + half + 1] = support
     np.testing.assert_array_equal(erf > 0, expected)
     assert float(erf.max()) == pytest.approx(1.0)
+
+
+def test_the_sobel_kernel_panel_draws_both_kernels_with_blank_inserted_zeros():
+    """d/dx left, d/dy right (its transpose), each on its dilated footprint: the taps' weights
+    (the zero-weight middle column of d/dx stays 0), NaN (transparent) where the dilation inserts
+    zeros, and a transparent gap wider than the tap spacing between the two tiles."""
+    d, k = 3, 3
+    layer = _compute(DilatedConvolution(), torch.rand(1, 3, 40, 56), None, kernel="sobel", dilation=d).layer("Dilated kernel")
+    assert layer.column_labels == ("d/dx", "d/dy")
+    picture = np.asarray(layer.image)
+    span = d * (k - 1) + 1
+    tile = picture.shape[1] // 2
+    assert picture.shape == (span, 2 * tile) and tile - span > d
+    sobel = make_kernel("sobel", k)
+    for t, expected in enumerate((sobel, sobel.T)):
+        part = picture[:, t * tile: t * tile + span]
+        np.testing.assert_array_equal(part[::d, ::d], expected)
+        mask = np.ones((span, span), bool)
+        mask[::d, ::d] = False
+        assert np.isnan(part[mask]).all()
+        assert np.isnan(picture[:, t * tile + span: (t + 1) * tile]).all()
+    assert (picture[:, : span][::d, ::d][:, 1] == 0).all()  # d/dx's zero-weight taps are drawn as 0
+
+
+def test_a_single_kernel_panel_is_one_labelled_tile():
+    layer = _compute(DilatedConvolution(), torch.rand(1, 3, 40, 56), None, kernel="gabor", gabor_angle=60.0,
+                     kernel_size="5", dilation=2).layer("Dilated kernel")
+    assert layer.column_labels == ("gabor 60°",)
+    picture = np.asarray(layer.image)
+    assert picture.shape == (9, 9)
+    np.testing.assert_array_equal(picture[::2, ::2], make_kernel("gabor", 5, 60.0))
+    assert np.isnan(picture[1::2]).all() and np.isnan(picture[:, 1::2]).all()
+
+
+def test_signed_outputs_name_the_colour_channels_in_words():
+    out = _compute(DilatedConvolution(), torch.rand(1, 3, 40, 56), None, kernel="laplacian").layer("Output")
+    assert out.labels == ("red", "green", "blue")
+    lo, hi = out.levels
+    assert lo == -hi and 0 < hi <= float(np.abs(np.asarray(out.maps)).max())
+
+
+def test_parameters_say_when_they_do_anything():
+    by_name = {s.name: s for s in DilatedConvolution.spec.params}
+    values = validate(DilatedConvolution.spec.params, {"kernel": "sobel", "stack_layers": 2})
+    assert not is_active(by_name["gabor_angle"], values) and not is_active(by_name["seed"], values)
+    assert is_active(by_name["rate_2"], values) and not is_active(by_name["rate_3"], values)
+    values = validate(DilatedConvolution.spec.params, {"kernel": "gabor", "stack_layers": 4})
+    assert is_active(by_name["gabor_angle"], values) and is_active(by_name["rate_4"], values)
+    assert is_active(by_name["seed"], validate(DilatedConvolution.spec.params, {"kernel": "random"}))
+    assert DilatedConvolution.spec.primary == "Output"

@@ -52,10 +52,11 @@ def make_kernel(name: str, size: int, angle_deg: float = 0.0, seed: int = 0) -> 
     return np.ascontiguousarray(k, dtype=np.float32)
 
 
-def dilate_kernel(kernel: np.ndarray, dilation: int) -> np.ndarray:
-    """The kernel spread onto its dilated footprint, zeros between taps: what the conv really applies."""
+def dilate_kernel(kernel: np.ndarray, dilation: int, fill: float = 0.0) -> np.ndarray:
+    """The kernel spread onto its dilated footprint, ``fill`` between taps: with 0, what the conv
+    really applies; with NaN, a picture where the inserted zeros differ from zero-weight taps."""
     k = kernel.shape[0]
     span = dilation * (k - 1) + 1
-    out = np.zeros((span, span), kernel.dtype)
+    out = np.full((span, span), fill, kernel.dtype)
     out[::dilation, ::dilation] = kernel
     return out

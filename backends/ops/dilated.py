@@ -32,6 +32,9 @@ MAX_RATE = 16
 KERNEL_INPUTS = ("kernel", "kernel_size", "gabor_angle", "seed")
 OUTPUT_INPUTS = KERNEL_INPUTS + ("dilation", "stride", "padding")
 ERF_INPUTS = ("kernel_size", "padding", "stack_box_weights")
+CHANNEL_NAMES = ("red", "green", "blue")
+KERNEL_TITLES = {"gabor": "gabor {gabor_angle:g}°", "random": "random, seed {seed}", "sobel_x": "sobel d/dx",
+                 "sobel_y": "sobel d/dy"}
 SUPPORT_EPS = 1e-7  # ERF values (normalized to a maximum of 1) above this count as reaching the query
 
 
@@ -52,15 +55,17 @@ class DilatedConvolution(Operator):
             IntParam("dilation", 2, 1, MAX_RATE, help="Spacing between taps; 1 is an ordinary convolution."),
             IntParam("stride", 1, 1, 4, help="Step between output pixels."),
             ChoiceParam("padding", "zeros", PADDING_MODES, help="How the border is filled ('same' padding)."),
-            FloatParam("gabor_angle", 30.0, 0.0, 180.0, step=1.0, help="Orientation of the Gabor kernel, degrees."),
-            SeedParam("seed", 0, help="Seed of the random kernel."),
+            FloatParam("gabor_angle", 30.0, 0.0, 180.0, step=1.0, help="Orientation of the Gabor kernel, degrees.",
+                       enabled_when=(("kernel", ("gabor",)),)),
+            SeedParam("seed", 0, help="Seed of the random kernel.", enabled_when=(("kernel", ("random",)),)),
             IntParam("stack_layers", 3, 1, 4, help="Depth of the dilated stack whose effective receptive field is shown."),
             IntParam("rate_1", 2, 1, MAX_RATE, help="Dilation of stack layer 1."),
-            IntParam("rate_2", 2, 1, MAX_RATE, help="Dilation of stack layer 2."),
-            IntParam("rate_3", 2, 1, MAX_RATE, help="Dilation of stack layer 3."),
-            IntParam("rate_4", 2, 1, MAX_RATE, help="Dilation of stack layer 4."),
+            IntParam("rate_2", 2, 1, MAX_RATE, help="Dilation of stack layer 2.", enabled_when=(("stack_layers", (2, 3, 4)),)),
+            IntParam("rate_3", 2, 1, MAX_RATE, help="Dilation of stack layer 3.", enabled_when=(("stack_layers", (3, 4)),)),
+            IntParam("rate_4", 2, 1, MAX_RATE, help="Dilation of stack layer 4.", enabled_when=(("stack_layers", (4,)),)),
             BoolParam("stack_box_weights", True, help="Stack of box kernels (shows the support clearly); off uses the chosen kernel."),
         ),
+        primary="Output",
     )
     memo_capacity = 6
 
@@ -85,11 +90,10 @@ class DilatedConvolution(Operator):
         rf_stack = 1 + sum(r * (k - 1) for r in rates)
         coverage = stack_coverage(erf, k, rates, (qx, qy))
         out_h, out_w = -(-h // stride), -(-w // stride)
-        channels = 2 if params["kernel"] == "sobel" else 1
+        channels = 2 if params["kernel"] == "sobel" else 1  # the Sobel pair: d/dx and d/dy
         layers = (
             output_layer,
-            ImageLayer("Dilated kernel", dilate_kernel(kernel, d), levels=_symmetric_levels(kernel), colormap="CET-D1",
-                       caption=f"{k}x{k} taps spread over {rf_single}x{rf_single} px; zeros between taps"),
+            kernel_layer(kernel, params, d),
             PointsLayer(
                 "Receptive field",
                 sets=(
@@ -130,15 +134,17 @@ class DilatedConvolution(Operator):
             mag = g.pow(2).sum(1).sqrt()[0]
             hi = float(robust_max(mag, samples=65536))
             return ImageLayer("Output", mag, levels=(0.0, hi), colormap="inferno", extent=extent,
-                              caption=f"gradient magnitude of the Sobel pair, dilation {d}")
+                              caption=f"gradient magnitude sqrt(gx² + gy²) of the Sobel pair d/dx, d/dy on the luma, "
+                                      f"dilation {d}")
         weight = kt.expand(c, 1, *kt.shape).contiguous()
         out = dilated_conv2d(image, weight, stride=stride, dilation=d, padding_mode=pad_mode, groups=c)
         if name in NONNEGATIVE:
             return ImageLayer("Output", out[0].permute(1, 2, 0), levels=(0.0, 1.0), extent=extent,
                               caption=f"{name} applied to each channel, dilation {d}")
-        hi = float(out.abs().amax().clamp_min(1e-6))
-        return FeatureMapsLayer("Output", out[0], labels=("R", "G", "B"), levels=(-hi, hi), colormap="CET-D1",
-                                caption=f"{name} response per channel, dilation {d}")
+        hi = float(robust_max(out.abs(), samples=65536))  # the strongest 0.5% saturate: faint edges stay visible
+        return FeatureMapsLayer("Output", out[0], labels=CHANNEL_NAMES, levels=(-hi, hi), colormap="CET-D1",
+                                caption=f"{name} response of each colour channel, dilation {d}; "
+                                        f"the strongest 0.5% beyond ±{hi:.2g} saturate")
 
 
 def _normalized_erf(image: torch.Tensor, kernel: np.ndarray, rates: list[int], pad_mode: str, query: tuple[int, int]) -> torch.Tensor:
@@ -165,6 +171,27 @@ def stack_coverage(erf: torch.Tensor, k: int, rates: list[int], query: tuple[int
     h, w = erf.shape
     window = erf[max(0, qy - half): min(h, qy + half + 1), max(0, qx - half): min(w, qx + half + 1)]
     return float((window > SUPPORT_EPS).float().mean()) if window.numel() else 0.0
+
+
+def kernel_layer(kernel: np.ndarray, params: Mapping[str, Any], d: int) -> ImageLayer:
+    """The dilated taps as a picture: the taps' weights, NaN (transparent) for the zeros the
+    dilation inserts between them, so a zero-weight tap keeps the colour of 0. The Sobel pair is
+    two tiles side by side, d/dx and d/dy, each followed by a transparent gap wider than the
+    spacing of the taps, so the two read as two (a uniform grid of tiles, labelled above)."""
+    k = kernel.shape[0]
+    span = d * (k - 1) + 1
+    name = params["kernel"]
+    if name == "sobel":
+        gap = span // 2 + d
+        tiles = [np.pad(dilate_kernel(t, d, np.nan), ((0, 0), (0, gap)), constant_values=np.nan) for t in (kernel, kernel.T)]
+        picture, labels = np.concatenate(tiles, 1), ("d/dx", "d/dy")
+        what = f"the Sobel pair: {k}x{k} taps each"
+    else:
+        picture, labels = dilate_kernel(kernel, d, np.nan), (KERNEL_TITLES.get(name, name).format(**params),)
+        what = f"{k}x{k} taps"
+    gaps = "; blank: the zeros inserted between taps" if d > 1 else ""
+    return ImageLayer("Dilated kernel", picture, levels=_symmetric_levels(kernel), colormap="CET-D1", column_labels=labels,
+                      caption=f"{what} spread over {span}x{span} px{gaps}")
 
 
 def _symmetric_levels(a: np.ndarray) -> tuple[float, float]:

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Optional, Union
 
 import cv2
+
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # errors only: a bad file is reported in one line of ours, not OpenCV's warnings
 import numpy as np
 
 DEFAULT_MAX_SIDE = 2048

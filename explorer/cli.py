@@ -16,6 +16,8 @@ from backends.registry import UnknownOperator, families, spec_of, validated_para
 
 EXIT_USAGE = 2
 RENDER_TIMEOUT_S = 120.0
+MIN_MAX_SIDE = 32  # smaller live images show nothing an operator can explain
+WINDOW_MIN, WINDOW_MAX = 320, 7680
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
@@ -57,9 +59,39 @@ def _parse_sets(sets: Sequence[str]) -> dict[str, str]:
 def _parse_pair(text: str, what: str, sep: str = ",") -> tuple[int, int]:
     try:
         a, b = (int(float(v)) for v in text.lower().split(sep))
-    except ValueError:
-        raise ParamError(f"{what} {text!r}: expected two numbers like 10{sep}20") from None
+    except (ValueError, OverflowError):
+        raise ParamError(f"{what} {_short(text)!r}: expected two finite numbers like 10{sep}20") from None
     return a, b
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _check_size(size: tuple[int, int]) -> tuple[int, int]:
+    if not all(WINDOW_MIN <= v <= WINDOW_MAX for v in size):
+        raise ParamError(f"--size {size[0]}x{size[1]}: each side must be within {WINDOW_MIN}..{WINDOW_MAX}")
+    return size
+
+
+def _check_query(query: Optional[tuple[int, int]], pixels) -> Optional[tuple[int, int]]:
+    if query is not None:
+        h, w = pixels.shape[:2]
+        if not (0 <= query[0] < w and 0 <= query[1] < h):
+            raise ParamError(f"--query {query[0]},{query[1]} is outside the {w}x{h} image")
+    return query
+
+
+def _check_render_path(out: str) -> None:
+    """Fails before any computing when the picture could not be written."""
+    path = Path(out)
+    if path.suffix.lower() != ".png":
+        raise ParamError(f"--render {_short(out)!r}: the file name must end in .png")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ParamError(f"--render {_short(out)!r}: no folder {_short(str(folder))!r}")
+    if not os.access(folder, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise ParamError(f"--render {_short(out)!r}: not writable")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -71,11 +103,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         spec_of(args.op)
         params = validated_params(args.op, _parse_sets(args.sets))
         query = _parse_pair(args.query, "--query") if args.query else None
-        size = _parse_pair(args.size, "--size", "x")
+        size = _check_size(_parse_pair(args.size, "--size", "x"))
+        if args.max_side < MIN_MAX_SIDE:
+            raise ParamError(f"--max-side {args.max_side}: at least {MIN_MAX_SIDE}")
+        if args.render:
+            _check_render_path(args.render)
         from explorer.image_sources import sample_path
 
         path = Path(args.image) if args.image else sample_path()
         image = load_image(path, args.max_side)
+        query = _check_query(query, image.pixels)
     except (UnknownOperator, ParamError, ImageLoadError) as exc:
         print(f"opscope: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -22,7 +22,7 @@ from typing import Any, Optional
 import numpy as np
 
 from backends.layers import FeatureMapsLayer, HeatmapLayer, ImageLayer, Layer, Result, materialize
-from widgets.encoding import auto_levels, rgb_to_uint8, to_indexed
+from widgets.encoding import auto_levels, categorical_palette, categories_to_rgb, rgb_to_uint8, to_indexed
 
 UNIT_LEVELS = (None, (0.0, 1.0), (0, 1))
 
@@ -52,6 +52,8 @@ class DisplayEncoder:
         if isinstance(background, np.ndarray) and background.dtype != np.uint8 and background.ndim == 3:
             layer = replace(layer, background=self._rgb(background, fresh))
         if isinstance(layer, ImageLayer):
+            if layer.categories:
+                return self._categorical(layer, fresh)
             if layer.image.ndim == 3:
                 if layer.image.dtype == np.uint8 or layer.levels not in UNIT_LEVELS:
                     return layer
@@ -62,6 +64,17 @@ class DisplayEncoder:
             maps, levels = self._indexed(layer.maps, layer.levels, fresh)
             return replace(layer, maps=maps, levels=levels)
         return layer
+
+    def _categorical(self, layer: ImageLayer, fresh: dict) -> ImageLayer:
+        """Category indices to RGB through the layer's palette (a default one when it has none),
+        which stays on the layer for the legend."""
+        palette = layer.palette if layer.palette is not None else categorical_palette(len(layer.categories))
+        palette = np.asarray(palette, np.float32)
+        key = (id(layer.image), ("categories", palette.tobytes()))
+        hit = self._arrays.get(key)
+        arr = hit[1] if hit is not None and hit[0] is layer.image else categories_to_rgb(layer.image, palette)
+        fresh[key] = (layer.image, arr)
+        return replace(layer, image=arr, palette=palette, levels=(0.0, 255.0))
 
     def _rgb(self, src: np.ndarray, fresh: dict) -> np.ndarray:
         """[0, 1] floats to uint8 (about 3 ms per 512x512 image the UI thread no longer spends)."""

@@ -25,13 +25,14 @@ from backends.layers import (
     SamplingGridLayer,
     VectorFieldLayer,
 )
+from widgets.colormaps import lookup_table
 from widgets.encoding import auto_levels, rgb_to_uint8
 from widgets.image_canvas import ImageCanvas
 from widgets.mosaic import tile
 from widgets.panel import Panel
 from widgets.plots import BarsView, CurveView, MetricsView
 
-ARROW_COLORS = ((80, 160, 255), (80, 230, 160), (250, 210, 70), (255, 90, 70))
+ARROW_BINS = 8  # arrows are drawn in this many colours of their map, by length
 
 
 def _view(layer: Layer) -> tuple[type, bool, Callable[[Panel, Layer], None]]:
@@ -41,16 +42,31 @@ def _view(layer: Layer) -> tuple[type, bool, Callable[[Panel, Layer], None]]:
         raise TypeError(f"no view for {type(layer).__name__}; add it to layer_views.VIEWS") from None
 
 
+def _furniture(layer: Layer) -> tuple[bool, bool, bool]:
+    """(colour bar, category legend, overlay controls) the layer's panel needs."""
+    _, colorbar, _ = _view(layer)
+    categorical = isinstance(layer, ImageLayer) and bool(layer.categories)
+    overlay = isinstance(layer, HeatmapLayer) and layer.background is not None and np.ndim(layer.maps) == 2
+    return colorbar and not categorical, categorical, overlay
+
+
 def make_panel(layer: Layer, input_shape: Optional[tuple[int, int]] = None) -> Panel:
-    cls, colorbar, _ = _view(layer)
+    cls = _view(layer)[0]
     view = ImageCanvas(frame_coords=_frame_coords(layer, input_shape)) if cls is ImageCanvas else cls()
-    return Panel(layer.name, view, with_colorbar=colorbar)
+    colorbar, legend, overlay = _furniture(layer)
+    panel = Panel(layer.name, view, with_colorbar=colorbar, with_legend=legend, with_overlay=overlay)
+    if panel.overlay is not None:  # redraw the last layer with the user's opacity, no recompute
+        panel.overlay.changed.connect(lambda: show(panel, *panel.last_shown))
+    return panel
 
 
 def panel_fits(panel: Panel, layer: Layer, input_shape: Optional[tuple[int, int]] = None) -> bool:
-    """Whether ``panel`` can show ``layer`` in place (same view type, same coordinate frame)."""
-    cls, colorbar, _ = _view(layer)
-    if type(panel.view) is not cls or (panel.colorbar is not None) != colorbar:
+    """Whether ``panel`` can show ``layer`` in place (same view type, furniture and coordinate frame)."""
+    if type(panel.view) is not _view(layer)[0]:
+        return False
+    colorbar, legend, overlay = _furniture(layer)
+    if ((panel.colorbar is not None) != colorbar or (panel.legend is not None) != legend
+            or (panel.overlay is not None) != overlay):
         return False
     return not isinstance(panel.view, ImageCanvas) or panel.view.frame_coords == _frame_coords(layer, input_shape)
 
@@ -74,6 +90,7 @@ def _frame_coords(layer: Layer, input_shape: Optional[tuple[int, int]] = None) -
 
 def show(panel: Panel, layer: Layer, input_pixels: Optional[np.ndarray] = None) -> None:
     """``input_pixels`` stands in for a layer background of ``INPUT``."""
+    panel.last_shown = (layer, input_pixels)
     if getattr(layer, "background", None) is INPUT:
         layer = replace(layer, background=input_pixels)
     _view(layer)[2](panel, layer)
@@ -87,6 +104,12 @@ def _show_image(panel: Panel, layer: ImageLayer) -> None:
     canvas.clear_overlays()
     canvas.set_heat(None, (0, 1), "", 0)
     canvas.set_image(layer.image, layer.levels, layer.colormap, layer.extent)
+    canvas.set_grid_labels(layer.row_labels, layer.column_labels, layer.axis_titles)
+    for box in layer.boxes:
+        canvas.add_box(box, (255, 220, 80), width=2.0)
+    if panel.legend is not None:
+        panel.legend.set_categories(layer.categories, layer.palette)
+        return
     scalar = layer.image.ndim == 2
     panel.set_colormap(layer.colormap if scalar else None, _levels_of(canvas) if scalar else None)
 
@@ -116,10 +139,12 @@ def _show_heatmap(panel: Panel, layer: HeatmapLayer) -> None:
     canvas.clear_overlays()
     maps = layer.maps if layer.maps.dtype == np.uint8 else np.asarray(layer.maps, np.float32)
     levels = layer.levels or auto_levels(maps)
+    map_only = panel.overlay is not None and panel.overlay.map_only.isChecked()
     if maps.ndim == 2:
-        if layer.background is not None:
+        if layer.background is not None and not map_only:
+            opacity = panel.overlay.effective_opacity(layer.opacity) if panel.overlay is not None else layer.opacity
             canvas.set_image(layer.background, (0.0, 1.0))
-            canvas.set_heat(maps, levels, layer.colormap, layer.opacity, layer.extent)
+            canvas.set_heat(maps, levels, layer.colormap, opacity, layer.extent)
         else:
             canvas.set_heat(None, levels, layer.colormap, 0)
             canvas.set_image(maps, levels, layer.colormap, layer.extent)
@@ -170,7 +195,8 @@ def _show_vector_field(panel: Panel, layer: VectorFieldLayer) -> None:
         return
     mag = np.hypot(vectors[:, 0], vectors[:, 1])
     hi = float(mag.max()) or 1.0
-    bins = np.minimum((mag / hi * len(ARROW_COLORS)).astype(int), len(ARROW_COLORS) - 1)
+    bins = np.minimum((mag / hi * ARROW_BINS).astype(int), ARROW_BINS - 1)
+    colors = lookup_table(layer.colormap)[((np.arange(ARROW_BINS) + 0.5) * 256 / ARROW_BINS).astype(int)]
     ends = origins + vectors
     # Arrow heads: two short strokes back from the tip, at +-25 degrees.
     unit = vectors / np.maximum(mag, 1e-9)[:, None]
@@ -178,13 +204,13 @@ def _show_vector_field(panel: Panel, layer: VectorFieldLayer) -> None:
     c, s = np.cos(np.radians(25)), np.sin(np.radians(25))
     left = ends - head * np.stack([unit[:, 0] * c - unit[:, 1] * s, unit[:, 0] * s + unit[:, 1] * c], 1)
     right = ends - head * np.stack([unit[:, 0] * c + unit[:, 1] * s, -unit[:, 0] * s + unit[:, 1] * c], 1)
-    for b, color in enumerate(ARROW_COLORS):
+    for b in range(ARROW_BINS):
         sel = bins == b
         if sel.any():
             starts = np.concatenate([origins[sel], ends[sel], ends[sel]])
             stops = np.concatenate([ends[sel], left[sel], right[sel]])
-            canvas.add_segments(starts, stops, color, width=1.5)
-    panel.set_caption(layer.caption)
+            canvas.add_segments(starts, stops, tuple(int(v) for v in colors[b]), width=1.5)
+    panel.set_colormap(layer.colormap, (0.0, hi / (layer.scale or 1.0)))
 
 
 def _show_sampling_grid(panel: Panel, layer: SamplingGridLayer) -> None:
@@ -227,11 +253,12 @@ def _show_points(panel: Panel, layer: PointsLayer) -> None:
 
 
 def _show_bars(panel: Panel, layer: BarsLayer) -> None:
-    panel.view.set_bars(layer.labels, layer.series, layer.y_range)
+    panel.view.set_bars(layer.labels, layer.series, layer.y_range, layer.value_label, layer.horizontal)
 
 
 def _show_curve(panel: Panel, layer: CurveLayer) -> None:
-    panel.view.set_curves(layer.series, layer.x_label, layer.y_label, layer.log_y)
+    panel.view.set_curves(layer.series, layer.x_label, layer.y_label, layer.log_y, layer.right, layer.right_label,
+                          layer.log_x)
 
 
 def _show_metrics(panel: Panel, layer: MetricsLayer) -> None:
@@ -246,7 +273,7 @@ VIEWS: dict[type, tuple[type, bool, Callable[[Panel, Layer], None]]] = {
     ImageLayer: (ImageCanvas, True, _show_image),
     FeatureMapsLayer: (ImageCanvas, True, _show_feature_maps),
     HeatmapLayer: (ImageCanvas, True, _show_heatmap),
-    VectorFieldLayer: (ImageCanvas, False, _show_vector_field),
+    VectorFieldLayer: (ImageCanvas, True, _show_vector_field),
     SamplingGridLayer: (ImageCanvas, False, _show_sampling_grid),
     PointsLayer: (ImageCanvas, False, _show_points),
     BarsLayer: (BarsView, False, _show_bars),

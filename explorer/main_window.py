@@ -11,7 +11,7 @@ import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from backends.imageio import DEFAULT_MAX_SIDE, LoadedImage
-from backends.params import ParamError
+from backends.params import ParamError, inactive_reason, is_active
 from backends.registry import families, spec_of
 from backends.timing import elapsed_ms, now
 from explorer.image_inputs import ImageInputs
@@ -228,6 +228,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._shown_operator = spec.name
         self.docks.configure(spec.primary, spec.tabs)
         self.form.set_specs(spec.params, self.session.params(), spec.title, spec.description)
+        self._grey_inactive()
         self.picker.select(spec.name)
         self.actions_bar.set_actions([ActionItem(a.name, a.title, a.help, a.instant) for a in spec.actions])
 
@@ -251,7 +252,14 @@ class MainWindow(QtWidgets.QMainWindow):
     def _on_params_changed(self, name: str) -> None:
         if not name:
             self.form.set_values(self.session.params())
+        self._grey_inactive()
         self.schedule()
+
+    def _grey_inactive(self) -> None:
+        """Parameters that do nothing in the current mode are disabled, from their specs."""
+        values = self.session.params()
+        self.form.set_active({spec.name: inactive_reason(spec) for spec in spec_of(self.session.operator).params
+                              if not is_active(spec, values)})
 
     def _on_query_changed(self, schedule: bool = True) -> None:
         q = self.session.effective_query()

@@ -143,11 +143,13 @@ class ResultDocks(QtCore.QObject):
         groups = [[n] for n in names] if len(names) <= MAX_UNTABBED else self._grouped(names)
         heads: list[QtWidgets.QDockWidget] = []
         columns: list[list[QtWidgets.QDockWidget]] = [[], []]
-        for i, group in enumerate(groups):
-            first = self.docks[group[0]]
+        for group in groups:
             for name in group:
                 self.docks[name].setFloating(False)
                 self.docks[name].setVisible(True)
+        # Heads first: Qt adds a dock split off a tabbed one as one more tab, not beside it.
+        for i, group in enumerate(groups):
+            first = self.docks[group[0]]
             column = columns[i % 2]
             if i == 0:
                 self._window.addDockWidget(Area.RightDockWidgetArea, first)
@@ -155,11 +157,12 @@ class ResultDocks(QtCore.QObject):
                 self._window.splitDockWidget(heads[0], first, QtCore.Qt.Orientation.Horizontal)
             else:
                 self._window.splitDockWidget(column[-1], first, QtCore.Qt.Orientation.Vertical)
-            for name in group[1:]:
-                self._window.tabifyDockWidget(first, self.docks[name])
-            first.raise_()
             heads.append(first)
             column.append(first)
+        for head, group in zip(heads, groups):
+            for name in group[1:]:
+                self._window.tabifyDockWidget(head, self.docks[name])
+            head.raise_()
         tops = [c[0] for c in columns if c]
         if tops:  # the centre keeps the larger share: each dock column gets a fifth of the window
             width = max(COLUMN_MIN_PX, int(self._window.width() * COLUMN_SHARE))

@@ -44,6 +44,11 @@ def test_list_prints_operators_and_parameters():
         (["--set", "colour=red"], "unknown parameter 'colour'"),
         (["--set", "dilation"], "expected NAME=VALUE"),
         (["/definitely/not/here.png"], "no such file"),
+        (["--query", "5000,10"], "outside the 451x300 image"),
+        (["--query", "inf,1"], "expected two finite numbers"),
+        (["--size", "infx100"], "expected two finite numbers"),
+        (["--size", "10x10"], "each side must be within"),
+        (["--max-side", "4"], "--max-side 4: at least"),
     ],
 )
 def test_bad_arguments_give_one_line_and_exit_2(tmp_path, args, fragment):
@@ -67,3 +72,10 @@ def test_without_a_display_the_window_command_explains_instead_of_aborting():
                           env=env, cwd=ROOT)
     assert proc.returncode == 1
     assert "cannot open a window" in proc.stderr and "--render" in proc.stderr
+
+
+@pytest.mark.parametrize("target, fragment", [("no/such/folder/x.png", "no folder"), ("out.jpg", "must end in .png")])
+def test_an_unwritable_render_path_fails_before_computing(tmp_path, target, fragment):
+    proc = run_cli("--render", str(tmp_path / target), timeout=60)
+    assert proc.returncode == 2 and fragment in proc.stderr
+    assert "wrote" not in proc.stdout

@@ -28,12 +28,30 @@ def test_spec_defaults_are_within_their_own_ranges(name):
 
 
 @pytest.mark.parametrize("name", OPERATORS)
-def test_run_with_defaults_gives_well_formed_layers(name):
+def test_enabled_when_names_real_parameters_and_values(name):
+    params = {p.name: p for p in spec_of(name).params}
+    for p in params.values():
+        for other, allowed in p.enabled_when:
+            assert other in params and other != p.name, f"{p.name}: enabled_when names {other!r}"
+            for value in allowed:
+                params[other].coerce(value)  # each a value the other parameter can take
+
+
+def _default_result(name):
     torch.manual_seed(0)
     image = torch.rand(1, 3, 67, 91)
     with torch.no_grad():
-        result = materialize(complete(operator_class(name)().compute(image, defaults(spec_of(name).params), (30, 20))))
+        return materialize(complete(operator_class(name)().compute(image, defaults(spec_of(name).params), (30, 20))))
+
+
+@pytest.mark.parametrize("name", OPERATORS)
+def test_run_with_defaults_gives_well_formed_layers_and_its_primary_and_tabs(name):
+    result = _default_result(name)
     assert result.layers, "an operator must show something"
+    spec, names = spec_of(name), set(result.names)
+    assert not spec.primary or spec.primary in names, f"primary {spec.primary!r} is not among {sorted(names)}"
+    for theme, members in spec.tabs:
+        assert set(members) <= names, f"tab {theme!r} names {sorted(set(members) - names)}"
     assert len(set(result.names)) == len(result.names)
     for layer in result.layers:
         assert layer.kind in LAYER_KINDS
@@ -43,4 +61,4 @@ def test_run_with_defaults_gives_well_formed_layers(name):
                 assert isinstance(arr, np.ndarray), f"{layer.name}.{field} is {type(arr)}"
                 assert np.isfinite(arr).all(), f"{layer.name}.{field} has non-finite values"
         bg = getattr(layer, "background", None)
-        assert bg is None or isinstance(bg, np.ndarray) or bg == INPUT
+        assert bg is None or isinstance(bg, np.ndarray) or bg is INPUT

@@ -9,6 +9,9 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from widgets.colormaps import lookup_table
 
+BAR_LEFT, BAR_PX = 4, 12
+LABEL_PT = 8.0
+
 
 class ColorBar(QtWidgets.QWidget):
     def __init__(self, parent: Optional[QtWidgets.QWidget] = None) -> None:
@@ -16,7 +19,7 @@ class ColorBar(QtWidgets.QWidget):
         self._image: Optional[QtGui.QImage] = None
         self._levels = (0.0, 1.0)
         self._key: tuple = ()
-        self.setFixedWidth(58)
+        self.setFixedWidth(58)  # until the first map sets the width its labels need
         self.setSizePolicy(QtWidgets.QSizePolicy.Policy.Fixed, QtWidgets.QSizePolicy.Policy.Expanding)
 
     def set_map(self, colormap: str, levels: tuple[float, float]) -> None:
@@ -29,7 +32,21 @@ class ColorBar(QtWidgets.QWidget):
         column = np.ascontiguousarray(np.repeat(rgba[:, None, :], 12, axis=1))
         self._image = QtGui.QImage(column.data, 12, 256, 12 * 4, QtGui.QImage.Format.Format_RGBA8888).copy()
         self._levels = (float(levels[0]), float(levels[1]))
+        self.setFixedWidth(self._width_for(self._levels))
         self.update()
+
+    def _width_for(self, levels: tuple[float, float]) -> int:
+        """Room for the widest tick label, so no value is cut off."""
+        font = self.font()
+        font.setPointSizeF(LABEL_PT)
+        metrics = QtGui.QFontMetrics(font)
+        lo, hi = levels
+        text = max((metrics.horizontalAdvance(_fmt(v)) for v in (lo, (lo + hi) / 2, hi)), default=0)
+        return BAR_LEFT + BAR_PX + 6 + text + 4
+
+    def tick_labels(self) -> list[str]:
+        lo, hi = self._levels
+        return [_fmt(hi), _fmt((lo + hi) / 2), _fmt(lo)]
 
     @property
     def levels(self) -> tuple[float, float]:
@@ -39,17 +56,18 @@ class ColorBar(QtWidgets.QWidget):
         if self._image is None:
             return
         p = QtGui.QPainter(self)
-        bar = QtCore.QRect(4, 8, 12, max(10, self.height() - 16))
+        bar = QtCore.QRect(BAR_LEFT, 8, BAR_PX, max(10, self.height() - 16))
         p.drawImage(bar, self._image)
         p.setPen(QtGui.QColor(200, 200, 200))
         font = p.font()
-        font.setPointSizeF(7.5)
+        font.setPointSizeF(LABEL_PT)
         p.setFont(font)
         lo, hi = self._levels
         for frac, value in ((0.0, hi), (0.5, (lo + hi) / 2), (1.0, lo)):
             y = bar.top() + frac * bar.height()
             p.drawLine(bar.right() + 1, int(y), bar.right() + 4, int(y))
-            p.drawText(QtCore.QRectF(bar.right() + 6, y - 8, 40, 16), QtCore.Qt.AlignmentFlag.AlignVCenter, _fmt(value))
+            p.drawText(QtCore.QRectF(bar.right() + 6, y - 8, self.width() - bar.right() - 6, 16),
+                       QtCore.Qt.AlignmentFlag.AlignVCenter, _fmt(value))
         p.end()
 
 

@@ -46,3 +46,35 @@ def to_indexed(values: np.ndarray, levels: tuple[float, float]) -> np.ndarray:
 def is_indexed(array: np.ndarray) -> bool:
     """Whether ``array`` is a scalar map in display form (palette indices), not RGB or floats."""
     return array.dtype == np.uint8 and array.ndim in (2, 3) and not (array.ndim == 3 and array.shape[-1] in (3, 4))
+
+
+# Tableau's ten categorical colours, then golden-ratio hues: neighbouring indices far apart.
+CATEGORY_BASE = np.array([(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+                          (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)],
+                         np.float32) / 255.0
+
+
+def categorical_palette(count: int) -> np.ndarray:
+    """(count, 3) floats in [0, 1], distinct for small counts and spread in hue beyond ten."""
+    if count <= len(CATEGORY_BASE):
+        return CATEGORY_BASE[:count].copy()
+    k = np.arange(count)
+    hue = (k * 0.6180339887) % 1.0
+    value = 0.65 + 0.35 * (k % 3) / 2
+    sat = np.where((k // 3) % 2 == 0, 0.55, 0.95)
+    # HSV to RGB, vectorized
+    i = np.floor(hue * 6).astype(int) % 6
+    f = hue * 6 - np.floor(hue * 6)
+    p, q, t = value * (1 - sat), value * (1 - f * sat), value * (1 - (1 - f) * sat)
+    table = np.stack([np.choose(i, [value, q, p, p, t, value]), np.choose(i, [t, value, value, q, p, p]),
+                      np.choose(i, [p, p, t, value, value, q])], 1)
+    return table.astype(np.float32)
+
+
+def categories_to_rgb(indices: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    """Integer map (H, W) to uint8 RGB through ``palette`` (K, 3) in [0, 1]; out-of-range indices
+    (e.g. -1 for 'none') are drawn black."""
+    table = np.concatenate([rgb_to_uint8(np.asarray(palette, np.float32)), np.zeros((1, 3), np.uint8)])
+    idx = np.asarray(indices).astype(np.int64)
+    idx = np.where((idx >= 0) & (idx < len(table) - 1), idx, len(table) - 1)
+    return np.ascontiguousarray(table[idx])

@@ -54,6 +54,9 @@ class ImageCanvas(pg.GraphicsView):
         self._spare: dict[type, list[pg.GraphicsObject]] = {}
         self._labels: list[pg.TextItem] = []
         self._labels_key: tuple = ()
+        self._grid_items: list[pg.TextItem] = []
+        self._grid_key: tuple = ()
+        self._margins = (0.0, 0.0)  # room left of and above the picture for grid labels, image units
         self._shape: Optional[tuple[int, int]] = None
         self._extent: Optional[Extent] = None
         self._data: Optional[np.ndarray] = None
@@ -64,6 +67,8 @@ class ImageCanvas(pg.GraphicsView):
         self._heat_key: tuple = ()
         self._heat_data: Optional[np.ndarray] = None
         self.last_paint_ms = 0.0
+        self._manual = False  # the user zoomed or panned: frames keep their view until Fit
+        self.view.sigRangeChangedManually.connect(self._on_manual_range)
         self.setMouseTracking(True)
         self.scene().sigMouseMoved.connect(self._on_mouse_moved)
         self.scene().sigMouseClicked.connect(self._on_mouse_clicked)
@@ -211,6 +216,43 @@ class ImageCanvas(pg.GraphicsView):
             self._labels.append(item)
         self._labels_key = key
 
+    def set_grid_labels(self, rows: Sequence[str], columns: Sequence[str], titles: tuple[str, str] = ("", "")) -> None:
+        """Names the rows and columns of a picture that is a uniform grid of tiles, outside the
+        picture (left and above), with an axis title for each; the fit makes room for them."""
+        key = (tuple(rows), tuple(columns), tuple(titles), self._shape)
+        if key == self._grid_key:
+            return
+        self._grid_key = key
+        for item in self._grid_items:
+            self.view.removeItem(item)
+        self._grid_items = []
+        if self._shape is None:
+            return
+        h, w = self._shape
+        color = (225, 225, 225)
+        for i, text in enumerate(rows):
+            self._grid_text(text, (-0.01 * w, (i + 0.5) * h / len(rows)), (1.0, 0.5), color)
+        for j, text in enumerate(columns):
+            self._grid_text(text, ((j + 0.5) * w / len(columns), -0.01 * h), (0.5, 1.0), color)
+        x_title, y_title = titles
+        top = 0.07 * h if columns else 0.0
+        if x_title:
+            self._grid_text(x_title, (w / 2, -0.01 * h - top), (0.5, 1.0), (160, 200, 255))
+        if y_title:
+            self._grid_text(y_title, (-0.01 * w - (0.13 * w if rows else 0.0), h / 2), (0.5, 1.0), (160, 200, 255), angle=90)
+        left = (0.14 * w if rows else 0.0) + (0.05 * w if y_title else 0.0)
+        above = top + (0.07 * h if x_title else 0.0)
+        if (left, above) != self._margins:
+            self._margins = (left, above)
+            self.fit()
+
+    def _grid_text(self, text: str, pos: tuple[float, float], anchor: tuple[float, float], color, angle: float = 0) -> None:
+        item = pg.TextItem(text, color=color, anchor=anchor, angle=angle)
+        item.setPos(*pos)
+        item.setZValue(15)
+        self.view.addItem(item, ignoreBounds=True)
+        self._grid_items.append(item)
+
     def _add(self, item: pg.GraphicsObject, z: float) -> None:
         item.setZValue(z)
         if item.scene() is None:
@@ -259,7 +301,30 @@ class ImageCanvas(pg.GraphicsView):
 
     # -- view --------------------------------------------------------------------------------
     def fit(self) -> None:
-        self.view.autoRange(padding=0.01)
+        """The whole picture (and its grid labels). A picture smaller than half the view is shown
+        at the largest whole-number scale that fits, so small images stay crisp squares."""
+        self._manual = False
+        left, above = self._margins
+        if self._shape is None or self._extent is not None:
+            self.view.autoRange(padding=0.01)
+            return
+        h, w = self._shape
+        vw, vh = max(self.view.width(), 1.0), max(self.view.height(), 1.0)
+        x0, y0, width, height = -left, -above, w + left, h + above
+        scale = min(vw / width, vh / height)
+        if scale >= 2.0:
+            whole = float(np.floor(scale))
+            width, height = vw / whole, vh / whole
+            x0 -= (width - (w + left)) / 2
+            y0 -= (height - (h + above)) / 2
+            self.view.setRange(QtCore.QRectF(x0, y0, width, height), padding=0)
+        else:
+            self.view.setRange(QtCore.QRectF(x0, y0, width, height), padding=0.01)
+
+    def display_scale(self) -> float:
+        """Screen pixels per image pixel, as shown now."""
+        rect = self.view.viewRect()
+        return self.view.width() / max(rect.width(), 1e-9)
 
     def one_to_one(self) -> None:
         """One image pixel to one screen pixel, centred on the current view."""
@@ -268,6 +333,7 @@ class ImageCanvas(pg.GraphicsView):
         cx, cy = rect.center().x(), rect.center().y()
         w, h = size.width(), size.height()
         self.view.setRange(QtCore.QRectF(cx - w / 2, cy - h / 2, w, h), padding=0)
+        self._manual = True
 
     def value_at(self, x: float, y: float) -> Optional[np.ndarray]:
         if self._data is None or self._shape is None:
@@ -282,7 +348,15 @@ class ImageCanvas(pg.GraphicsView):
         return None
 
     def _user_zoomed(self) -> bool:
-        return not all(self.view.state["autoRange"])
+        return self._manual
+
+    def _on_manual_range(self, *_args) -> None:
+        self._manual = True
+
+    def resizeEvent(self, event: QtGui.QResizeEvent) -> None:
+        super().resizeEvent(event)
+        if getattr(self, "_shape", None) is not None and not self._manual and self._focus is None:
+            self.fit()  # a picture sized to the panel follows the panel (resizes come during construction too)
 
     def _on_mouse_moved(self, pos: QtCore.QPointF) -> None:
         if not self.view.sceneBoundingRect().contains(pos):

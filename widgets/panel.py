@@ -9,18 +9,21 @@ from typing import Optional
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from widgets.colorbar import ColorBar
+from widgets.legend import CategoryLegend, OverlayControls
 
 
 class Panel(QtWidgets.QWidget):
     exported = QtCore.Signal(str)
 
     def __init__(self, title: str, view: QtWidgets.QWidget, with_colorbar: bool = False,
+                 with_legend: bool = False, with_overlay: bool = False,
                  parent: Optional[QtWidgets.QWidget] = None) -> None:
         super().__init__(parent)
         self.title = title
         self.view = view
         self.caption = QtWidgets.QLabel()
         self.caption.setWordWrap(True)
+        self.caption.setTextFormat(QtCore.Qt.TextFormat.PlainText)
         self.caption.setAlignment(QtCore.Qt.AlignmentFlag.AlignLeft | QtCore.Qt.AlignmentFlag.AlignTop)
         self.caption.setStyleSheet("color: #bbb; padding: 1px 3px;")
         self.colorbar: Optional[ColorBar] = ColorBar() if with_colorbar else None
@@ -30,10 +33,16 @@ class Panel(QtWidgets.QWidget):
         if self.colorbar is not None:
             body.addWidget(self.colorbar)
             self.colorbar.setVisible(False)
+        self.legend: Optional[CategoryLegend] = CategoryLegend() if with_legend else None
+        if self.legend is not None:
+            body.addWidget(self.legend)
+        self.overlay: Optional[OverlayControls] = OverlayControls() if with_overlay else None
         outer = QtWidgets.QVBoxLayout(self)
         outer.setContentsMargins(2, 2, 2, 2)
         outer.setSpacing(2)
         outer.addLayout(body, 1)
+        if self.overlay is not None:
+            outer.addWidget(self.overlay)
         outer.addWidget(self.caption)
         self.setContextMenuPolicy(QtCore.Qt.ContextMenuPolicy.CustomContextMenu)
         self.customContextMenuRequested.connect(self._show_menu)

@@ -202,7 +202,25 @@ class ParamForm(QtWidgets.QWidget):
             label = QtWidgets.QLabel(spec.name.replace("_", " "))
             label.setToolTip(getattr(spec, "help", ""))
             self._form.addRow(label, row.widget)
+            row.label = label
             self.rows[spec.name] = row
+
+    def set_active(self, reasons: Mapping[str, str]) -> None:
+        """Greys out the rows named in ``reasons`` (parameter -> why it does nothing now, shown
+        as its tooltip); every other row is enabled."""
+        for name, row in self.rows.items():
+            reason = reasons.get(name, "")
+            active = not reason
+            if row.widget.isEnabled() != active:
+                row.widget.setEnabled(active)
+                row.label.setEnabled(active)
+            help_text = getattr(row.spec, "help", "")
+            tip = f"{help_text}\n(does nothing now: {reason})" if reason else help_text
+            row.widget.setToolTip(tip)
+            row.label.setToolTip(tip)
+
+    def is_active(self, name: str) -> bool:
+        return self.rows[name].widget.isEnabled()
 
     def set_values(self, values: Mapping[str, Any]) -> None:
         """Shows ``values`` without emitting valueChanged (no echo back to the session)."""

@@ -12,6 +12,20 @@ from widgets.pgconfig import pg
 SERIES_COLORS = ((90, 170, 255), (255, 150, 60), (120, 220, 120), (230, 90, 200), (240, 220, 80))
 
 
+def legend_html(names: Sequence[str], colors: Sequence[tuple[int, int, int]]) -> str:
+    """A one-line key of coloured squares and names, for a plot's title row: outside the data."""
+    parts = [f"<span style='color:#{r:02x}{g:02x}{b:02x}'>&#9632;</span>&nbsp;{_escape(n)}"
+             for n, (r, g, b) in zip(names, colors)]
+    return "<span style='font-size:9pt; color:#ddd'>" + "&nbsp;&nbsp;&nbsp;".join(parts) + "</span>"
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+HORIZONTAL_AFTER = (12, 9)  # bars turn horizontal past this many labels, or labels this long
+
+
 def cache_axes(plot: pg.PlotWidget) -> None:
     """Paints each axis from a pixmap cache: replaying an axis's tick labels cost 3-5 ms a
     frame, and bars or curves that change do not change the axes most of the time."""
@@ -28,8 +42,8 @@ class BarsView(pg.PlotWidget):
         self.showGrid(y=True, alpha=0.25)
         cache_axes(self)
         self._items: list[pg.BarGraphItem] = []
-        self._legend = self.addLegend(offset=(-10, 10))
         self._key: tuple = ()
+        self.horizontal = False
         self._y_range: object = ()
         self._labels: list[str] = []
         self._tick_step = 0
@@ -39,86 +53,143 @@ class BarsView(pg.PlotWidget):
         self._update_ticks()
 
     def _update_ticks(self) -> None:
-        """Labels every n-th bar, n as small as lets the labels sit side by side at this width."""
+        """Vertical bars label every n-th bar, n as small as lets the labels sit side by side at
+        this width; horizontal bars label every bar (their labels stack, one a row)."""
         if not getattr(self, "_labels", None):  # resize events come during construction too
             return
-        char_px = self.fontMetrics().averageCharWidth()
-        label_px = (max(len(t) for t in self._labels) + 1) * char_px
-        width = max(self.plotItem.vb.width(), 1.0)
-        step = max(1, -(-int(label_px * len(self._labels)) // int(width)))
+        if self.horizontal:
+            row_px = self.fontMetrics().height()
+            height = max(self.plotItem.vb.height(), 1.0)
+            step = max(1, -(-int(row_px * len(self._labels)) // int(height)))
+            axis = "left"
+        else:
+            char_px = self.fontMetrics().averageCharWidth()
+            label_px = (max(len(t) for t in self._labels) + 1) * char_px
+            width = max(self.plotItem.vb.width(), 1.0)
+            step = max(1, -(-int(label_px * len(self._labels)) // int(width)))
+            axis = "bottom"
         if step != self._tick_step:
             self._tick_step = step
-            self.getAxis("bottom").setTicks([[(i, self._labels[i]) for i in range(0, len(self._labels), step)]])
+            self.getAxis(axis).setTicks([[(i, self._labels[i]) for i in range(0, len(self._labels), step)]])
+
+    def tick_labels(self) -> list[str]:
+        """The bar names the category axis shows now."""
+        axis = self.getAxis("left" if self.horizontal else "bottom")
+        ticks = axis._tickLevels or [[]]
+        return [text for _pos, text in ticks[0]]
 
     def set_bars(self, labels: Sequence[str], series: Mapping[str, np.ndarray],
-                 y_range: Optional[tuple[float, float]] = None) -> None:
+                 y_range: Optional[tuple[float, float]] = None, value_label: str = "",
+                 horizontal: Optional[bool] = None) -> None:
         """Updates bars in place while the labels and series names stay the same (rebuilding
-        the items and legend cost about 9 ms a frame)."""
+        the items cost about 9 ms a frame). Several series get a key above the plot."""
+        labels = [str(v) for v in labels]
+        if horizontal is None:
+            horizontal = len(labels) > HORIZONTAL_AFTER[0] or max((len(t) for t in labels), default=0) > HORIZONTAL_AFTER[1]
         n = max(len(series), 1)
         width = 0.8 / n
         x = np.arange(len(labels), dtype=float)
-        key = (tuple(labels), tuple(series))
+        key = (tuple(labels), tuple(series), horizontal, value_label)
         if key != self._key:
             for item in self._items:
                 self.removeItem(item)
             self._items.clear()
-            self._legend.clear()
-            for i, name in enumerate(series):
-                color = SERIES_COLORS[i % len(SERIES_COLORS)]
+            self.horizontal = horizontal
+            colors = [SERIES_COLORS[i % len(SERIES_COLORS)] for i in range(len(series))]
+            for color in colors:
                 item = pg.BarGraphItem(x=x, height=np.zeros(len(labels)), width=width,
                                        brush=pg.mkBrush(*color), pen=pg.mkPen(None))
                 self.addItem(item)
-                if len(series) > 1:  # one series needs no legend over its bars
-                    self._legend.addItem(item, name)
                 self._items.append(item)
-            self._labels = [str(v) for v in labels]
+            self.setTitle(legend_html(list(series), colors) if len(series) > 1 else None)
+            self.getAxis("left" if horizontal else "bottom").setTicks(None)
+            self.getAxis("bottom" if horizontal else "left").setTicks(None)
+            self.setLabel("bottom" if horizontal else "left", value_label)
+            self.setLabel("left" if horizontal else "bottom", "")
+            self.invertY(horizontal)  # the first bar on top, as it reads
+            self._labels = labels
             self._tick_step = 0
             self._update_ticks()
-            self.setXRange(-0.6, len(labels) - 0.4, padding=0)
-            self._key = key
-        for i, (item, values) in enumerate(zip(self._items, series.values())):
-            item.setOpts(x=x - 0.4 + width * (i + 0.5), height=np.asarray(values, float), width=width)
-        if y_range != self._y_range:  # setting the same range again repaints the axes
-            if y_range is not None:
-                self.setYRange(*y_range, padding=0.02)
+            if horizontal:
+                self.setYRange(-0.6, len(labels) - 0.4, padding=0)
             else:
-                self.enableAutoRange(axis="y")
+                self.setXRange(-0.6, len(labels) - 0.4, padding=0)
+            self._key = key
+            self._y_range = ()
+        for i, (item, values) in enumerate(zip(self._items, series.values())):
+            centre = x - 0.4 + width * (i + 0.5)
+            values = np.asarray(values, float)
+            if horizontal:
+                item.setOpts(x=None, x0=0, y=centre, width=values, height=width)
+            else:
+                item.setOpts(x=centre, height=values, width=width)
+        if y_range != self._y_range:  # setting the same range again repaints the axes
+            axis = "x" if horizontal else "y"
+            if y_range is not None:
+                (self.setXRange if horizontal else self.setYRange)(*y_range, padding=0.02)
+            else:
+                self.enableAutoRange(axis=axis)
             self._y_range = y_range
 
 
 class CurveView(pg.PlotWidget):
+    """Named curves; those named ``right`` against a second axis (another unit), with a key of
+    every curve above the plot, never over the data."""
+
     def __init__(self, parent: Optional[QtWidgets.QWidget] = None) -> None:
         super().__init__(parent, background=(24, 24, 28))
         self.setMenuEnabled(False)
         self.showGrid(x=True, y=True, alpha=0.25)
         cache_axes(self)
-        self._legend = self.addLegend(offset=(-10, 10))
         self._curves: dict[str, pg.PlotDataItem] = {}
         self._axes_key: tuple = ()
         self._data: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._empty = False
+        self._legend_key: tuple = ()
+        self.right_view: Optional[pg.ViewBox] = None
 
     def set_curves(self, series: Mapping[str, tuple[np.ndarray, np.ndarray]], x_label: str = "", y_label: str = "",
-                   log_y: bool = False) -> None:
-        if (x_label, y_label, log_y) != self._axes_key:  # re-setting them repaints the axes
-            self.setLogMode(y=log_y)
+                   log_y: bool = False, right: Sequence[str] = (), right_label: str = "", log_x: bool = False) -> None:
+        right = tuple(n for n in right if n in series)
+        if (x_label, y_label, log_y, log_x, right, right_label) != self._axes_key:  # re-setting them repaints the axes
+            self.setLogMode(x=log_x, y=log_y)
             self.setLabel("bottom", x_label)
             self.setLabel("left", y_label)
-            self._axes_key = (x_label, y_label, log_y)
+            self._set_right_axis(bool(right), right_label, log_x)
+            self._axes_key = (x_label, y_label, log_y, log_x, right, right_label)
+            for item in self._curves.values():  # a curve may move between the axes
+                if item.getViewBox() is not None:
+                    item.getViewBox().removeItem(item)
+            self._curves.clear()
+            self._data.clear()
         for name in list(self._curves):
             if name not in series:
-                self.removeItem(self._curves.pop(name))
+                item = self._curves.pop(name)
+                item.getViewBox().removeItem(item)
                 self._data.pop(name, None)
         for i, (name, (x, y)) in enumerate(series.items()):
             if name not in self._curves:
                 color = SERIES_COLORS[i % len(SERIES_COLORS)]
-                self._curves[name] = self.plot(name=name, pen=pg.mkPen(*color, width=2))
+                item = pg.PlotDataItem(pen=pg.mkPen(*color, width=2, style=QtCore.Qt.PenStyle.DashLine if name in right
+                                                    else QtCore.Qt.PenStyle.SolidLine))
+                if name in right:
+                    item.setLogMode(log_x, False)
+                    self.right_view.addItem(item)
+                else:
+                    self.addItem(item)
+                self._curves[name] = item
             xs, ys = np.asarray(x, float), np.asarray(y, float)
             last = self._data.get(name)
             if last is not None and np.array_equal(last[0], xs) and np.array_equal(last[1], ys):
                 continue  # the same curve again: no repaint
             self._data[name] = (xs, ys)
             self._curves[name].setData(xs, ys)
+        names = tuple(series)
+        if (names, right) != self._legend_key:
+            self._legend_key = (names, right)
+            colors = [SERIES_COLORS[i % len(SERIES_COLORS)] for i in range(len(names))]
+            shown = [f"{n} (right)" if n in right else n for n in names]
+            self.setTitle(legend_html(shown, colors) if len(names) > 1 else None)
         empty = all(len(np.asarray(x)) < 2 for x, _ in series.values())
         if empty != self._empty:  # no line yet: a plain 0..1 frame, not auto-range's -400..400
             self._empty = empty
@@ -126,6 +197,35 @@ class CurveView(pg.PlotWidget):
                 self.setRange(xRange=(0, 1), yRange=(0, 1), padding=0)
             else:
                 self.enableAutoRange()
+        if self.right_view is not None and not empty:
+            self.right_view.enableAutoRange(axis="y")
+
+    def _set_right_axis(self, on: bool, label: str, log_x: bool) -> None:
+        """A second y axis on the right, with a view box of its own sharing the x axis."""
+        if on and self.right_view is None:
+            self.right_view = pg.ViewBox(enableMenu=False)
+            self.plotItem.scene().addItem(self.right_view)
+            self.plotItem.getAxis("right").linkToView(self.right_view)
+            self.right_view.setXLink(self.plotItem)
+            self.plotItem.vb.sigResized.connect(self._sync_right)
+        self.plotItem.showAxis("right", on)
+        if on:
+            self.plotItem.setLabel("right", label)
+            self.plotItem.getAxis("right").setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
+            self._sync_right()
+
+    def _sync_right(self) -> None:
+        if self.right_view is not None:
+            self.right_view.setGeometry(self.plotItem.vb.sceneBoundingRect())
+            self.right_view.linkedViewChanged(self.plotItem.vb, self.right_view.XAxis)
+
+    def curve_data(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """What curve ``name`` draws."""
+        return self._data[name]
+
+    def axis_of(self, name: str) -> str:
+        """'left' or 'right': which axis curve ``name`` is read against."""
+        return "right" if self.right_view is not None and self._curves[name].getViewBox() is self.right_view else "left"
 
 
 class MetricsView(QtWidgets.QTableWidget):

@@ -246,6 +246,19 @@ class ImageCanvas(pg.GraphicsView):
             self._margins = (left, above)
             self.fit()
 
+    def grid_labels(self) -> dict[str, tuple[float, float]]:
+        """Each grid label's text and where it is anchored, in image coordinates."""
+        return {item.textItem.toPlainText(): (item.pos().x(), item.pos().y()) for item in self._grid_items}
+
+    def overlay_colors(self) -> set[tuple[int, int, int]]:
+        """The pen colours of the overlays drawn this frame (arrows, segments, boxes)."""
+        return {tuple(item.opts["pen"].color().getRgb()[:3]) for item in self._overlays if "pen" in item.opts}
+
+    @property
+    def heat_opacity(self) -> float:
+        """The opacity the overlay map is drawn with; 0 when no overlay is shown."""
+        return float(self._heat_key[3]) if self.heat_item.isVisible() and self._heat_key else 0.0
+
     def _grid_text(self, text: str, pos: tuple[float, float], anchor: tuple[float, float], color, angle: float = 0) -> None:
         item = pg.TextItem(text, color=color, anchor=anchor, angle=angle)
         item.setPos(*pos)

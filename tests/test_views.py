@@ -1,0 +1,81 @@
+"""What the views draw for each layer field: positions, colours, labels and axes, checked against
+the layer's own numbers, not just that something appeared."""
+
+import numpy as np
+import pytest
+
+from backends.layers import BarsLayer, CurveLayer, HeatmapLayer, ImageLayer, Result, VectorFieldLayer
+from explorer import layer_views
+from explorer.display import encode
+from widgets.colormaps import lookup_table
+from widgets.encoding import categorical_palette
+
+
+def shown(qtbot, layer, input_pixels=None):
+    layer = encode(Result((layer,))).layers[0]
+    panel = layer_views.make_panel(layer, None if input_pixels is None else input_pixels.shape[:2])
+    qtbot.addWidget(panel)
+    panel.resize(420, 320)
+    panel.show()
+    layer_views.show(panel, layer, input_pixels)
+    return panel
+
+
+def test_a_categorical_map_is_drawn_in_its_palette_with_a_legend_not_a_colour_bar(qtbot):
+    tokens = np.array([[0, 1, 2], [2, 1, 0]])
+    panel = shown(qtbot, ImageLayer("tokens", tokens, categories=("masked", "kept", "new")))
+    palette = categorical_palette(3)
+    assert panel.colorbar is None and panel.legend.names == ("masked", "kept", "new")
+    rgb = panel.view.value_at(2.5, 0.5)  # pixel (x 2, y 0) holds category 2
+    np.testing.assert_array_equal(rgb, np.round(palette[2] * 255).astype(np.uint8))
+
+
+def test_grid_labels_sit_outside_the_picture_beside_their_rows_and_columns(qtbot):
+    grid = np.zeros((60, 90, 3), np.float32)  # 2 rows x 3 columns of 30 x 30 tiles
+    panel = shown(qtbot, ImageLayer("grid", grid, row_labels=("z0", "z1"), column_labels=("-1", "0", "+1"),
+                                    axis_titles=("value", "dimension")))
+    items = panel.view.grid_labels()
+    assert items["z0"][0] < 0 and items["z1"][0] < 0  # left of the picture
+    assert items["z0"][1] == pytest.approx(15) and items["z1"][1] == pytest.approx(45)  # row centres
+    assert [items[c][0] for c in ("-1", "0", "+1")] == pytest.approx([15, 45, 75]) and items["0"][1] < 0
+    assert "value" in items and "dimension" in items
+
+
+def test_arrows_take_their_maps_colour_by_length_and_the_bar_spans_the_longest(qtbot):
+    origins = np.array([[10.0, 10.0], [20.0, 20.0]])
+    vectors = np.array([[1.0, 0.0], [0.0, 4.0]])  # lengths 1 and 4
+    panel = shown(qtbot, VectorFieldLayer("arrows", origins, vectors, background=np.zeros((40, 40, 3), np.float32),
+                                          colormap="viridis", scale=2.0))
+    assert panel.colorbar.levels == (0.0, 4.0)  # true lengths, not the drawn (scaled) ones
+    pens = panel.view.overlay_colors()
+    table = lookup_table("viridis")
+    assert tuple(int(v) for v in table[int((7 + 0.5) * 256 / 8)]) in pens  # the longest: the top bin
+
+
+def test_bars_with_long_names_lie_down_and_every_bar_keeps_its_name(qtbot):
+    labels = tuple(f"gabor {a} degrees" for a in (0, 45, 90, 135))
+    panel = shown(qtbot, BarsLayer("weights", labels, {"weight": np.array([0.1, 0.5, 0.9, 0.3])}, value_label="weight"))
+    assert panel.view.horizontal
+    assert panel.view.tick_labels() == list(labels)
+    short = shown(qtbot, BarsLayer("few", ("a", "b"), {"x": np.array([1.0, 2.0]), "y": np.array([2.0, 1.0])}))
+    assert not short.view.horizontal
+    assert "x" in short.view.plotItem.titleLabel.text and "y" in short.view.plotItem.titleLabel.text  # key above
+
+
+def test_a_curve_of_another_unit_is_read_against_the_right_axis(qtbot):
+    steps = np.arange(5.0)
+    panel = shown(qtbot, CurveLayer("training", {"loss": (steps, 5 - steps), "box share %": (steps, 10 * steps)},
+                                    x_label="step", y_label="loss", right=("box share %",), right_label="%"))
+    assert panel.view.axis_of("loss") == "left" and panel.view.axis_of("box share %") == "right"
+    np.testing.assert_array_equal(panel.view.curve_data("box share %")[1], 10 * steps)
+
+
+def test_an_overlay_has_an_opacity_the_user_can_change_and_a_map_only_view(qtbot):
+    heat = np.linspace(0, 1, 40 * 30, dtype=np.float32).reshape(30, 40)
+    back = np.full((30, 40, 3), 0.5, np.float32)
+    panel = shown(qtbot, HeatmapLayer("erf", heat, background=back, opacity=0.6), back)
+    assert panel.overlay.opacity.value() == 60
+    panel.overlay.opacity.setValue(20)
+    assert panel.view.heat_opacity == pytest.approx(0.2)
+    panel.overlay.map_only.setChecked(True)
+    assert panel.view.heat_opacity == 0.0  # the map is the picture now, nothing under it

@@ -98,8 +98,6 @@ class Operator:
     def bind_image(self, image: torch.Tensor, image_key: Hashable = None) -> None:
         """Names the image the memo belongs to. Without a key (a script, a test) the tensor object
         itself names it; it is kept referenced, so its identity cannot be reused meanwhile."""
-        if "memo" not in self.__dict__:  # TRANSITION: operators not yet calling super().__init__()
-            Operator.__init__(self)
         if image_key is None:
             if image is not self._keyless_image:
                 self._keyless_image = image

@@ -1,6 +1,6 @@
 """An interpretable feature bank shared by the channel and attention operators.
 
-Every channel has a name a person can read ("gabor 45° s2", "red", "texture fine"), so channel
+Every channel has a name a person can read ("45° diagonal, octave 2", "red", "texture fine"), so channel
 weights (squeeze-and-excitation) and attention heads built on them can be explained. Angles are
 the orientation of the stripes or edges a channel responds to, counterclockwise from horizontal
 as seen on screen (0° = horizontal stripes, 90° = vertical ones).
@@ -26,19 +26,19 @@ GABOR_WAVELENGTH = 4.0
 GABOR_SIZE = 11
 TEXTURE_WINDOWS = (5, 17)  # box sides in working pixels: fine and coarse local contrast
 COLOUR_NAMES = ("red", "green", "blue", "yellow", "light", "dark")
+STRIPE_NAMES = {0: "horizontal", 45: "45° diagonal", 90: "vertical", 135: "135° diagonal"}  # stripes on screen
 WORK_SIDE = 256  # the bank is computed with the longer image side scaled to at most this
 
 
 @dataclass(frozen=True)
 class FeatureBank:
-    """``maps`` (1, C, h, w) at the working resolution; ``scale`` = h / input height. Three label
-    sets: ``labels`` ("gabor 45° s2"), ``short_labels`` for mosaic tiles ("45° s2") and ``glyphs``
-    of two characters for bar charts ("/2": a stroke drawn at the orientation, then the octave)."""
+    """``maps`` (1, C, h, w) at the working resolution; ``scale`` = h / input height. Two label
+    sets: ``labels`` in words for bars and tables ("45° diagonal, octave 2", "texture fine") and
+    ``short_labels`` of at most 7 characters for mosaic tiles ("45° s2", "fine")."""
 
     maps: torch.Tensor
     labels: tuple[str, ...]
     short_labels: tuple[str, ...]
-    glyphs: tuple[str, ...]
     groups: dict[str, tuple[int, ...]]
     scale: float
 
@@ -171,16 +171,13 @@ def feature_bank(image: torch.Tensor, side: int = WORK_SIDE) -> FeatureBank:
     texture = texture_energy(grey)
     texture = (texture / robust_max(texture)).clamp(0, 1)
     maps = torch.cat([gabor, colour, texture], 1)
-    labels, short, glyphs = [], [], []
-    strokes = {0: "—", 45: "/", 90: "|", 135: "\\"}
+    labels, short = [], []
     for s in range(GABOR_SCALES):
         for o in GABOR_ORIENTATIONS:
-            labels.append(f"gabor {o}° s{s + 1}")
+            labels.append(f"{STRIPE_NAMES.get(o, f'{o}°')}, octave {s + 1}")
             short.append(f"{o}° s{s + 1}")
-            glyphs.append(f"{strokes.get(o, o)}{s + 1}")
     labels += list(COLOUR_NAMES) + ["texture fine", "texture coarse"]
-    short += list(COLOUR_NAMES) + ["tex fine", "tex coarse"]
-    glyphs += ["R", "G", "B", "Y", "L", "D", "T1", "T2"]
+    short += list(COLOUR_NAMES) + ["fine", "coarse"]
     n_g = len(GABOR_ORIENTATIONS) * GABOR_SCALES
     groups = {f"{o}° edges": tuple(s * len(GABOR_ORIENTATIONS) + i for s in range(GABOR_SCALES))
               for i, o in enumerate(GABOR_ORIENTATIONS)}
@@ -189,7 +186,7 @@ def feature_bank(image: torch.Tensor, side: int = WORK_SIDE) -> FeatureBank:
     groups["colour"] = tuple(range(n_g, n_g + 4))
     groups["light/dark"] = (n_g + 4, n_g + 5)
     groups["texture"] = (n_g + 6, n_g + 7)
-    return FeatureBank(maps, tuple(labels), tuple(short), tuple(glyphs), groups, small.shape[-2] / image.shape[-2])
+    return FeatureBank(maps, tuple(labels), tuple(short), groups, small.shape[-2] / image.shape[-2])
 
 
 # -- patch tokens for attention ------------------------------------------------------------------

@@ -20,9 +20,10 @@ from backends.ops.squeeze_excitation import (
     manual_weights,
     region_share,
 )
-from backends.params import validate
+from backends.params import is_active, validate
 
 LAYERS = ("Features", "Recalibrated features", "Squeeze and excitation", "Recalibrated energy", "Training", "Metrics")
+SQUEEZE, WEIGHT = "squeeze: channel mean", "excitation weight"  # the bars' series
 BAR_TOL = dict(atol=1e-6, rtol=1e-5)  # float32 operator against a float64 MLP
 
 
@@ -71,10 +72,15 @@ def test_bars_are_the_squeeze_and_the_excitation_of_the_seeded_mlp(scene):
     with torch.no_grad():
         result = SqueezeExcitation().compute(image, params_of({"mode": "random", "seed": 5, "reduction": 3}), QUERY)
     bars = result.layer("Squeeze and excitation")
-    assert bars.labels == bank.glyphs
+    assert bars.labels == bank.labels
     expected = naive_excitation(z, *se_init(24, 3, seed=5, gain=3.0))
-    torch.testing.assert_close(torch.as_tensor(bars.series["squeeze z (channel mean)"]).double(), z, **BAR_TOL)
-    torch.testing.assert_close(torch.as_tensor(bars.series["weight"]).double(), expected, **BAR_TOL)
+    torch.testing.assert_close(torch.as_tensor(bars.series[SQUEEZE]).double(), z, **BAR_TOL)
+    torch.testing.assert_close(torch.as_tensor(bars.series[WEIGHT]).double(), expected, **BAR_TOL)
+    # The caption names the two channels kept most and the two damped most, in words.
+    order = torch.argsort(expected, descending=True).tolist()
+    kept, damped = bars.caption.split("kept most: ")[1].split("; damped most: ")
+    assert kept.startswith(f"{bank.labels[order[0]]} ({float(expected[order[0]]):.2f}) and {bank.labels[order[1]]}")
+    assert damped.startswith(f"{bank.labels[order[-1]]} ({float(expected[order[-1]]):.2f})")
 
 
 def test_manual_bars_raise_the_named_orientation_at_every_octave(scene):
@@ -82,29 +88,30 @@ def test_manual_bars_raise_the_named_orientation_at_every_octave(scene):
     with torch.no_grad():
         result = SqueezeExcitation().compute(image, params_of({"mode": "manual", "emphasis": "45° edges",
                                                                "strength": 1.0}), QUERY)
-    weights = torch.as_tensor(result.layer("Squeeze and excitation").series["weight"]).double()
-    up = torch.tensor([label.startswith("gabor 45° ") for label in bank.labels])
+    weights = torch.as_tensor(result.layer("Squeeze and excitation").series[WEIGHT]).double()
+    up = torch.tensor([label.startswith("45° diagonal, ") for label in bank.labels])
     assert int(up.sum()) == 4
     torch.testing.assert_close(weights[up], torch.full((4,), 1 / (1 + math.exp(-5.0)), dtype=torch.float64))
     torch.testing.assert_close(weights[~up], torch.full((20,), 1 / (1 + math.exp(5.0)), dtype=torch.float64))
 
 
-def test_energy_panel_marks_the_query_and_its_box_and_states_the_box_share(scene):
+def test_energy_panel_draws_the_energy_marks_the_box_and_states_the_box_share(scene):
     image, bank, _ = scene
     with torch.no_grad():
         result = SqueezeExcitation().compute(image, params_of({"mode": "random", "seed": 2, "region": REGION}), QUERY)
-    weights = torch.as_tensor(result.layer("Squeeze and excitation").series["weight"]).double()
+    weights = torch.as_tensor(result.layer("Squeeze and excitation").series[WEIGHT]).double()
     panel = result.layer("Recalibrated energy")
-    assert panel.sets[0].points.tolist() == [[250.0, 40.0]]
     # The box is REGION px centred on the query pixel's centre, grown outward to whole pixels.
     x0, y0 = math.floor(250.5 - 32), math.floor(40.5 - 32)
     assert panel.boxes == ((x0, y0, math.ceil(250.5 + 32) - x0, math.ceil(40.5 + 32) - y0),) == ((218, 8, 65, 65),)
-    assert panel.background.shape == (H, W, 3)
+    # The energy at the bank's resolution, placed on the whole input frame.
+    energy = ((bank.maps[0].double() * weights[:, None, None]) ** 2).sum(0)
+    torch.testing.assert_close(torch.as_tensor(panel.maps).double(), energy, rtol=1e-4, atol=1e-6)
+    assert panel.extent == (0.0, 0.0, float(W), float(H))
     # The same box on the bank's 0.8-scale grid, and sum_c (w_c F_c)^2 inside it over everywhere.
     s = bank.maps.shape[-2] / H
     bx0, by0 = math.floor((250.5 - 32) * s), math.floor((40.5 - 32) * s)
     bx1, by1 = math.ceil((250.5 + 32) * s), math.ceil((40.5 + 32) * s)
-    energy = ((bank.maps[0].double() * weights[:, None, None]) ** 2).sum(0)
     flat = (bank.maps[0].double() ** 2).sum(0)
     metrics = result.layer("Metrics").values
     assert share(metrics["box share after"]) == pytest.approx(float(energy[by0:by1, bx0:bx1].sum() / energy.sum()),
@@ -118,11 +125,23 @@ def test_recalibrated_mosaic_is_features_times_weights():
         result = SqueezeExcitation().compute(torch.rand(1, 3, 40, 52), params_of({"mode": "random", "seed": 5}), None)
     assert result.names == LAYERS
     feats = torch.as_tensor(result.layer("Features").maps)
-    weights = torch.as_tensor(result.layer("Squeeze and excitation").series["weight"])
+    weights = torch.as_tensor(result.layer("Squeeze and excitation").series[WEIGHT])
     assert ((weights > 0) & (weights < 1)).all()
     torch.testing.assert_close(torch.as_tensor(result.layer("Recalibrated features").maps),
                                feats * weights[:, None, None])
     assert len(result.layer("Features").labels) == feats.shape[0] == 24
+    assert result.layer("Recalibrated features").labels == result.layer("Features").labels
+
+
+def test_parameters_say_when_they_do_anything():
+    by_name = {s.name: s for s in SqueezeExcitation.spec.params}
+    manual = params_of({"mode": "manual"})
+    assert [n for n in by_name if not is_active(by_name[n], manual)] == ["reduction", "seed", "init_gain", "steps", "lr"]
+    random = params_of({"mode": "random"})
+    assert [n for n in by_name if not is_active(by_name[n], random)] == ["emphasis", "strength", "steps", "lr"]
+    assert all(is_active(spec, params_of({"mode": "learned"})) for n, spec in by_name.items()
+               if n not in ("emphasis", "strength"))
+    assert SqueezeExcitation.spec.primary == "Recalibrated features"
 
 
 # -- helpers the panels and training share ----------------------------------------------------------
@@ -174,7 +193,9 @@ def test_training_raises_the_box_share_and_is_kept_as_state():
     finally:
         torch.set_grad_enabled(True)
     assert updates[-1].progress == 1.0 and updates[-1].result is not None
-    curve = updates[-1].result.layer("Training").series["box share %"][1] / 100
+    training = updates[-1].result.layer("Training")
+    assert training.right == ("box share %",) and training.right_label == "box share %"  # its own axis
+    curve = training.series["box share %"][1] / 100
     assert len(curve) == 80
     assert curve[-1] > curve[0] + 0.05
     with torch.no_grad():
@@ -214,8 +235,10 @@ def test_feature_bank_is_nonnegative_and_labelled():
     assert bank.maps.shape == (1, 24, 256, 171)  # the long side scaled to 256, area-averaged
     assert bank.scale == 256 / 300
     assert (bank.maps >= 0).all() and bank.maps.max() <= 1.0 + 1e-6
-    assert len(set(bank.labels)) == len(bank.short_labels) == len(bank.glyphs) == 24
-    assert bank.labels[5] == "gabor 45° s2"
+    assert len(set(bank.labels)) == len(set(bank.short_labels)) == 24
+    assert bank.labels[5] == "45° diagonal, octave 2" and bank.short_labels[5] == "45° s2"
+    assert bank.labels[:3] == ("horizontal, octave 1", "45° diagonal, octave 1", "vertical, octave 1")
+    assert max(len(label) for label in bank.short_labels) <= 7  # mosaic tiles: no label runs into the next
     assert {i for g in ("0° edges", "45° edges", "90° edges", "135° edges") for i in bank.groups[g]} == set(range(16))
 
 

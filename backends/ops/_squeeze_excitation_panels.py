@@ -7,19 +7,19 @@ Boxes are (x0, y0, x1, y1) in edge coordinates (pixel i spans [i, i + 1]), x rig
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
-import cv2
 import numpy as np
 import torch
 
 from backends.features import FeatureBank, feature_bank, robust_max
 from backends.functional.squeeze_excitation import se_hidden_size, se_parameter_count, squeeze
 from backends.imaging import resize_long_side
-from backends.layers import BarsLayer, FeatureMapsLayer, MetricsLayer, PointSet, PointsLayer
+from backends.layers import INPUT, BarsLayer, FeatureMapsLayer, HeatmapLayer, MetricsLayer
 
 MANUAL_LOGIT = 5.0  # strength 1 gives weights sigmoid(+-5) = 0.993 / 0.007
 DISPLAY_SIDE = 128  # mosaic tiles are at most this size, to keep the UI thread's tiling cheap
+SQUEEZE, WEIGHT = "squeeze: channel mean", "excitation weight"  # the bars' two series
+TILE_KEY = "Tiles: N° sK = Gabor stripes at N° (0° horizontal), octave K; fine, coarse = texture (local contrast)"
 
 
 def manual_weights(channels: int, emphasised: tuple[int, ...], strength: float) -> torch.Tensor:
@@ -58,31 +58,29 @@ def region_share(weights: torch.Tensor, inside: torch.Tensor, total: torch.Tenso
 
 @dataclass(frozen=True)
 class Bank:
-    """Per-image stage: the bank, its squeeze ``z`` (1, C), mosaic-sized maps ``small``
-    (C, h', w') with their colour ceiling ``hi``, and the image at 30% as (H, W, 3) uint8 under the overlay."""
+    """Per-image stage: the bank, its squeeze ``z`` (1, C), and mosaic-sized maps ``small``
+    (C, h', w') with their colour ceiling ``hi``."""
 
     bank: FeatureBank
     z: torch.Tensor
     squared: torch.Tensor  # (C, h * w): F_c^2, so an energy map is one matrix-vector product
     small: torch.Tensor
     hi: float
-    dimmed: np.ndarray
 
     @staticmethod
     def of(image: torch.Tensor) -> Bank:
         bank = feature_bank(image)
         small = resize_long_side(bank.maps, DISPLAY_SIDE)[0]
-        dimmed = (image[0].permute(1, 2, 0) * (0.3 * 255)).round().to(torch.uint8).cpu().numpy()
         squared = (bank.maps[0] ** 2).reshape(bank.channels, -1)
-        return Bank(bank, squeeze(bank.maps), squared, small, float(robust_max(small)), np.ascontiguousarray(dimmed))
+        return Bank(bank, squeeze(bank.maps), squared, small, float(robust_max(small)))
 
 
 def se_layers(stage: Bank, weights: torch.Tensor, how: str, query: tuple[int, int], side: int,
-              reduction: int) -> tuple:
-    """The mosaics before and after recalibration, the squeeze and weight bars, the energy
-    overlay with the box around ``query`` (input px), and the metrics."""
+              reduction: int, frame: tuple[int, int]) -> tuple:
+    """The mosaics before and after recalibration, the squeeze and weight bars, the energy map
+    with the box around ``query`` on the (W, H) input ``frame``, and the metrics."""
     bank, z, small, hi = stage.bank, stage.z, stage.small, stage.hi
-    H, W = stage.dimmed.shape[:2]
+    W, H = frame
     c, r = bank.channels, reduction
     h, w = bank.maps.shape[-2:]
     inside, total = channel_energies(bank.maps, box_in(query, side, w, h, bank.scale))
@@ -92,25 +90,19 @@ def se_layers(stage: Bank, weights: torch.Tensor, how: str, query: tuple[int, in
     box = (float(x0), float(y0), float(x1 - x0), float(y1 - y0))
     recal = small * weights[:, None, None]
     energy = (weights * weights @ stage.squared).view(h, w)  # sum_c (s_c F_c)^2
+    top = float(robust_max(energy, samples=4096))
     return (
         FeatureMapsLayer("Features", small, labels=bank.short_labels, levels=(0.0, hi), colormap="inferno",
-                         caption=f"{c} channels at {w}x{h} (the bank runs at reduced resolution; mosaic at "
-                                 f"{small.shape[-1]}x{small.shape[-2]})"),
-        FeatureMapsLayer("Recalibrated features", recal, levels=(0.0, hi), colormap="inferno",
-                         caption="each channel times its excitation weight, in the layout and colour scale of "
-                                 "Features"),
-        BarsLayer("Squeeze and excitation", bank.glyphs, {"squeeze z (channel mean)": z[0], "weight": weights},
-                  y_range=(0.0, 1.0),
-                  caption=f"{how}. —/|\\ + octave: Gabor stripes at 0/45/90/135°; R G B Y: colour opponents; "
-                          "L D: light, dark; T1 T2: texture fine, coarse"),
-        PointsLayer(
-            "Recalibrated energy",
-            sets=(PointSet(np.array([query], np.float32), color=(60, 220, 255), size=11.0, label="query"),),
-            background=energy_overlay(stage.dimmed, energy),
-            boxes=(box,),
-            caption=f"sum over channels of (weight x feature)^2; box share {share_before:.1%} before, "
-                    f"{share_after:.1%} after recalibration",
-        ),
+                         caption=f"{c} channels at {w}x{h} (the bank runs at reduced resolution). {TILE_KEY}"),
+        FeatureMapsLayer("Recalibrated features", recal, labels=bank.short_labels, levels=(0.0, hi), colormap="inferno",
+                         caption=f"each channel times its excitation weight, on the colour scale of Features. {TILE_KEY}"),
+        BarsLayer("Squeeze and excitation", bank.labels, {SQUEEZE: z[0], WEIGHT: weights}, y_range=(0.0, 1.0),
+                  value_label="channel mean; weight (0 to 1)",
+                  caption=f"{how}; {weight_summary(weights, bank.labels)}"),
+        HeatmapLayer("Recalibrated energy", energy, background=INPUT, levels=(0.0, top), colormap="inferno", opacity=0.75,
+                     extent=(0.0, 0.0, float(W), float(H)), boxes=(box,),
+                     caption=f"sum over channels of (weight x feature)²: the box holds {share_before:.1%} of it "
+                             f"before recalibration, {share_after:.1%} after"),
         MetricsLayer("Metrics", {
             "channels C": c,
             "reduction r": r,
@@ -125,20 +117,10 @@ def se_layers(stage: Bank, weights: torch.Tensor, how: str, query: tuple[int, in
     )
 
 
-def energy_overlay(dimmed: np.ndarray, energy: torch.Tensor) -> np.ndarray:
-    """The dimmed image (H, W, 3) uint8 plus ``energy`` (h, w) through a 70% inferno, as floats
-    in [0, 1], so the box can be drawn on top (a PointsLayer has boxes; a HeatmapLayer has none).
-    Blended in uint8 with cv2's table lookup: a third of the cost of float colour mapping."""
-    H, W = dimmed.shape[:2]
-    e = (energy / robust_max(energy, samples=4096)).clamp(0, 1).mul(255).to(torch.uint8).cpu().numpy()
-    e = cv2.resize(e, (W, H), interpolation=cv2.INTER_LINEAR)
-    heat = cv2.LUT(cv2.merge([e, e, e]), _inferno_table())
-    return cv2.add(dimmed, heat).astype(np.float32) * np.float32(1 / 255)
-
-
-@lru_cache(maxsize=1)
-def _inferno_table() -> np.ndarray:
-    """(1, 256, 3) uint8 inferno colours (RGB) times 0.7, the overlay's opacity."""
-    ramp = np.arange(256, dtype=np.uint8)[:, None]
-    rgb = cv2.applyColorMap(ramp, cv2.COLORMAP_INFERNO)[:, 0, ::-1]
-    return np.ascontiguousarray((0.7 * rgb).round().astype(np.uint8)[None])
+def weight_summary(weights: torch.Tensor, labels: tuple[str, ...], count: int = 2) -> str:
+    """The channels kept most and least, in words: 'kept most: red (0.91) and vertical, octave 1
+    (0.88); damped most: ...'."""
+    order = torch.argsort(weights, descending=True).tolist()
+    top = " and ".join(f"{labels[i]} ({float(weights[i]):.2f})" for i in order[:count])
+    low = " and ".join(f"{labels[i]} ({float(weights[i]):.2f})" for i in order[::-1][:count])
+    return f"kept most: {top}; damped most: {low}"

@@ -33,8 +33,10 @@ from backends.timing import StageTimer, elapsed_ms, now
 __all__ = ["SqueezeExcitation", "box_in", "channel_energies", "manual_weights", "region_share"]
 
 MODES = ("learned", "random", "manual")
+MLP_MODES = (("mode", ("learned", "random")),)  # the modes whose weights an MLP makes
 EMPHASIS = ("90° edges", "0° edges", "45° edges", "135° edges", "fine scale", "coarse scale", "colour", "light/dark",
             "texture")
+LOSS, SHARE = "loss", "box share %"  # the training curve's series: the share on the right axis
 RESULT_INTERVAL_MS = 100.0  # during training, a full result at most this often
 MLP = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # w1 (h, C), b1, w2 (C, h), b2
 
@@ -65,15 +67,21 @@ class SqueezeExcitation(Operator):
         params=(
             ChoiceParam("mode", "learned", MODES, help="learned: the MLP Train optimizes (its seeded init until trained); "
                         "random: a fresh seeded MLP; manual: weights from emphasis and strength."),
-            IntParam("reduction", 4, 1, 24, help="Reduction ratio r: the MLP's hidden layer has C / r units."),
-            SeedParam("seed", 0, help="Seed of the random MLP and of the learned MLP's starting point."),
-            FloatParam("init_gain", 3.0, 0.1, 10.0, step=0.1, help="Scale of the random init (1 is nn.Linear's)."),
-            ChoiceParam("emphasis", "90° edges", EMPHASIS, help="Manual mode: the channel group to keep."),
-            FloatParam("strength", 0.8, 0.0, 1.0, help="Manual mode: 0 gives every weight 0.5, 1 nearly 1 and 0."),
+            IntParam("reduction", 4, 1, 24, help="Reduction ratio r: the MLP's hidden layer has C / r units.",
+                     enabled_when=MLP_MODES),
+            SeedParam("seed", 0, help="Seed of the random MLP and of the learned MLP's starting point.",
+                      enabled_when=MLP_MODES),
+            FloatParam("init_gain", 3.0, 0.1, 10.0, step=0.1, help="Scale of the random init (1 is nn.Linear's).",
+                       enabled_when=MLP_MODES),
+            ChoiceParam("emphasis", "90° edges", EMPHASIS, help="Manual mode: the channel group to keep.",
+                        enabled_when=(("mode", ("manual",)),)),
+            FloatParam("strength", 0.8, 0.0, 1.0, help="Manual mode: 0 gives every weight 0.5, 1 nearly 1 and 0.",
+                       enabled_when=(("mode", ("manual",)),)),
             IntParam("region", 96, 8, 1024, help="Side of the marked box around the query, input pixels."),
-            IntParam("steps", 300, 10, 5000, step=10, help="Training steps (Adam)."),
-            FloatParam("lr", 0.05, 0.001, 1.0, step=0.005, help="Training learning rate."),
+            IntParam("steps", 300, 10, 5000, step=10, help="Training steps (Adam).", enabled_when=(("mode", ("learned",)),)),
+            FloatParam("lr", 0.05, 0.001, 1.0, step=0.005, help="Training learning rate.", enabled_when=(("mode", ("learned",)),)),
         ),
+        primary="Recalibrated features",
         actions=(Action("train", "Train", "Train the learned MLP so the box holds more of the recalibrated energy."),),
     )
     memo_capacity = 4  # the per-image bank
@@ -128,22 +136,22 @@ class SqueezeExcitation(Operator):
                 weights: torch.Tensor, how: str) -> tuple:
         _, _, H, W = image.shape
         layers = se_layers(stage, weights, how, query_point(query, W, H), int(params["region"]),
-                           int(params["reduction"]))
+                           int(params["reduction"]), (W, H))
         return layers[:-1] + (self._curve_layer(), layers[-1])  # the curve goes before the metrics
 
     def _curve_layer(self) -> CurveLayer:
         t = self._training
         if t is None:
-            series = {"loss": (np.zeros(0), np.zeros(0)), "box share %": (np.zeros(0), np.zeros(0))}
+            series = {LOSS: (np.zeros(0), np.zeros(0)), SHARE: (np.zeros(0), np.zeros(0))}
             caption = "press Train: Adam on -log(box share), the MLP's only input is this image's squeeze"
         else:
             x = np.asarray(t.steps, np.float32)
-            series = {"loss": (x, np.asarray(t.loss, np.float32)),
-                      "box share %": (x, 100 * np.asarray(t.share, np.float32))}
+            series = {LOSS: (x, np.asarray(t.loss, np.float32)), SHARE: (x, 100 * np.asarray(t.share, np.float32))}
             x0, y0, w, h = t.box
             caption = (f"loss -log(share) {t.loss[0]:.3f} -> {t.loss[-1]:.3f}; share {t.share[0]:.1%} -> "
                        f"{t.share[-1]:.1%} for the {w:.0f}x{h:.0f} box at ({x0:.0f}, {y0:.0f})")
-        return CurveLayer("Training", series, x_label="step", y_label="loss, box share %", caption=caption)
+        return CurveLayer("Training", series, x_label="step", y_label="loss -log(box share)", right=(SHARE,),
+                          right_label="box share %", caption=caption)
 
     # -- training ------------------------------------------------------------------------------
     def job_train(self, image: torch.Tensor, params: Mapping[str, Any], query: Query) -> Iterator[JobUpdate]:

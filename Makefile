@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # The CPU build of torch; set TORCH_SPEC for another build (see README, "GPU").
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: run test setup bench samples lint clean
+.PHONY: run test setup bench gallery samples lint clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ test: setup
 bench: setup
 	$(BIN)/python -m pip install -q matplotlib
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m explorer.bench
+
+gallery: setup
+	QT_QPA_PLATFORM=offscreen $(BIN)/python -m explorer.gallery --out out/gallery
 
 samples: setup
 	$(BIN)/python -m assets.make_samples

@@ -38,13 +38,15 @@ def long_side_size(height: int, width: int, long_side: int, multiple: int = 1, m
     return side(height), side(width)
 
 
-def resize(image: torch.Tensor, size: tuple[int, int], antialias: bool = False) -> torch.Tensor:
+def resize(image: torch.Tensor, size: tuple[int, int], antialias: bool = False, nearest: bool = False) -> torch.Tensor:
     """(N, C, H, W) to ``size`` = (h, w): area averaging where both sides shrink (no aliasing,
-    no blur on exact divisors), bilinear otherwise (antialiased when asked), clamped to the
-    input's range only when it was in [0, 1]."""
+    no blur on exact divisors), bilinear otherwise (antialiased when asked); ``nearest`` keeps
+    values as they are (token indices, masks)."""
     h, w = image.shape[-2:]
     if (h, w) == tuple(size):
         return image
+    if nearest:
+        return F.interpolate(image, size=size, mode="nearest")
     if size[0] <= h and size[1] <= w and not antialias:
         return F.interpolate(image, size=size, mode="area")
     out = F.interpolate(image, size=size, mode="bilinear", align_corners=False, antialias=antialias)
@@ -74,10 +76,12 @@ def upscale_nearest(image: torch.Tensor, scale: int) -> torch.Tensor:
 
 
 def image_grid(images: torch.Tensor, columns: int, scale: int = 1, gap: int = 1, fill: float = 0.08,
-               highlight: Optional[int] = None, highlight_color: Sequence[float] = (1.0, 0.85, 0.1)) -> torch.Tensor:
+               highlight: Optional[int] = None, highlight_color: Sequence[float] = (1.0, 0.85, 0.1),
+               highlight_width: Optional[int] = None) -> torch.Tensor:
     """(N, C, h, w) -> one (C, H, W) image of ``columns`` columns, ``gap`` pixels of ``fill``
     between tiles (before upscaling), upscaled by ``scale`` (nearest); tile ``highlight`` gets a
-    border of ``highlight_color`` inside its edge."""
+    border of ``highlight_color`` inside its edge, ``highlight_width`` output pixels wide
+    (default: an eighth of the tile)."""
     if images.dim() != 4:
         raise ValueError(f"image_grid expects (N, C, h, w), got {tuple(images.shape)}")
     n, c, h, w = images.shape
@@ -92,7 +96,7 @@ def image_grid(images: torch.Tensor, columns: int, scale: int = 1, gap: int = 1,
         r, col = divmod(highlight, columns)
         y0, x0 = r * (h + gap) * scale, col * (w + gap) * scale
         th, tw = h * scale, w * scale
-        t = max(1, min(th, tw) // 8)
+        t = highlight_width if highlight_width is not None else max(1, min(th, tw) // 8)
         color = torch.tensor(list(highlight_color)[:c], device=out.device, dtype=out.dtype).view(-1, 1, 1)
         out[:, y0: y0 + th, x0: x0 + t] = color
         out[:, y0: y0 + th, x0 + tw - t: x0 + tw] = color

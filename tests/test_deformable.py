@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from backends.functional.kernels import make_kernel
 from backends.layers import CurveLayer, HeatmapLayer, ImageLayer, MetricsLayer, PointsLayer, VectorFieldLayer
 from backends.ops.deformable import DeformableConvolution
-from backends.params import ParamError, validate
+from backends.params import ParamError, is_active, validate
 
 H, W = 40, 64  # non-square
 QUERY = (41, 13)  # far from the centre and from the diagonal
@@ -61,9 +61,9 @@ def test_compute_gives_the_named_layers(source, version):
     op = DeformableConvolution()
     result = _compute(op, _image(48, 64), (20, 30), offsets=source, version=version,
                       kernel="sobel_x" if source == "edges" else "gaussian")
-    names = ["Deformable output", "Regular convolution", "Offset field", "Sampling points", "Modulation", "Metrics"]
-    if source == "learned":
-        names[5:5] = ["Fit target", "Fit loss"]
+    names = ["Deformable output", "Regular convolution", "Offset field", "Sampling points"]
+    names += ["Modulation"] if version == "v2" else []  # v1 has none: the metrics say so
+    names += ["Fit target", "Fit loss", "Metrics"] if source == "learned" else ["Metrics"]
     assert list(result.names) == names
     out = result.layer("Deformable output")
     assert isinstance(out, ImageLayer) and tuple(out.image.shape[:2]) == (48, 64)
@@ -72,8 +72,9 @@ def test_compute_gives_the_named_layers(source, version):
     points = result.layer("Sampling points")
     assert isinstance(points, PointsLayer) and points.sets[1].points.shape == (9, 2)
     assert points.sets[1].join_to == (20.0, 30.0)
-    mod = result.layer("Modulation")
-    assert isinstance(mod, HeatmapLayer) and tuple(mod.maps.shape) == (48, 64)
+    if version == "v2":
+        mod = result.layer("Modulation")
+        assert isinstance(mod, HeatmapLayer) and tuple(mod.maps.shape) == (48, 64)
     metrics = result.layer("Metrics")
     assert isinstance(metrics, MetricsLayer) and {"offsets ms", "deformable ms", "regular ms"} <= set(metrics.values)
 
@@ -156,6 +157,52 @@ def test_sampling_point_brightness_in_v2_is_weight_times_the_colour_mask_at_the_
     expected = np.abs(make_kernel("gaussian", 3)).reshape(-1) * mask
     assert mask.min() < 0.9  # the mask varies across taps: a read elsewhere would differ
     np.testing.assert_allclose(np.asarray(points.sets[1].values, np.float64), expected, atol=BRIGHTNESS_TOL)
+
+
+@pytest.mark.parametrize("query", [(30, 11), (9, 33)])
+def test_the_v2_modulation_caption_sums_up_the_query_mask_and_v1_has_no_modulation_panel(query):
+    """The caption gives min, mean and max of the query's 9 tap weights (the same colour mask,
+    by hand), not the nine numbers; v1 leaves the panel out and says so in the metrics."""
+    img, sigma, strength = _image(), 0.15, 0.5
+    result = _compute(DeformableConvolution(), img, query, offsets="rotate", strength=strength, version="v2", mask_sigma=sigma)
+    where = np.array(query) + _taps() @ _rotation(strength).T
+    pixel = img[0, :, query[1], query[0]].double().numpy()
+    mask = np.array([math.exp(-((_bilinear(img[0], x, y) - pixel) ** 2).mean() / (2 * sigma ** 2)) for x, y in where])
+    summary = f"min {mask.min():.2f}, mean {mask.mean():.2f}, max {mask.max():.2f}"
+    assert result.layer("Modulation").caption.endswith(f"the query's taps: {summary}")
+    metrics = result.layer("Metrics").values
+    assert metrics["mask at query min / mean / max"] == f"{mask.min():.2f} / {mask.mean():.2f} / {mask.max():.2f}"
+    v1 = _compute(DeformableConvolution(), img, query, offsets="rotate", strength=strength, version="v1")
+    assert "Modulation" not in v1.names and v1.layer("Metrics").values["modulation"] == "none (v1)"
+    assert "v1 (no modulation" in v1.layer("Deformable output").caption
+
+
+def test_tap_patterns_are_few_enlarged_taps_with_arrows_of_their_offsets():
+    """shear: the tap t of pixel p reads (p + t) + (strength / 2 (p_y + t_y - q_y), 0). Each
+    pattern is the 9 regular taps enlarged about p by the layer's scale; each arrow is that tap's
+    offset (so its colour, by length, is the offset's length)."""
+    field = _compute(DeformableConvolution(), _image(), QUERY, offsets="shear", strength=0.6,
+                     arrows="tap pattern").layer("Offset field")
+    origins = np.asarray(field.origins, np.float64).reshape(9, -1, 2)
+    vectors = np.asarray(field.vectors, np.float64).reshape(9, -1, 2)
+    assert origins.shape[1] <= 12 * 8  # about 10 patterns along the long side
+    centres = origins.mean(0)  # the taps are symmetric about their pixel
+    np.testing.assert_allclose((origins - centres) / field.scale, np.repeat(_taps()[:, None], origins.shape[1], 1),
+                               atol=ARROW_TOL)
+    reads_y = centres[None, :, 1] + _taps()[:, None, 1]
+    np.testing.assert_allclose(vectors, np.stack([0.3 * (reads_y - QUERY[1]), np.zeros_like(reads_y)], -1), atol=ARROW_TOL)
+    spacing = np.diff(np.unique(centres[:, 0])).min()
+    assert field.scale * (np.abs(_taps()) + np.abs(vectors).max()).max() <= 0.5 * spacing + ARROW_TOL  # no overlap
+
+
+def test_parameters_say_when_they_do_anything():
+    by_name = {s.name: s for s in DeformableConvolution.spec.params}
+    inactive = lambda **v: [n for n, spec in by_name.items() if not is_active(spec, _params(**v))]  # noqa: E731
+    fit = ["fit_rotate", "fit_scale", "fit_shear", "fit_steps", "fit_lr", "fit_size"]
+    assert inactive(offsets="swirl", version="v1") == ["seed", "mask_sigma"] + fit
+    assert inactive(offsets="random", version="v2") == fit
+    assert inactive(offsets="learned", version="v2") == ["strength", "seed", "mask_sigma"]
+    assert DeformableConvolution.spec.primary == "Deformable output"
 
 
 # -- stages, the fit, learned state ------------------------------------------------------------------

@@ -4,7 +4,6 @@ input frame (points in pixel-index coordinates of the input, x right, y down).""
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
@@ -18,7 +17,8 @@ from backends.functional.kernels import make_kernel
 from backends.layers import INPUT, HeatmapLayer, ImageLayer, PointSet, PointsLayer, VectorFieldLayer
 
 ARROWS_PER_SIDE = 26
-STARS_PER_SIDE = 18
+PATTERNS_PER_SIDE = 10  # tap patterns: few and large, so each pixel's taps read as one pattern
+ARROW_COLORMAP = "viridis"  # arrows coloured by length, with a colour bar from 0 to the longest
 Levels = Optional[tuple[float, float]]
 
 
@@ -68,35 +68,43 @@ def work_pixel(q: tuple[int, int], frame: tuple[int, int], work: tuple[int, int]
 
 def offset_field(offsets: torch.Tensor, params: Mapping[str, Any], frame: tuple[int, int],
                  work: tuple[int, int]) -> VectorFieldLayer:
-    """Offsets as arrows on a thinned lattice, or each pixel's tap pattern as a star of arrows."""
+    """Offsets as arrows on a thinned lattice, coloured by length; or, as 'tap pattern', each
+    lattice pixel's k x k taps enlarged about it, an arrow from each regular tap to where it reads."""
     mode = params["arrows"]
     if mode == "auto":
         mode = "tap pattern" if params["offsets"] == "edges" else "mean offset"
-    per_side = STARS_PER_SIDE if mode == "tap pattern" else ARROWS_PER_SIDE
+    per_side = PATTERNS_PER_SIDE if mode == "tap pattern" else ARROWS_PER_SIDE
     step = max(1, round(max(work) / per_side))
     sel = offsets_to_xy(offsets[..., step // 2:: step, step // 2:: step])  # (K, ny, nx, 2) of (dx, dy)
     ys = torch.arange(step // 2, work[1], step, device=sel.device)
     xs = torch.arange(step // 2, work[0], step, device=sel.device)
     gy, gx = torch.meshgrid(ys.to(sel.dtype), xs.to(sel.dtype), indexing="ij")
-    centres = torch.stack([gx, gy], -1)
+    centres = to_frame(torch.stack([gx, gy], -1), frame, work)
     s = sel.new_tensor([frame[0] / work[0], frame[1] / work[1]])
+    spacing = step * frame[0] / work[0]
+    factor = float(params["arrow_scale"])
     if mode == "tap pattern":
         k, d = int(params["kernel_size"]), int(params["dilation"])
-        vectors = (sel + tap_vectors(k, d, sel.device, sel.dtype)[:, None, None]) * s
-        origins = to_frame(centres, frame, work).expand_as(vectors)
-        reach = 0.45
-    else:
-        vectors = (sel.mean(0) if mode == "mean offset" else sel[sel.shape[0] // 2]) * s
-        origins = to_frame(centres, frame, work)
-        reach = 0.9
-    spacing = step * frame[0] / work[0]
+        taps = tap_vectors(k, d, sel.device, sel.dtype)[:, None, None] * s  # (K, 1, 1, 2)
+        vectors = (sel * s).expand(k * k, *centres.shape)
+        extent = float((taps + vectors).norm(dim=-1).max())  # the widest pattern, in input px
+        enlarge = factor * (0.45 * spacing / extent if extent > 1e-9 else 1.0)
+        origins = centres + enlarge * taps
+        longest = float(vectors.norm(dim=-1).max())
+        return VectorFieldLayer(
+            "Offset field", origins.reshape(-1, 2), vectors.reshape(-1, 2), background=INPUT, scale=enlarge,
+            colormap=ARROW_COLORMAP,
+            caption=f"one pixel every {spacing:.0f} px: its {k}x{k} taps enlarged x{enlarge:.2g}, an arrow from each "
+                    f"regular tap to where it reads, coloured by offset length (longest {longest:.1f} px)")
+    vectors = (sel.mean(0) if mode == "mean offset" else sel[sel.shape[0] // 2]) * s
     longest = float(vectors.norm(dim=-1).max())
-    fit = reach * spacing / longest if longest > 1e-9 else 1.0
-    scale = float(params["arrow_scale"]) * (fit if mode == "tap pattern" else min(1.0, fit))
-    what = {"tap pattern": "from each pixel to its taps", "mean offset": "mean offset of the taps",
-            "centre tap": "offset of the centre tap"}[mode]
-    return VectorFieldLayer("Offset field", origins.reshape(-1, 2), vectors.reshape(-1, 2), background=INPUT, scale=scale,
-                            caption=f"{what}, every {spacing:.0f} px, arrows x{scale:.2g}; longest {longest:.1f} px")
+    fit = 0.9 * spacing / longest if longest > 1e-9 else 1.0
+    scale = factor * min(1.0, fit)
+    what = {"mean offset": "mean offset of each pixel's taps", "centre tap": "offset of each pixel's centre tap"}[mode]
+    return VectorFieldLayer("Offset field", centres.reshape(-1, 2), vectors.reshape(-1, 2), background=INPUT, scale=scale,
+                            colormap=ARROW_COLORMAP,
+                            caption=f"{what}, every {spacing:.0f} px, drawn x{scale:.2g}, coloured by length "
+                                    f"(longest {longest:.1f} px)")
 
 
 def sampling_points(offsets: torch.Tensor, mask: Optional[torch.Tensor], params: Mapping[str, Any], q: tuple[int, int],
@@ -137,23 +145,25 @@ def sampling_points(offsets: torch.Tensor, mask: Optional[torch.Tensor], params:
     )
 
 
-@functools.lru_cache(maxsize=2)
-def _ones(h: int, w: int) -> torch.Tensor:
-    """The v1 'mask', one tensor per size: the worker hands the same array back and the view
-    skips redrawing it."""
-    return torch.ones(h, w)
-
-
-def modulation(mask: Optional[torch.Tensor], params: Mapping[str, Any], q: tuple[int, int], frame: tuple[int, int],
-               work: tuple[int, int], extent) -> HeatmapLayer:
+def modulation(mask: Optional[torch.Tensor], q: tuple[int, int], frame: tuple[int, int], work: tuple[int, int],
+               top: float, extent) -> Optional[HeatmapLayer]:
+    """The v2 mask, mean over each pixel's taps, with the query's taps summed up; None for v1
+    (no modulation: the metrics say so)."""
     if mask is None:
-        return HeatmapLayer("Modulation", _ones(work[1], work[0]), background=INPUT, levels=(0.0, 1.0), opacity=0.0,
-                            extent=extent, caption="v1: no modulation, every tap weighs 1 (choose version v2)")
+        return None
     wx, wy = work_pixel(q, frame, work)
-    at_query = " ".join(f"{float(v):.2f}" for v in mask[0, :, wy, wx])
-    top = 2.0 if params["offsets"] == "learned" else 1.0
+    at_query = mask[0, :, wy, wx]
     return HeatmapLayer("Modulation", mask[0].mean(0), background=INPUT, levels=(0.0, top), opacity=0.75, extent=extent,
-                        caption=f"v2 mask, mean over taps; query taps: {at_query}")
+                        caption=f"v2 mask, mean over each pixel's {mask.shape[1]} taps; the query's taps: "
+                                f"{mask_summary(at_query)}")
+
+
+def mask_summary(values: torch.Tensor, sep: str = "") -> str:
+    """'min 0.71, mean 0.95, max 1.00', or with ``sep`` the bare numbers: '0.71 / 0.95 / 1.00'."""
+    parts = (float(values.min()), float(values.mean()), float(values.max()))
+    if sep:
+        return sep.join(f"{v:.2f}" for v in parts)
+    return ", ".join(f"{name} {v:.2f}" for name, v in zip(("min", "mean", "max"), parts))
 
 
 def metrics(pieces: Pieces, params: Mapping[str, Any], q: tuple[int, int], frame: tuple[int, int],
@@ -163,16 +173,19 @@ def metrics(pieces: Pieces, params: Mapping[str, Any], q: tuple[int, int], frame
     k, d = int(params["kernel_size"]), int(params["dilation"])
     mag = offset_magnitude(pieces.offsets[..., ::4, ::4])  # every 4th pixel: plenty for smooth fields
     kk = k * k
+    wx, wy = work_pixel(q, frame, work)
     branch = (3 * kk + 1) * (3 * kk if params["version"] == "v2" else 2 * kk)
     reach = d * (k // 2)
     return {
-        "parameters (depthwise kernel)": 3 * kk,
-        "offset branch it would need (k x k conv)": branch,
+        "kernel parameters": 3 * kk,
+        "offset branch parameters": branch,  # the k x k conv a network would learn the offsets with
         "multiply-adds": 3 * kk * work[0] * work[1],
         "bilinear reads": 4 * 3 * kk * work[0] * work[1],
-        **({"bilinear reads done (one warped image serves every tap)": 4 * 3 * (work[0] + 2 * reach) * (work[1] + 2 * reach)}
+        **({"bilinear reads done": 4 * 3 * (work[0] + 2 * reach) * (work[1] + 2 * reach)}  # one warped image serves every tap
            if global_warp else {}),
         "mean |offset| px": round(float(mag.mean()) * frame[0] / work[0], 2),
         "max |offset| px": round(float(mag.max()) * frame[0] / work[0], 2),
+        "modulation": "none (v1)" if pieces.mask is None else "v2 mask",
+        **({} if pieces.mask is None else {"mask at query min / mean / max": mask_summary(pieces.mask[0, :, wy, wx], " / ")}),
         "query": f"({q[0]}, {q[1]})",
     }

@@ -59,6 +59,8 @@ DEFORM_INPUTS = ("kernel", "version", "mask_sigma")
 FIT_CELL = 8  # fit pixels per cell of the coarse offset lattice: smooth fields, pooled gradients
 FIT_BLUR = 3.0  # starting blur (fit pixels) of the coarse-to-fine schedule
 
+ANALYTIC = tuple(s for s in OFFSET_SOURCES if s != "learned")  # offsets made from the parameters, not fitted
+LEARNED = (("offsets", ("learned",)),)  # the fit's parameters do something only then
 Field = tuple[torch.Tensor, torch.Tensor]  # a global warp's (dx, dy) on the widened grid
 
 
@@ -75,26 +77,35 @@ class DeformableConvolution(Operator):
         ),
         params=(
             ChoiceParam("offsets", "swirl", OFFSET_SOURCES, help="Where offsets come from: a warp (swirl, zoom, rotate about the query; shear), smooth random fields, edge orientation, or the fit."),
-            FloatParam("strength", 0.6, -1.0, 1.0, step=0.05, help="Amount of the warp or random field; for edges, how much taps stretch along the edge."),
-            SeedParam("seed", 0, help="Seed of the random offsets."),
+            FloatParam("strength", 0.6, -1.0, 1.0, step=0.05, help="Amount of the warp or random field; for edges, how much taps stretch along the edge.",
+                       enabled_when=(("offsets", ANALYTIC),)),
+            SeedParam("seed", 0, help="Seed of the random offsets.", enabled_when=(("offsets", ("random",)),)),
             ChoiceParam("version", "v1", ("v1", "v2"), help="v2 weighs each tap by a modulation mask: colour similarity to the centre for the analytic offsets, learned by the fit."),
-            FloatParam("mask_sigma", 0.15, 0.02, 1.0, step=0.01, help="v2: colour distance at which a tap's weight falls to 0.6."),
+            FloatParam("mask_sigma", 0.15, 0.02, 1.0, step=0.01, help="v2: colour distance at which a tap's weight falls to 0.6.",
+                       enabled_when=(("version", ("v2",)), ("offsets", ANALYTIC))),
             ChoiceParam("kernel", "gaussian", KERNELS, help="The depthwise kernel applied to each RGB channel."),
             ChoiceParam("kernel_size", "3", ("3", "5"), help="Taps per side."),
             IntParam("dilation", 2, 1, 8, help="Spacing of the regular taps, before offsets."),
-            ChoiceParam("arrows", "auto", ("auto", "mean offset", "centre tap", "tap pattern"), help="Offset field view: mean or centre-tap offset per pixel, or arrows from each pixel to its taps; auto picks tap pattern for edges."),
+            ChoiceParam("arrows", "auto", ("auto", "mean offset", "centre tap", "tap pattern"), help="Offset field view: mean or centre-tap offset per pixel, or each pixel's taps enlarged with an arrow to where each reads; auto picks tap pattern for edges."),
             FloatParam("arrow_scale", 1.0, 0.1, 5.0, step=0.1, help="Arrow length factor; 1 shortens arrows only when they would overlap."),
-            FloatParam("fit_rotate", 15.0, -45.0, 45.0, step=1.0, help="Fit target: the image turned by this many degrees about its centre..."),
-            FloatParam("fit_scale", 1.15, 0.5, 2.0, step=0.01, help="...scaled by this factor..."),
-            FloatParam("fit_shear", 0.0, -0.5, 0.5, step=0.01, help="...and sheared by this amount, then convolved with the kernel."),
-            IntParam("fit_steps", 200, 10, 2000, step=10, help="Adam steps of the fit."),
-            FloatParam("fit_lr", 1.0, 0.01, 5.0, step=0.05, help="Adam learning rate, in pixels of offset per step."),
-            ChoiceParam("fit_size", "128", ("64", "96", "128", "192", "256"), help="Long side, in pixels, at which the fit runs."),
+            FloatParam("fit_rotate", 15.0, -45.0, 45.0, step=1.0, help="Fit target: the image turned by this many degrees about its centre...",
+                       enabled_when=LEARNED),
+            FloatParam("fit_scale", 1.15, 0.5, 2.0, step=0.01, help="...scaled by this factor...", enabled_when=LEARNED),
+            FloatParam("fit_shear", 0.0, -0.5, 0.5, step=0.01, help="...and sheared by this amount, then convolved with the kernel.",
+                       enabled_when=LEARNED),
+            IntParam("fit_steps", 200, 10, 2000, step=10, help="Adam steps of the fit.", enabled_when=LEARNED),
+            FloatParam("fit_lr", 1.0, 0.01, 5.0, step=0.05, help="Adam learning rate, in pixels of offset per step.", enabled_when=LEARNED),
+            ChoiceParam("fit_size", "128", ("64", "96", "128", "192", "256"), help="Long side, in pixels, at which the fit runs.",
+                        enabled_when=LEARNED),
         ),
         actions=(
             Action("fit", "fit", help="Learn offsets (and the v2 mask) with Adam so the deformable output matches the kernel "
                    "applied to the rotated, scaled, sheared image. Set offsets to 'learned' first."),
         ),
+        primary="Deformable output",
+        tabs=(("offsets", ("Offset field", "Sampling points", "Modulation")),
+              ("comparison", ("Regular convolution", "Fit target")),
+              ("fit", ("Fit loss", "Metrics"))),
     )
     memo_capacity = 24
 
@@ -228,14 +239,17 @@ class DeformableConvolution(Operator):
         extent = None if work == frame else (0.0, 0.0, float(frame[0]), float(frame[1]))
         name, k, d = params["kernel"], int(params["kernel_size"]), int(params["dilation"])
         where = f" (fit preview at {work[0]}x{work[1]})" if extent else ""
+        version = "v1 (no modulation: every tap weighs 1)" if params["version"] == "v1" else "v2 (taps weighed by the mask)"
         layers = [
             image_layer("Deformable output", pieces.deformed, pieces.levels, extent,
-                        f"{name} {k}x{k}, dilation {d}, {params['version']} with {params['offsets']} offsets{where}"),
+                        f"{name} {k}x{k}, dilation {d}, {params['offsets']} offsets, {version}{where}"),
             image_layer("Regular convolution", pieces.regular, pieces.levels, extent, f"the same kernel on the regular grid{where}"),
             offset_field(pieces.offsets, params, frame, work),
             sampling_points(pieces.offsets, pieces.mask, params, q, frame, work),
-            modulation(pieces.mask, params, q, frame, work, extent),
         ]
+        top = 2.0 if params["offsets"] == "learned" else 1.0  # a learned mask is 2 sigmoid: 1 at the start
+        mask_layer = modulation(pieces.mask, q, frame, work, top, extent)
+        layers += [mask_layer] if mask_layer is not None else []
         if params["offsets"] == "learned":
             layers += self._fit_panels(image, params, pieces.levels, fit)
         values = metrics(pieces, params, q, frame, params["offsets"] in GLOBAL_WARPS)

@@ -57,6 +57,8 @@ class ResultDocks(QtCore.QObject):
         self._groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
         self._themes: dict[str, str] = {}
         self._deferred: dict[str, tuple[Layer, object]] = {}
+        self._on_screen: dict[str, bool] = {}  # per dock, from Qt's visibilityChanged: a tab behind
+        # another stays isVisible() (it is only moved off-screen), but is reported here
 
     def configure(self, primary: str, groups: Sequence[tuple[str, Sequence[str]]] = ()) -> None:
         """The operator's choice of centre panel and tab groups, before its first result."""
@@ -185,12 +187,18 @@ class ResultDocks(QtCore.QObject):
         return out
 
     def dock_is_in_front(self, name: str) -> bool:
-        return name in self.docks and self.docks[name].isVisible()
+        """Whether the panel's dock is open and not behind another tab."""
+        return name in self.docks and self.docks[name].isVisible() and self._on_screen.get(name, True)
 
     # -- panels and docks ----------------------------------------------------------------------
     def _hidden(self, name: str) -> bool:
         """A panel the user cannot see: its dock is closed or behind another tab."""
-        return name in self.docks and self._window.isVisible() and not self.docks[name].isVisible()
+        return name in self.docks and self._window.isVisible() and not self.dock_is_in_front(name)
+
+    def _on_visibility(self, name: str, visible: bool) -> None:
+        self._on_screen[name] = visible
+        if visible:
+            self._flush(name)
 
     def _flush(self, name: str) -> None:
         """Draws the newest layer a hidden panel was given, now that it shows."""
@@ -217,11 +225,12 @@ class ResultDocks(QtCore.QObject):
             | QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetFloatable
         )
         title.doubleClicked.connect(lambda d=dock: self.promote(d.property("layer")))
-        dock.visibilityChanged.connect(lambda visible, d=dock: visible and self._flush(d.property("layer")))
+        dock.visibilityChanged.connect(lambda visible, d=dock: self._on_visibility(d.property("layer"), visible))
         self.docks[layer.name] = dock
 
     @staticmethod
     def _name_dock(dock: QtWidgets.QDockWidget, name: str) -> None:
+        """(A promoted dock keeps its place and takes the old centre's name.)"""
         dock.setWindowTitle(name)
         dock.setObjectName(f"panel:{name}")
         dock.setProperty("layer", name)
@@ -233,6 +242,7 @@ class ResultDocks(QtCore.QObject):
         panel = self.panels.pop(name)
         self._deferred.pop(name, None)
         self._themes.pop(name, None)
+        self._on_screen.pop(name, None)
         if name == self.centre:
             self._stage.set_result(None)
             panel.deleteLater()

@@ -349,6 +349,20 @@ def test_a_closed_panel_does_no_work_until_it_is_shown_again(app, qtbot):
     qtbot.waitUntil(lambda: w.docks.panels["Metrics"].view.value("query") == "(40, 30)", timeout=5000)
 
 
+def test_a_panel_behind_another_tab_does_no_work_until_its_tab_is_chosen(app, qtbot):
+    w = app.window
+    metrics, kernel = w.docks.docks["Metrics"], w.docks.docks["Dilated kernel"]
+    w.tabifyDockWidget(kernel, metrics)
+    kernel.raise_()
+    qtbot.waitUntil(lambda: not w.docks.dock_is_in_front("Metrics"), timeout=5000)
+    before = w.docks.panels["Metrics"].view.value("query")
+    app.session.set_query(41, 31)
+    wait_for_frame(qtbot, w)
+    assert w.docks.panels["Metrics"].view.value("query") == before
+    metrics.raise_()
+    qtbot.waitUntil(lambda: w.docks.panels["Metrics"].view.value("query") == "(41, 31)", timeout=5000)
+
+
 def test_the_window_fits_the_screen_it_opens_on():
     from explorer.main_window import DEFAULT_SIZE, fitting_size
 

@@ -31,6 +31,7 @@ MAX_UNTABBED = 6  # more docks than this are grouped into tabs by theme
 PRIMARY_DEFAULT = "Output"
 COLUMN_SHARE = 0.2  # of the window's width, per dock column
 COLUMN_MIN_PX = 220
+PANEL_MIN = (200, 150)  # a docked panel is never smaller (Qt's layout honours it; tabs share it)
 
 
 def theme(layer: Layer) -> str:
@@ -224,6 +225,7 @@ class ResultDocks(QtCore.QObject):
             | QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetMovable
             | QtWidgets.QDockWidget.DockWidgetFeature.DockWidgetFloatable
         )
+        panel.setMinimumSize(*PANEL_MIN)
         title.doubleClicked.connect(lambda d=dock: self.promote(d.property("layer")))
         dock.visibilityChanged.connect(lambda visible, d=dock: self._on_visibility(d.property("layer"), visible))
         self.docks[layer.name] = dock

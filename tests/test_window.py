@@ -262,8 +262,16 @@ def test_a_long_job_shows_progress_partial_results_and_stops(app, qtbot):
         unregister("_test_counter")
 
 
-def test_every_operator_draws_its_panels_in_the_window(app, qtbot):
-    from backends.registry import operator_names
+SCREENS = ((1366, 768), (1920, 1080))
+
+
+def test_every_operator_draws_its_panels_in_the_window_at_both_screen_sizes(app, qtbot):
+    """The primary layer in the centre; every panel in front is at least 200x150 px and inside
+    the window, at a laptop's and a desktop's size."""
+    from PySide6 import QtWidgets
+
+    from backends.registry import operator_names, spec_of
+    from explorer.result_docks import PANEL_MIN
 
     w = app.window
     failures = []
@@ -272,8 +280,20 @@ def test_every_operator_draws_its_panels_in_the_window(app, qtbot):
         app.session.set_operator(name)
         qtbot.waitUntil(lambda: bool(failures) or w.frame_settled(), timeout=60_000)
         assert not failures, f"{name}: {failures}"
-        assert w.docks.docks, name
-        assert w.form.title.text()
+        assert w.docks.panels and w.form.title.text()
+        primary = spec_of(name).primary
+        assert w.docks.centre == (primary or w.docks.centre) and w.stage.result is w.docks.panels[w.docks.centre]
+        for size in SCREENS:
+            w.resize(*size)
+            for _ in range(5):
+                QtWidgets.QApplication.processEvents()
+            inside = w.rect()
+            for dock_name, dock in w.docks.docks.items():
+                if not w.docks.dock_is_in_front(dock_name):
+                    continue  # behind another tab
+                g = dock.widget().geometry()
+                assert g.width() >= PANEL_MIN[0] and g.height() >= PANEL_MIN[1], f"{name} {size}: {dock_name} {g}"
+                assert inside.contains(dock.geometry()), f"{name} {size}: {dock_name} off-screen at {dock.geometry()}"
 
 
 def test_full_matrix_panels_say_they_are_updating_until_the_slider_rests(app, qtbot):

@@ -86,3 +86,20 @@ def test_train_action_previews_on_schedule_and_reports_the_clock():
     assert [u.result for u in updates[:-1]] == [2.0, None, None, 8.0, None, None, 14.0]
     assert shown == [2.0, 8.0, 14.0] and saved == [14.0]
     assert updates[-1].message == "done" and all(trainer.grad_enabled)
+
+
+def test_loss_history_recent_averages_the_last_steps_of_each_loss():
+    """The VAE, VQ-VAE and MaskGIT trainers share LossHistory.recent: a mean over the last
+    ``window`` steps per loss, losses with no value yet left out."""
+    from backends.training.loop import LossHistory
+    from backends.training.maskgit import Trainer as MaskGITTrainer
+    from backends.training.vae import Trainer as VAETrainer
+    from backends.training.vqvae import Trainer as VQVAETrainer
+
+    class Logged(LossHistory):
+        def __init__(self) -> None:
+            self.history = {"loss": [4.0, 1.0, 2.0, 3.0], "kl": [], "mse": [10.0]}
+
+    assert Logged().recent(3) == {"loss": 2.0, "mse": 10.0}
+    assert Logged().recent() == {"loss": 2.5, "mse": 10.0}
+    assert all(issubclass(t, LossHistory) for t in (VAETrainer, VQVAETrainer, MaskGITTrainer))

@@ -6,6 +6,7 @@ import argparse
 import math
 from typing import Callable, Iterator, Protocol
 
+import numpy as np
 import torch
 
 from backends.layers import Result
@@ -25,6 +26,17 @@ class Steppable(Stepper, Protocol):
     steps_done: int
 
     def recent(self, n: int = ...) -> dict[str, float]: ...
+
+
+class LossHistory:
+    """What the trainers that log one value per loss and step share: ``history`` maps each loss's
+    name to its values, step by step, and ``recent`` averages the last of them."""
+
+    history: dict[str, list[float]]
+
+    def recent(self, window: int = 100) -> dict[str, float]:
+        """Each logged loss's mean over the last ``window`` steps (losses not logged yet left out)."""
+        return {k: float(np.mean(v[-window:])) for k, v in self.history.items() if v}
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:

@@ -15,7 +15,6 @@ import math
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -24,7 +23,7 @@ from backends.models.maskgit import SHIPPED, MaskGIT, MaskGITConfig, config_dict
 from backends.models.vqvae import SHIPPED as VQ_SHIPPED
 from backends.models.vqvae import VQVAE, load_vqvae
 from backends.models.weights import save_weights
-from backends.training.loop import add_common_options, run_record, run_steps
+from backends.training.loop import LossHistory, add_common_options, run_record, run_steps
 
 EVAL_SEED = 987_654_321
 
@@ -37,7 +36,7 @@ def mask_tokens(tokens: torch.Tensor, ratio: torch.Tensor, generator: torch.Gene
     return (order < k[:, None]).view(n, h, w)
 
 
-class Trainer:
+class Trainer(LossHistory):
     def __init__(self, vqvae: Optional[VQVAE] = None, batch: int = 32, lr: float = 1e-3, steps: int = 3000,
                  seed: int = 0, warmup: int = 200, label_smoothing: float = 0.1, fixed_data: bool = False,
                  config: MaskGITConfig = MaskGITConfig()) -> None:
@@ -80,9 +79,6 @@ class Trainer:
         for k, v in out.items():
             self.history[k].append(v)
         return out
-
-    def recent(self, window: int = 100) -> dict[str, float]:
-        return {k: float(np.mean(v[-window:])) for k, v in self.history.items() if v}
 
     @torch.no_grad()
     def evaluate(self, split: str = "test", n: int = 512, ratio: float = 0.5) -> dict[str, float]:

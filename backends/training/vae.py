@@ -24,12 +24,12 @@ import torch.nn.functional as F
 from backends.data import sampler
 from backends.models.vae import VAE, VAEConfig, config_dict, vae_loss
 from backends.models.weights import WEIGHTS_DIR, save_weights
-from backends.training.loop import add_common_options, run_record, run_steps
+from backends.training.loop import LossHistory, add_common_options, run_record, run_steps
 
 EVAL_SEED = 987_654_321  # held out: training batches use seeds seed * 1e6 + step
 
 
-class Trainer:
+class Trainer(LossHistory):
     """One optimizer step per ``step()``; the CLI and the app's Train action share it."""
 
     def __init__(self, dataset: str = "sprites", beta: float = 1.0, latent_dim: int = 10, batch: int = 64,
@@ -83,9 +83,6 @@ class Trainer:
         """The KL weight ramps from 0 to beta over the warm-up steps: without it the small sprites
         let the KL term collapse the posterior to the prior before the decoder learns anything."""
         return self.beta * min(1.0, (self.steps_done + 1) / max(self.warmup, 1))
-
-    def recent(self, window: int = 100) -> dict[str, float]:
-        return {k: float(np.mean(v[-window:])) for k, v in self.history.items() if v}
 
     def manifest_entry(self, seconds: float, threads: int) -> dict:
         return {

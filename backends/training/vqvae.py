@@ -15,18 +15,17 @@ import math
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import torch
 
 from backends.data.patches import sample_patches
 from backends.models.vqvae import SHIPPED, VQVAE, VQVAEConfig, config_dict, perplexity
 from backends.models.weights import save_weights
-from backends.training.loop import add_common_options, run_record, run_steps
+from backends.training.loop import LossHistory, add_common_options, run_record, run_steps
 
 EVAL_SEED = 987_654_321
 
 
-class Trainer:
+class Trainer(LossHistory):
     def __init__(self, codes: int = 128, code_dim: int = 16, batch: int = 32, size: int = 32, lr: float = 2e-3,
                  seed: int = 0, restart_every: int = 20, min_usage: float = 1.0,
                  device: str | torch.device = "cpu", fixed_data: bool = False) -> None:
@@ -60,9 +59,6 @@ class Trainer:
         for k, v in losses.items():
             self.history[k].append(v)
         return losses
-
-    def recent(self, window: int = 100) -> dict[str, float]:
-        return {k: float(np.mean(v[-window:])) for k, v in self.history.items() if v}
 
 
 @torch.no_grad()

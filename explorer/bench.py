@@ -12,6 +12,7 @@ import gc
 import os
 import platform
 import subprocess
+import tempfile
 import sys
 import time
 from dataclasses import dataclass
@@ -262,10 +263,11 @@ def startup_seconds() -> float:
         "import explorer.cli as c;"
         "orig=c.render;"
         "c.render=lambda app,out,size:(c.wait_for_frame(app),print('FIRST_FRAME',time.time()-t0),app.close(),0)[-1];"
-        "main(['--render','/dev/null'])"
+        "main(['--render',sys.argv[2]])"
     )
     t0 = time.time()
-    out = subprocess.run([sys.executable, "-c", code, str(t0)], capture_output=True, text=True, cwd=ROOT,
+    scratch = Path(tempfile.mkdtemp(prefix="opscope-bench-")) / "first.png"  # never written: render is replaced
+    out = subprocess.run([sys.executable, "-c", code, str(t0), str(scratch)], capture_output=True, text=True, cwd=ROOT,
                          env={**os.environ, "QT_QPA_PLATFORM": "offscreen"}, timeout=120)
     for line in out.stdout.splitlines():
         if line.startswith("FIRST_FRAME"):

@@ -148,6 +148,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.timing_label = QtWidgets.QLabel("")
         self.cursor_label = QtWidgets.QLabel("")
         self.cursor_label.setMinimumWidth(230)
+        self.timing_label.setMinimumWidth(260)  # a label that changes width each frame relays the status bar out
         self.job_progress = QtWidgets.QProgressBar()
         self.job_progress.setMaximumWidth(180)
         self.job_progress.setVisible(False)

@@ -240,7 +240,8 @@ class MetricsView(QtWidgets.QTableWidget):
         self.setAlternatingRowColors(True)
 
     def set_values(self, values: Mapping[str, object]) -> None:
-        self.setRowCount(len(values))
+        if self.rowCount() != len(values):
+            self.setRowCount(len(values))
         for row, (name, value) in enumerate(values.items()):
             text = f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else str(value)
             for col, cell in enumerate((name, text)):
@@ -248,7 +249,8 @@ class MetricsView(QtWidgets.QTableWidget):
                 if item is None:
                     item = QtWidgets.QTableWidgetItem()
                     self.setItem(row, col, item)
-                item.setText(cell)
+                if item.text() != cell:  # an unchanged cell set again still repaints the table
+                    item.setText(cell)
                 if col == 1:
                     item.setTextAlignment(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Union
 
@@ -13,6 +14,13 @@ class ParamError(ValueError):
 # When a parameter does anything: every (other parameter, values it must take) pair must hold,
 # e.g. (("kernel", ("gabor",)),) for the Gabor angle. Plain data, so forms and --list read it.
 Conditions = tuple[tuple[str, tuple[Any, ...]], ...]
+SHOWN_CHARS = 40  # a value echoed in a message is cut to this: a pasted essay must not fill the window
+
+
+def shown(value: Any) -> str:
+    """``value`` as a message quotes it, cut short."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 2] + "…" + text[-1]
 
 
 @dataclass(frozen=True)
@@ -29,8 +37,10 @@ class FloatParam:
     def coerce(self, value: Any) -> float:
         try:
             v = float(value)
-        except (TypeError, ValueError):
-            raise ParamError(f"{self.name}: expected a number, got {value!r}") from None
+        except (TypeError, ValueError, OverflowError):
+            raise ParamError(f"{self.name}: expected a number, got {shown(value)}") from None
+        if not math.isfinite(v):
+            raise ParamError(f"{self.name}: expected a finite number, got {shown(value)}")
         if not (self.minimum <= v <= self.maximum):
             raise ParamError(f"{self.name}: {v:g} is outside [{self.minimum:g}, {self.maximum:g}]")
         return v
@@ -50,10 +60,10 @@ class IntParam:
     def coerce(self, value: Any) -> int:
         try:
             f = float(value)
-        except (TypeError, ValueError):
-            raise ParamError(f"{self.name}: expected an integer, got {value!r}") from None
-        if f != int(f):
-            raise ParamError(f"{self.name}: expected an integer, got {value!r}")
+        except (TypeError, ValueError, OverflowError):
+            raise ParamError(f"{self.name}: expected an integer, got {shown(value)}") from None
+        if not math.isfinite(f) or f != int(f):
+            raise ParamError(f"{self.name}: expected an integer, got {shown(value)}")
         v = int(f)
         if not (self.minimum <= v <= self.maximum):
             raise ParamError(f"{self.name}: {v} is outside [{self.minimum}, {self.maximum}]")
@@ -72,7 +82,7 @@ class ChoiceParam:
     def coerce(self, value: Any) -> str:
         v = str(value)
         if v not in self.choices:
-            raise ParamError(f"{self.name}: {v!r} is not one of {', '.join(self.choices)}")
+            raise ParamError(f"{self.name}: {shown(v)} is not one of {', '.join(self.choices)}")
         return v
 
 
@@ -92,7 +102,7 @@ class BoolParam:
             return True
         if text in ("0", "false", "no", "off"):
             return False
-        raise ParamError(f"{self.name}: expected true or false, got {value!r}")
+        raise ParamError(f"{self.name}: expected true or false, got {shown(value)}")
 
 
 @dataclass(frozen=True)
@@ -125,7 +135,7 @@ class PointParam:
         try:
             x, y = (float(v) for v in value)
         except (TypeError, ValueError):
-            raise ParamError(f"{self.name}: expected 'x,y' fractions, got {value!r}") from None
+            raise ParamError(f"{self.name}: expected 'x,y' fractions, got {shown(value)}") from None
         if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
             raise ParamError(f"{self.name}: ({x:g}, {y:g}) is outside [0, 1] x [0, 1]")
         return (x, y)
@@ -141,9 +151,9 @@ def defaults(specs: tuple[ParamSpec, ...]) -> dict[str, Any]:
 def validate(specs: tuple[ParamSpec, ...], values: Mapping[str, Any]) -> dict[str, Any]:
     """Defaults overlaid with ``values``, each coerced; unknown names are an error."""
     by_name = {s.name: s for s in specs}
-    unknown = sorted(set(values) - set(by_name))
+    unknown = sorted(set(values) - set(by_name), key=str)
     if unknown:
-        raise ParamError(f"unknown parameter {unknown[0]!r}; known: {', '.join(by_name)}")
+        raise ParamError(f"unknown parameter {shown(unknown[0])}; known: {', '.join(by_name)}")
     out = defaults(specs)
     for name, value in values.items():
         out[name] = by_name[name].coerce(value)

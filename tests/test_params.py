@@ -33,9 +33,21 @@ def test_strings_from_the_command_line_are_coerced():
         ({"flag": "maybe"}, "flag: expected true or false"),
         ({"centre": "2,2"}, "outside [0, 1]"),
         ({"colour": 1}, "unknown parameter 'colour'"),
+        ({"size": "nan"}, "size: expected an integer, got 'nan'"),
+        ({"size": float("inf")}, "size: expected an integer, got inf"),
+        ({"size": 1e400}, "size: expected an integer"),
+        ({"gain": "inf"}, "gain: expected a finite number"),
+        ({"gain": float("nan")}, "gain: expected a finite number"),
+        ({"centre": "nan,0.5"}, "outside [0, 1]"),
     ],
 )
 def test_bad_values_raise_a_readable_error(values, fragment):
     with pytest.raises(ParamError, match=None) as info:
         validate(SPECS, values)
     assert fragment in str(info.value)
+
+
+def test_a_long_value_is_quoted_short_in_the_message():
+    with pytest.raises(ParamError) as info:
+        validate(SPECS, {"mode": "x" * 5000})
+    assert len(str(info.value)) < 120 and "…" in str(info.value)

@@ -22,7 +22,10 @@ def pick_device(preference: Optional[str] = None) -> torch.device:
     try:
         dev = torch.device(preference)
     except (RuntimeError, TypeError):
-        raise DeviceError(f"unknown device {preference!r}; use auto, cpu, cuda or mps") from None
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda", "mps"):
+        shown = preference if len(preference) <= 30 else preference[:29] + "…"
+        raise DeviceError(f"unknown device {shown!r}; use auto, cpu, cuda or mps") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise DeviceError("--device cuda was asked for but this torch build sees no CUDA GPU")
     if dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):

@@ -301,6 +301,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self._busy_timer.start()
 
     def start_job(self, action: str) -> None:
+        if self.banner.level == "job":
+            self.banner.clear_message()
         if self.scheduler.start_job(action):
             self.job_progress.setVisible(True)
             self.job_progress.setValue(0)
@@ -344,8 +346,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.job_progress.setVisible(False)
         self.actions_bar.set_running(end.action, False)
         title = next((a.title for a in spec_of(end.operator).actions if a.name == end.action), end.action)
-        if end.failed:
-            self.banner.show_message(f"{title} stopped with an error: {end.how}", "error")
+        if end.failed:  # level "job": a frame that follows does not hide it
+            self.banner.show_message(f"{title} stopped with an error: {end.how}", "job")
         else:
             self.statusBar().showMessage(f"{title}: {end.how}", 5000)
         if end.operator == self.session.operator:

@@ -49,6 +49,7 @@ def test_list_prints_operators_and_parameters():
         (["--size", "infx100"], "expected two finite numbers"),
         (["--size", "10x10"], "each side must be within"),
         (["--max-side", "4"], "--max-side 4: at least"),
+        (["--device", "meta"], "unknown device 'meta'"),
     ],
 )
 def test_bad_arguments_give_one_line_and_exit_2(tmp_path, args, fragment):

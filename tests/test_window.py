@@ -396,3 +396,42 @@ def test_the_window_fits_the_screen_it_opens_on():
     width, height = fitting_size(Screen(1366, 740))
     assert width <= 1366 and height <= 740 and (width, height) != DEFAULT_SIZE
     assert fitting_size(Screen(2560, 1440)) == DEFAULT_SIZE
+
+
+def test_a_failed_jobs_message_stays_after_the_frames_that_follow(app, qtbot):
+    from backends.layers import MetricsLayer, Result
+    from backends.registry import Action, Operator, OperatorSpec, register, unregister
+
+    @register
+    class Failing(Operator):
+        spec = OperatorSpec(name="_test_failing_job", title="Failing job", family="Tests", description="test double",
+                            params=(), actions=(Action("save", "Saving"),))
+
+        def run(self, image, params, query):
+            return Result((MetricsLayer("m", {"ok": 1}),))
+
+        def job_save(self, image, params, query):
+            raise OSError("the save folder is a file")
+            yield  # a generator
+
+    try:
+        w = app.window
+        app.session.set_operator("_test_failing_job")
+        wait_for_frame(qtbot, w)
+        with qtbot.waitSignal(app.scheduler.jobEnded, timeout=30_000):
+            w.actions_bar.buttons["save"].setChecked(True)
+        wait_for_frame(qtbot, w)  # the frame the job's end asks for
+        assert w.banner.isVisible() and "Saving stopped with an error" in w.banner.text()
+        assert "the save folder is a file" in w.banner.text()
+        assert not w.actions_bar.buttons["save"].isChecked()
+    finally:
+        app.session.set_operator("dilated")
+        unregister("_test_failing_job")
+
+
+def test_a_file_name_with_markup_is_shown_as_written(app, tmp_path):
+    name = "<b style='color:red'>WARNING<br>.png"  # no slash: it is one file name
+    (tmp_path / name).write_bytes(b"not an image")
+    assert not app.window.open_path(tmp_path / name)
+    banner = app.window.banner
+    assert banner.textFormat() == QtCore.Qt.TextFormat.PlainText and "<b style" in banner.text()

@@ -9,6 +9,7 @@ from PySide6 import QtCore, QtWidgets
 
 STYLES = {
     "error": "background:#6b1d1d; color:#fff; padding:6px; border-radius:3px;",
+    "job": "background:#6b1d1d; color:#fff; padding:6px; border-radius:3px;",  # stays until the next job
     "notice": "background:#5a4a12; color:#fff; padding:6px; border-radius:3px;",
 }
 MAX_CHARS = 600  # a message longer than this is cut: a pasted essay must not fill the window

@@ -153,15 +153,63 @@ def test_operator_layers(source, model):
     with torch.no_grad():
         result = op.compute(image, _params(model=model, source=source, z2=1.5), None)
     names = result.names
-    for name in ("Decoded", "Traversal", "Latent plane", "Posterior mu, sigma", "Reparameterization",
-                 "Posterior samples", "Interpolation", "Encoded image", "Metrics"):
+    for name in ("Decoded", "Traversal", "Latent plane", "Posterior mu, sigma", "KL per dimension", "Reparameterization",
+                 "Posterior samples", "Interpolation", "Encoded image", "Prior samples", "Metrics"):
         assert name in names
     assert result.layer("Decoded").image.shape == (32, 32, 3)
     d = 16 if model == "faces" else 10
-    assert result.layer("Traversal").image.shape == (d * 33 - 1, 9 * 33 - 1, 3)
-    assert result.layer("Latent plane").background.shape == (7 * 33 - 1, 7 * 33 - 1, 3)
+    traversal = result.layer("Traversal")
+    assert traversal.image.shape == (d * 33 - 1, 7 * 33 - 1, 3)
+    assert traversal.row_labels == tuple(f"z{i}" for i in range(d))
+    assert traversal.column_labels == ("-3", "-2", "-1", "0", "+1", "+2", "+3")
+    assert result.layer("Latent plane").image.shape == (7 * 33 - 1, 7 * 33 - 1, 3)
     bars = result.layer("Reparameterization").series
     torch.testing.assert_close(bars["z = mu + sigma * eps"], bars["mu"] + bars["sigma * eps"])
+    # mu and sigma (latent units) and the KL (nats) never share an axis
+    assert set(result.layer("Posterior mu, sigma").series) == {"mu", "sigma"}
+    assert result.layer("KL per dimension").value_label == "nats"
+    # the caption says where z comes from and names only a few components
+    caption = result.layer("Decoded").caption
+    assert "z2 (+1.5)" in caption and caption.count("z") < 12
+
+
+def test_traversal_row_k_sweeps_dimension_k_from_minus_3_to_plus_3():
+    """Tile (row 3, column 5) of the traversal decodes the source latent with z3 = +2 (columns
+    -3..+3): not z5 = +2 (rows and columns swapped), nor the edited z."""
+    from backends.models.vae import inference_vae
+
+    op = _op()
+    with torch.no_grad():
+        result = op.compute(torch.zeros(1, 3, 32, 32), _params(source="prior sample", seed=4, z0=2.0), None)
+        model = inference_vae(shipped_path("sprites_beta4"), "cpu")
+        z = torch.randn(10, generator=torch.Generator().manual_seed(4))
+        z[3] = 2.0
+        expected = model.decode(z[None])[0].permute(1, 2, 0)
+    tile = torch.as_tensor(result.layer("Traversal").image)[3 * 33: 3 * 33 + 32, 5 * 33: 5 * 33 + 32]
+    torch.testing.assert_close(tile, expected, atol=1e-5, rtol=0)
+
+
+def test_faces_has_sixteen_sliders_and_sprites_grey_out_six():
+    """Sliders z0..z15 exist for the 16-D faces model; z10..z15 do something only when model is
+    faces; the plane's dimensions reach 15, and a dimension beyond a 10-D model is a ParamError
+    that names the model's range (not an index error)."""
+    from backends.ops.vae import VAEExplorer
+    from backends.params import is_active
+
+    specs = {p.name: p for p in VAEExplorer.spec.params}
+    assert [f"z{i}" in specs for i in range(17)] == [True] * 16 + [False]
+    sprites, faces = _params(model="sprites_beta1"), _params(model="faces")
+    assert all(is_active(specs[f"z{i}"], sprites) for i in range(10))
+    assert not any(is_active(specs[f"z{i}"], sprites) for i in range(10, 16))
+    assert all(is_active(specs[f"z{i}"], faces) for i in range(16))
+    assert specs["plane_x"].maximum == specs["plane_y"].maximum == 15
+    op = _op()
+    with torch.no_grad():
+        faces_result = op.compute(torch.zeros(1, 3, 32, 32), _params(model="faces", plane_x=12, z15=2.0), None)
+        assert faces_result.layer("Latent plane").axis_titles == ("z12", "z1")
+        with pytest.raises(ParamError, match=r"plane_x: z12 is beyond this 10-D model .*z0\.\.z9"):
+            op.compute(torch.zeros(1, 3, 32, 32), _params(model="sprites_beta4", plane_x=12), None)
+    assert "z15 (+2.0)" in faces_result.layer("Decoded").caption
 
 
 def test_encode_input_reads_the_central_square():
@@ -175,15 +223,17 @@ def test_encode_input_reads_the_central_square():
 
 def test_latent_plane_marks_z_on_the_tile_that_decodes_it():
     """With z = sliders, plane_x = 2 and plane_y = 5 at z2 = +1, z5 = -2: the plane's columns run
-    -3..+3 in z2 left to right, its rows +3..-3 in z5 top to bottom, so z sits in column 4, row 5
-    (centre pixel 4 * 33 + 15.5, 5 * 33 + 15.5), and that tile is the decoded image itself. Swapped
-    axes or an unflipped y would put z elsewhere."""
+    -3..+3 in z2 left to right, its rows +3..-3 in z5 top to bottom, so z is framed on column 4,
+    row 5 (box at 4 * 33, 5 * 33, edge coordinates), and that tile is the decoded image itself.
+    Swapped axes or an unflipped y would put z elsewhere."""
     with torch.no_grad():
         result = _op().compute(torch.zeros(1, 3, 32, 32), _params(source="sliders", plane_x=2, plane_y=5, z2=1.0,
                                                                    z5=-2.0), None)
     plane = result.layer("Latent plane")
-    np.testing.assert_allclose(plane.sets[0].points, [[4 * 33 + 15.5, 5 * 33 + 15.5]])
-    tile = torch.as_tensor(plane.background)[5 * 33: 5 * 33 + 32, 4 * 33: 4 * 33 + 32]
+    np.testing.assert_allclose(plane.boxes, [[4 * 33, 5 * 33, 32, 32]])
+    assert plane.axis_titles == ("z2", "z5")
+    assert plane.column_labels == ("-3", "-2", "-1", "0", "+1", "+2", "+3") == plane.row_labels[::-1]
+    tile = torch.as_tensor(plane.image)[5 * 33: 5 * 33 + 32, 4 * 33: 4 * 33 + 32]
     torch.testing.assert_close(tile, torch.as_tensor(result.layer("Decoded").image), atol=1e-5, rtol=0)
 
 
@@ -195,7 +245,7 @@ def test_slider_edit_redraws_only_what_the_sliders_move():
     with torch.no_grad():
         before = op.compute(image, _params(), None)
         after = op.compute(image, _params(z0=0.3), None)
-    for name in ("Traversal", "Posterior samples", "Interpolation", "Encoded image"):
+    for name in ("Traversal", "Posterior samples", "Interpolation", "Encoded image", "Prior samples"):
         assert after.layer(name).image is before.layer(name).image, name
     assert after.layer("Posterior mu, sigma").series is before.layer("Posterior mu, sigma").series
     assert not torch.equal(torch.as_tensor(after.layer("Decoded").image), torch.as_tensor(before.layer("Decoded").image))
@@ -222,6 +272,8 @@ def test_train_action_saves_and_trained_weights_load(monkeypatch, tmp_path):
     assert updates[-1].progress == 1.0 and "saved" in updates[-1].message
     previews = [u.result for u in updates if u.result is not None]
     assert previews and "Training loss" in previews[-1].names and "Training samples" in previews[-1].names
+    curve = previews[-1].layer("Training loss")
+    assert curve.right == ("KL",) and set(curve.series) == {"loss", "reconstruction", "KL"}
     assert (tmp_path / "vae_sprites_trained.safetensors").is_file()
     with torch.no_grad():
         result = op.compute(image, _params(weights="trained"), None)

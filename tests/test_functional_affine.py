@@ -22,7 +22,7 @@ from backends.functional.affine import (
     spatial_transform,
     theta_from_sampling_map,
 )
-from backends.functional.coords import frame_centre, points_to_normalized, points_to_pixels
+from backends.functional.coords import frame_centre, grid_jacobian_determinant, points_to_normalized, points_to_pixels
 
 CORE_TOL = 1e-6  # float32, the same torch calls in another order
 ROUND_TRIP_TOL = 1e-12  # float64 matrix products
@@ -116,3 +116,20 @@ def test_decompose_recovers_negative_angles_and_shear():
     found = decompose_affine(m, (5.0, 9.0))
     assert found == pytest.approx({"angle": -35.0, "scale": 0.8, "shear": -0.3, "tx": -2.0, "ty": 7.0}, abs=1e-9)
     assert math.isclose(float(torch.linalg.det(m[:2, :2])), 0.64, abs_tol=1e-12)
+
+
+def test_jacobian_determinant_of_a_sampling_map_written_out_by_hand():
+    """x_in = c + a r^2, y_in = r + b c over (row r, column c) of a non-square grid: det =
+    1 - 2 a b r, exact in the interior for central differences (a quadratic); a transposed
+    formula would vary along the columns instead. An affine map's det is its matrix's."""
+    a, b = 0.01, 0.7
+    r, c = torch.meshgrid(torch.arange(7, dtype=torch.float64), torch.arange(11, dtype=torch.float64), indexing="ij")
+    det = grid_jacobian_determinant(torch.stack([c + a * r**2, r + b * c], -1)[None])[0]
+    torch.testing.assert_close(det[1:-1, 1:-1], (1 - 2 * a * b * r)[1:-1, 1:-1], rtol=0, atol=1e-12)
+    torch.testing.assert_close(det[:, 0], det[:, 5], rtol=0, atol=1e-12)  # constant along a row
+    A = THETA[:, :2]
+    affine = torch.stack([A[0, 0] * c + A[0, 1] * r, A[1, 0] * c + A[1, 1] * r], -1)[None]
+    torch.testing.assert_close(grid_jacobian_determinant(affine), torch.full((1, 7, 11), float(torch.linalg.det(A)),
+                                                                             dtype=torch.float64), rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match=r"\(1, 1, 5, 2\)"):
+        grid_jacobian_determinant(torch.zeros(1, 1, 5, 2))

@@ -17,10 +17,11 @@ import torch
 import torch.nn.functional as F
 
 from backends.functional.affine import affine_transform
+from backends.functional.tps import control_lattice, tps_apply, tps_fit
 from backends.imageio import load_image
-from backends.layers import CurveLayer, ImageLayer, MetricsLayer, PointsLayer, SamplingGridLayer, complete
+from backends.layers import INPUT, CurveLayer, ImageLayer, MetricsLayer, PointsLayer, SamplingGridLayer, complete
 from backends.ops.spatial_transformer import SpatialTransformer
-from backends.params import ParamError, validate
+from backends.params import ParamError, is_active, validate
 from explorer.image_sources import sample_path
 
 IDENTITY_TOL = 1e-5
@@ -116,11 +117,9 @@ def test_the_sampling_grid_panel_is_theta_applied_in_pixels(align_corners):
     ys, xs = np.linspace(0, h - 1, 33), np.linspace(0, w - 1, 33)
     lattice = np.stack(np.meshgrid(xs, ys), -1).reshape(-1, 2)  # rows of y, columns of x
     np.testing.assert_allclose(grid.reshape(-1, 2), _theta_in_pixels(lattice, w, h, align_corners), atol=GRID_POINT_TOL)
-    corners = np.asarray(result.layer("Source quadrilateral").sets[1].points, np.float64)
     frame = np.array([[-0.5, -0.5], [w - 0.5, -0.5], [w - 0.5, h - 0.5], [-0.5, h - 0.5]])
-    np.testing.assert_allclose(corners, _theta_in_pixels(frame, w, h, align_corners), atol=GRID_POINT_TOL)
-    np.testing.assert_allclose(np.asarray(layer.outline, np.float64)[0], _theta_in_pixels(frame[:1], w, h, align_corners)[0],
-                               atol=GRID_POINT_TOL)
+    outline = np.asarray(layer.outline, np.float64)  # 24 points a side, clockwise from the top-left corner
+    np.testing.assert_allclose(outline[::24], _theta_in_pixels(frame, w, h, align_corners), atol=GRID_POINT_TOL)
 
 
 def test_the_tps_inverse_map_undoes_the_forward_warp():
@@ -145,12 +144,16 @@ def test_fit_recovers_a_known_rotation_scale_and_shift(align_corners):
     assert len(updates) == 120 and updates[-1].progress == 1.0
     curve = updates[-1].result.layer("Fit loss")
     assert isinstance(curve, CurveLayer) and curve.series["MSE"][1][-1] < 0.01 * curve.series["MSE"][1][0]
-    found = _run(op, image, **values).layer("Metrics").values  # compute shows the fitted transform
+    shown = _run(op, image, **values)  # compute shows the fitted transform, labelled as fitted
+    found = shown.layer("Metrics").values
     assert found["fit steps"] == 120
-    assert abs(found["content angle deg"] - 20.0) < ANGLE_TOL_DEG
-    assert abs(found["content scale"] / 1.15 - 1) < SCALE_TOL
-    tx, ty = (float(v) for v in re.findall(r"-?\d+\.\d+", found["content shift px"]))
+    assert abs(found["fitted content angle deg"] - 20.0) < ANGLE_TOL_DEG
+    assert abs(found["fitted content scale"] / 1.15 - 1) < SCALE_TOL
+    tx, ty = (float(v) for v in re.findall(r"-?\d+\.\d+", found["fitted content shift px"]))
     assert abs(tx - 0.06 * 96) < SHIFT_TOL_PX and abs(ty + 0.04 * 96) < SHIFT_TOL_PX
+    assert found["fitted theta row 1"].count(" ") == 2 and "content angle deg" not in found
+    caption = shown.layer("Warped output").caption
+    assert caption.startswith("fitted (120 Adam steps") and f"turned {found['fitted content angle deg']:.1f} deg" in caption
     # ...until a parameter of the fit changes.
     assert _run(op, image, **{**values, "rotate": 5.0}).layer("Metrics").values["content angle deg"] == pytest.approx(5.0)
 
@@ -163,8 +166,11 @@ def test_tps_fit_lowers_the_loss_and_keeps_its_targets():
         updates = list(op.start("fit", image, _params(**values), None))
     losses = updates[-1].result.layer("Fit loss").series["MSE"][1]
     assert losses[-1] < 0.1 * losses[0]
-    moved = _run(op, image, **values).layer("Metrics").values["mean target shift px"]
-    assert moved > 1.0
+    shown = _run(op, image, **values)
+    moved = shown.layer("Metrics").values["fitted mean target shift px"]
+    assert moved > 1.0 and shown.layer("Metrics").values["fitted max target shift px"] >= moved
+    assert shown.layer("Warped output").caption.startswith(f"fitted TPS targets (80 Adam steps): 9 control points, "
+                                                           f"targets moved {moved:.1f} px on average")
     with torch.no_grad():
         reset = list(op.start("reset", image, _params(**values), None))
     assert len(reset) == 1 and reset[0].result.layer("Metrics").values["mean target shift px"] == 0.0
@@ -180,9 +186,9 @@ def test_a_click_moves_the_nearest_tps_target():
     first = _run(op, image, (20, 20), **values)  # the default query is not a click
     assert first.layer("Metrics").values["mean target shift px"] == 0.0
     clicked = _run(op, image, (5, 3), **values)  # nearest target: the top-left corner (0, 0)
-    targets = clicked.layer("Source quadrilateral").sets[2].points
+    targets = clicked.layer("Control points").sets[2].points
     assert torch.allclose(torch.as_tensor(targets[0]), torch.tensor([5.0, 3.0]), atol=1e-4)
-    assert torch.allclose(torch.as_tensor(targets[1:]), torch.as_tensor(first.layer("Source quadrilateral").sets[2].points[1:]))
+    assert torch.allclose(torch.as_tensor(targets[1:]), torch.as_tensor(first.layer("Control points").sets[2].points[1:]))
     assert _run(op, image, (5, 3), **{**values, "interpolation": "nearest"}).layer("Metrics").values["mean target shift px"] > 0
     op.reset_state()
     assert _run(op, image, (5, 3), **values).layer("Metrics").values["mean target shift px"] == 0.0
@@ -201,11 +207,12 @@ def test_clicked_targets_belong_to_their_image():
 def test_run_gives_the_layers(warp):
     image = _texture(40, 56)
     result = _run(SpatialTransformer(), image, (10, 12), warp=warp)
-    assert result.names == ("Warped output", "Sampling grid", "Source quadrilateral", "Inverse map", "Fit target", "Fit loss", "Metrics")
+    spline = ("Control points",) if warp == "tps" else ()  # an affine map's outline is on the grid panel
+    assert result.names == ("Warped output", "Sampling grid") + spline + ("Inverse map", "Fit target", "Fit loss", "Metrics")
     assert isinstance(result.layer("Warped output"), ImageLayer) and tuple(result.layer("Warped output").image.shape) == (40, 56, 3)
     grid = result.layer("Sampling grid")
     assert isinstance(grid, SamplingGridLayer) and grid.grid.shape == (33, 33, 2) and grid.outline.shape == (96, 2)
-    assert isinstance(result.layer("Source quadrilateral"), PointsLayer)
+    assert not spline or isinstance(result.layer("Control points"), PointsLayer)
     metrics = result.layer("Metrics")
     assert isinstance(metrics, MetricsLayer) and {"warp ms", "inverse ms"} <= set(metrics.values)
 
@@ -216,8 +223,73 @@ def test_a_warp_change_shows_the_output_first_and_the_inverse_map_once_it_settle
         fast = op.compute(image, _params(rotate=17.0), None)
         assert fast.pending == ("Inverse map",) and "Inverse map" not in fast.names
         settled = fast.settle()
-        assert settled.names == ("Warped output", "Sampling grid", "Source quadrilateral", "Inverse map",
-                                 "Fit target", "Fit loss", "Metrics")
+        assert settled.names == ("Warped output", "Sampling grid", "Inverse map", "Fit target", "Fit loss", "Metrics")
         again = op.compute(image, _params(rotate=17.0), (5, 5))
         assert again.settle is None  # the inverse is kept...
         assert again.layer("Inverse map").image is settled.layer("Inverse map").image  # ...the very same tensor
+
+
+def _folds_by_hand(w: int, h: int, points: int, jitter: float, seed: int) -> np.ndarray:
+    """The output pixels (H, W) where the spline's Jacobian determinant is <= 0 against its
+    median's sign: the jittered lattice of the tps_* parameters, the spline at every pixel centre
+    (align_corners off) in float64, central differences by numpy."""
+    n = int(round(points ** 0.5))
+    controls = control_lattice(n).double()
+    g = torch.Generator().manual_seed(seed)
+    targets = control_lattice(n) + torch.randn(control_lattice(n).shape, generator=g) * (2.0 * jitter)
+    xs, ys = (2 * np.arange(w) + 1) / w - 1, (2 * np.arange(h) + 1) / h - 1
+    grid = torch.from_numpy(np.stack(np.meshgrid(xs, ys), -1))
+    reads = tps_apply(tps_fit(controls, targets.double()), controls, grid).numpy()
+    dx_dr, dx_dc = np.gradient(reads[..., 0])
+    dy_dr, dy_dc = np.gradient(reads[..., 1])
+    det = dx_dc * dy_dr - dy_dc * dx_dr
+    return det * np.sign(np.median(det)) <= 0
+
+
+def test_a_fold_free_warp_reports_no_fold():
+    for values in (dict(), dict(warp="tps", tps_jitter=0.04, tps_seed=2), _matrix(((-1.0, 0.2, 0.0), (0.1, 0.9, 0.0)))):
+        result = _run(SpatialTransformer(), _smooth(), **values)  # the mirror (theta_11 < 0) turns, but never folds
+        assert result.layer("Metrics").values["folded"] == "0.0%", values
+        assert "not invertible" not in result.layer("Inverse map").caption
+        assert result.layer("Sampling grid").background is INPUT and result.layer("Warped output").boxes == ()
+
+
+def test_a_folding_spline_is_marked_and_its_inverse_map_disowned():
+    """jitter 0.15, seed 1, 9 points: the targets cross, so the grid turns over on part of the
+    frame; the share matches the determinant by hand, the grid panel tints what those pixels
+    read, and the inverse map's caption says it means nothing there."""
+    image = _smooth(48, 72)
+    result = _run(SpatialTransformer(), image, warp="tps", tps_points="9", tps_jitter=0.15, tps_seed=1)
+    by_hand = _folds_by_hand(72, 48, 9, 0.15, 1)
+    shown = float(result.layer("Metrics").values["folded"].rstrip("%")) / 100
+    assert by_hand.mean() > 0.05 and shown == pytest.approx(by_hand.mean(), abs=0.02)
+    boxed = np.zeros_like(by_hand)  # the output's boxes hold the folded pixels
+    for x, y, bw, bh in result.layer("Warped output").boxes:
+        assert 0 <= x and 0 <= y and x + bw <= 72 and y + bh <= 48
+        boxed[int(y): int(y + bh), int(x): int(x + bw)] = True
+    assert (by_hand & boxed).sum() >= 0.9 * by_hand.sum() and boxed.mean() < 0.6
+    assert "not invertible there, so this inverse map is not meaningful" in result.layer("Inverse map").caption
+    assert "folded on" in result.layer("Warped output").caption
+    background = torch.as_tensor(result.layer("Sampling grid").background)
+    rgb = image[0].permute(1, 2, 0)
+    tinted = (background - rgb).abs().amax(-1) > 1e-6
+    assert 0 < float(tinted.float().mean()) < 0.5
+    assert (background[tinted][:, 0] - background[tinted][:, 1:].amax(-1) > rgb[tinted][:, 0] - rgb[tinted][:, 1:].amax(-1)).all()
+
+
+def test_a_singular_matrix_is_all_folded():
+    result = _run(SpatialTransformer(), _smooth(), **_matrix(((1.0, 0.5, 0.0), (2.0, 1.0, 0.0))))  # det 0
+    assert result.layer("Metrics").values["folded"] == "100.0%"
+    assert "not invertible" in result.layer("Inverse map").caption
+
+
+def test_parameters_say_when_they_do_anything():
+    by_name = {s.name: s for s in SpatialTransformer.spec.params}
+    inactive = lambda **v: [n for n, spec in by_name.items() if not is_active(spec, _params(**v))]  # noqa: E731
+    thetas = [f"theta_{r}{c}" for r in (1, 2) for c in (1, 2, 3)]
+    compose = ["rotate", "scale", "shear", "translate_x", "translate_y"]
+    tps = ["tps_points", "tps_jitter", "tps_seed"]
+    assert inactive(warp="affine", mode="compose") == thetas + tps
+    assert inactive(warp="affine", mode="matrix") == compose + tps
+    assert inactive(warp="tps") == ["mode"] + compose + thetas
+    assert SpatialTransformer.spec.primary == "Warped output"

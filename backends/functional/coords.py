@@ -64,3 +64,20 @@ def border_polyline(width: int, height: int, per_side: int = 16, dtype: torch.dt
     bottom = torch.stack([x1 - t * (x1 - x0), torch.full_like(t, y1)], 1)
     left = torch.stack([torch.full_like(t, x0), y1 - t * (y1 - y0)], 1)
     return torch.cat([top, right, bottom, left])
+
+
+def grid_jacobian_determinant(grid: torch.Tensor) -> torch.Tensor:
+    """The Jacobian determinant of a sampling map, per output pixel.
+
+    Args:
+        grid: (N, H, W, 2) where each output pixel (row, column) reads, as (x, y) in any units
+            (pixels give input pixels per output pixel); H and W at least 2.
+    Returns:
+        (N, H, W): det d(x, y)/d(column, row), by central differences (one-sided at the border).
+        1 for the identity in pixels; where its sign is opposite to the map's orientation (or 0)
+        the map folds over (or collapses) and cannot be inverted.
+    """
+    if grid.dim() != 4 or grid.shape[-1] != 2 or min(grid.shape[1:3]) < 2:
+        raise ValueError(f"grid must be (N, H, W, 2) with H, W >= 2, got {tuple(grid.shape)}")
+    d_row, d_col = torch.gradient(grid, dim=(1, 2))
+    return d_col[..., 0] * d_row[..., 1] - d_col[..., 1] * d_row[..., 0]

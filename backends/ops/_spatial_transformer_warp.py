@@ -7,7 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
+import cv2
+import numpy as np
 import torch
+import torch.nn.functional as F
 
 from backends.functional.affine import (
     affine_points,
@@ -16,10 +19,15 @@ from backends.functional.affine import (
     invert_theta,
     theta_from_sampling_map,
 )
-from backends.functional.coords import frame_centre
+from backends.functional.coords import frame_centre, grid_jacobian_determinant, points_to_pixels
 from backends.functional.tps import tps_apply, tps_fit, tps_grid
+from backends.layers import INPUT, Background
 
 TPS_STEP = 4  # shown TPS grids: the spline every 4 px, linear between (see tps_grid)
+FOLD_RGB = (1.0, 0.15, 0.1)  # the tint of the folded sheet's footprint on the input
+FOLD_ALPHA = 0.8
+MAX_FOLD_BOXES = 4
+SINGULAR_DET = 1e-9  # |det theta| below this: the affine map collapses the plane
 
 
 def content_theta(params: Mapping[str, Any], w: int, h: int) -> torch.Tensor:
@@ -45,6 +53,11 @@ class Warp:
     theta: Optional[torch.Tensor] = None  # (2, 3) float64
     controls: Optional[torch.Tensor] = None  # (K, 2)
     targets: Optional[torch.Tensor] = None  # (K, 2)
+
+    @property
+    def singular(self) -> bool:
+        """An affine map that collapses the plane (det 0): no inverse, no content decomposition."""
+        return self.theta is not None and abs(float(torch.linalg.det(self.theta[:, :2]))) < SINGULAR_DET
 
     @property
     def key(self) -> tuple:
@@ -89,3 +102,47 @@ class Registration:
     theta: Optional[torch.Tensor]
     losses: list[float] = field(default_factory=list)
     step_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class Folds:
+    """Where a sampling map folds over: ``fraction`` of the output pixels whose Jacobian
+    determinant is 0 or has the sign opposite to the map's orientation (its median's); ``boxes``
+    (x, y, w, h) around the largest folded regions of the output; and the grid panel's
+    ``background``: the input, with the input pixels those folded outputs read tinted red."""
+
+    fraction: float
+    boxes: tuple[tuple[float, float, float, float], ...] = ()
+    background: Background = INPUT
+
+
+def fold_map(warp: Warp, grid: torch.Tensor, image: torch.Tensor, align_corners: bool) -> Folds:
+    """The folds of ``warp`` whose normalized (1, H, W, 2) ``grid`` samples ``image`` (1, 3, H, W).
+    An affine map never folds: it is invertible unless its determinant is 0 (then it all collapses)."""
+    _, _, h, w = image.shape
+    if warp.theta is not None:
+        return Folds(1.0 if warp.singular else 0.0)
+    if h < 2 or w < 2:
+        return Folds(0.0)
+    reads = points_to_pixels(grid[0], w, h, align_corners)
+    det = grid_jacobian_determinant(reads[None])[0]
+    folded = det * torch.sign(det.median()) <= 0
+    fraction = float(folded.float().mean())
+    if fraction == 0.0:
+        return Folds(0.0)
+    at = reads[folded].round().long()
+    inside = (at[:, 0] >= 0) & (at[:, 0] < w) & (at[:, 1] >= 0) & (at[:, 1] < h)
+    mask = image.new_zeros(1, 1, h, w)
+    mask[0, 0, at[inside, 1], at[inside, 0]] = 1.0
+    mask = F.max_pool2d(mask, 5, 1, 2)[0, 0, ..., None] * FOLD_ALPHA  # closes the gaps between the reads
+    rgb = image[0].permute(1, 2, 0)
+    return Folds(fraction, fold_boxes(folded), rgb * (1 - mask) + mask * rgb.new_tensor(FOLD_RGB))
+
+
+def fold_boxes(folded: torch.Tensor, most: int = MAX_FOLD_BOXES) -> tuple[tuple[float, float, float, float], ...]:
+    """(x, y, w, h) edge-coordinate boxes around the ``most`` largest 8-connected regions of a
+    boolean (H, W) map, largest first; regions under 0.1% of the frame are left out."""
+    count, _, stats, _ = cv2.connectedComponentsWithStats(folded.cpu().numpy().astype(np.uint8), connectivity=8)
+    regions = sorted(stats[1:count].tolist(), key=lambda s: -s[4])
+    least = max(1, folded.numel() // 1000)
+    return tuple((float(x), float(y), float(bw), float(bh)) for x, y, bw, bh, area in regions[:most] if area >= least)

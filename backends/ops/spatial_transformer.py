@@ -19,7 +19,14 @@ from backends.imaging import resize_long_side
 from backends.jobs import FrameThrottle
 from backends.layers import Result, complete
 from backends.ops._spatial_transformer_panels import layers
-from backends.ops._spatial_transformer_warp import Registration, Sampled, Warp, content_theta, target_theta
+from backends.ops._spatial_transformer_warp import (
+    Registration,
+    Sampled,
+    Warp,
+    content_theta,
+    fold_map,
+    target_theta,
+)
 from backends.params import BoolParam, ChoiceParam, FloatParam, IntParam, SeedParam
 from backends.registry import Action, JobUpdate, Operator, OperatorSpec, Query, register
 from backends.timing import StageTimer
@@ -27,6 +34,10 @@ from backends.timing import StageTimer
 THETA_NAMES = ("theta_11", "theta_12", "theta_13", "theta_21", "theta_22", "theta_23")
 SAMPLING_INPUTS = ("align_corners", "interpolation", "padding")
 TARGET_INPUTS = ("target_rotate", "target_scale", "target_tx", "target_ty", "align_corners")
+AFFINE = (("warp", ("affine",)),)  # when a parameter does anything
+COMPOSE = AFFINE + (("mode", ("compose",)),)
+MATRIX = AFFINE + (("mode", ("matrix",)),)
+TPS = (("warp", ("tps",)),)
 FIT_BLUR = 4.0  # starting blur (fit pixels) of the coarse-to-fine schedule
 FIT_LR = 0.01  # Adam step in normalized units (1 = half the frame)
 
@@ -44,21 +55,29 @@ class SpatialTransformer(Operator):
         ),
         params=(
             ChoiceParam("warp", "affine", ("affine", "tps"), help="Affine map or thin-plate spline through a lattice of control points."),
-            ChoiceParam("mode", "compose", ("compose", "matrix"), help="Affine from the controls below, or from the six theta entries."),
-            FloatParam("rotate", 20.0, -180.0, 180.0, step=1.0, help="Turn the content counter-clockwise about the centre, degrees."),
-            FloatParam("scale", 0.85, 0.25, 4.0, step=0.01, help="Scale the content about the centre."),
-            FloatParam("shear", 0.0, -1.0, 1.0, step=0.01, help="Shear the content: x moves by shear * (y - centre)."),
-            FloatParam("translate_x", 0.05, -1.0, 1.0, step=0.01, help="Shift the content right, as a fraction of the width."),
-            FloatParam("translate_y", 0.0, -1.0, 1.0, step=0.01, help="Shift the content down, as a fraction of the height."),
-            FloatParam("theta_11", 1.0, -3.0, 3.0, step=0.01, help="matrix mode: theta row 1 (x_in = t11 x + t12 y + t13, normalized)."),
-            FloatParam("theta_12", 0.0, -3.0, 3.0, step=0.01, help="matrix mode: theta row 1."),
-            FloatParam("theta_13", 0.0, -3.0, 3.0, step=0.01, help="matrix mode: theta row 1 (shift)."),
-            FloatParam("theta_21", 0.0, -3.0, 3.0, step=0.01, help="matrix mode: theta row 2 (y_in = t21 x + t22 y + t23)."),
-            FloatParam("theta_22", 1.0, -3.0, 3.0, step=0.01, help="matrix mode: theta row 2."),
-            FloatParam("theta_23", 0.0, -3.0, 3.0, step=0.01, help="matrix mode: theta row 2 (shift)."),
-            ChoiceParam("tps_points", "9", ("4", "9", "16"), help="Control points of the spline, on a square lattice with the corners."),
-            FloatParam("tps_jitter", 0.06, 0.0, 0.25, step=0.01, help="Random displacement of the targets, as a fraction of the frame."),
-            SeedParam("tps_seed", 0, help="Seed of the target jitter."),
+            ChoiceParam("mode", "compose", ("compose", "matrix"), help="Affine from the controls below, or from the six theta entries.",
+                        enabled_when=AFFINE),
+            FloatParam("rotate", 20.0, -180.0, 180.0, step=1.0, help="Turn the content counter-clockwise about the centre, degrees.",
+                       enabled_when=COMPOSE),
+            FloatParam("scale", 0.85, 0.25, 4.0, step=0.01, help="Scale the content about the centre.", enabled_when=COMPOSE),
+            FloatParam("shear", 0.0, -1.0, 1.0, step=0.01, help="Shear the content: x moves by shear * (y - centre).", enabled_when=COMPOSE),
+            FloatParam("translate_x", 0.05, -1.0, 1.0, step=0.01, help="Shift the content right, as a fraction of the width.",
+                       enabled_when=COMPOSE),
+            FloatParam("translate_y", 0.0, -1.0, 1.0, step=0.01, help="Shift the content down, as a fraction of the height.",
+                       enabled_when=COMPOSE),
+            FloatParam("theta_11", 1.0, -3.0, 3.0, step=0.01, help="matrix mode: theta row 1 (x_in = t11 x + t12 y + t13, normalized).",
+                       enabled_when=MATRIX),
+            FloatParam("theta_12", 0.0, -3.0, 3.0, step=0.01, help="matrix mode: theta row 1.", enabled_when=MATRIX),
+            FloatParam("theta_13", 0.0, -3.0, 3.0, step=0.01, help="matrix mode: theta row 1 (shift).", enabled_when=MATRIX),
+            FloatParam("theta_21", 0.0, -3.0, 3.0, step=0.01, help="matrix mode: theta row 2 (y_in = t21 x + t22 y + t23).",
+                       enabled_when=MATRIX),
+            FloatParam("theta_22", 1.0, -3.0, 3.0, step=0.01, help="matrix mode: theta row 2.", enabled_when=MATRIX),
+            FloatParam("theta_23", 0.0, -3.0, 3.0, step=0.01, help="matrix mode: theta row 2 (shift).", enabled_when=MATRIX),
+            ChoiceParam("tps_points", "9", ("4", "9", "16"), help="Control points of the spline, on a square lattice with the corners.",
+                        enabled_when=TPS),
+            FloatParam("tps_jitter", 0.06, 0.0, 0.25, step=0.01, help="Random displacement of the targets, as a fraction of the frame.",
+                       enabled_when=TPS),
+            SeedParam("tps_seed", 0, help="Seed of the target jitter.", enabled_when=TPS),
             BoolParam("align_corners", False, help="grid_sample's convention: -1 and 1 are the corner pixel centres (on) or the outer edges (off)."),
             ChoiceParam("padding", "zeros", PADDINGS, help="What is read outside the input."),
             ChoiceParam("interpolation", "bilinear", INTERPOLATIONS, help="How the input is read between pixels (the fit always uses bilinear)."),
@@ -72,10 +91,12 @@ class SpatialTransformer(Operator):
         ),
         actions=(
             Action("fit", "fit", help="Adam on theta (affine) or the TPS targets so the warped image matches the target, "
-                   "with a coarse-to-fine blur; starts from the current transform."),
+                   "with a coarse-to-fine blur; starts from the current transform. The fitted values show in the "
+                   "metrics and the output's caption; the sliders keep their own."),
             Action("reset", "Forget clicks and fits", help="Forget clicked and fitted TPS targets and the fitted affine.",
                    instant=True),
         ),
+        primary="Warped output",
     )
     memo_capacity = 16
 
@@ -106,18 +127,22 @@ class SpatialTransformer(Operator):
         target = self.memo.stage("target", params, TARGET_INPUTS, lambda: affine_transform(
             image, target_theta(params, w, h)[None], "bilinear", "zeros", ac)[0].permute(1, 2, 0))
         fit = self._valid_fit(params)
+        folds = self.memo.stage("folds", params, ("align_corners",), lambda: fold_map(warp, grid, image, ac), extra=warp.key)
 
         def with_inverse() -> Result:
             with timer("inverse"):
-                if sampled.back is None:
+                if sampled.back is None and warp.singular:  # no inverse: a black frame, captioned so
+                    sampled.back = torch.zeros_like(sampled.shown)
+                elif sampled.back is None:
                     back_grid = warp.inverse_grid(h, w, ac, image)
                     sampled.back = spatial_transform(sampled.shown.permute(2, 0, 1)[None], back_grid, interp, pad, ac)[0].permute(1, 2, 0)
-            return Result(layers((w, h), params, warp, sampled.shown, sampled.back, target, fit, FIT_BLUR, timer.metrics()))
+            return Result(layers((w, h), params, warp, sampled.shown, sampled.back, target, fit, folds, FIT_BLUR,
+                                 timer.metrics()))
 
         if sampled.back is not None:
             return with_inverse()
         # A warp change: the output, grid and quadrilateral now, the inverse map once the sliders rest.
-        fast = layers((w, h), params, warp, sampled.shown, None, target, fit, FIT_BLUR, timer.metrics())
+        fast = layers((w, h), params, warp, sampled.shown, None, target, fit, folds, FIT_BLUR, timer.metrics())
         return Result(fast, settle=with_inverse, pending=("Inverse map",))
 
     def _bind_targets(self, params: Mapping[str, Any]) -> None:

@@ -176,6 +176,18 @@ def _tiled_background(panel: Panel, background: np.ndarray, count: int) -> np.nd
     return back
 
 
+def _reach(points: Optional[np.ndarray], limit: int = 4096) -> tuple[int, int]:
+    """(h, w) of a dark frame that holds the finite ``points`` (N, 2) of x, y, when a layer has no
+    picture of its own; NaN and infinite points are left out, and the frame is capped."""
+    if points is None or not len(points):
+        return (1, 1)
+    finite = points[np.isfinite(points).all(1)]
+    if not len(finite):
+        return (1, 1)
+    w, h = np.clip(finite.max(0) + 1, 1, limit)
+    return int(h), int(w)
+
+
 def _show_background(canvas: ImageCanvas, background: Optional[np.ndarray], fallback_shape: tuple[int, int]) -> None:
     canvas.clear_overlays()
     canvas.set_heat(None, (0, 1), "", 0)
@@ -189,8 +201,7 @@ def _show_vector_field(panel: Panel, layer: VectorFieldLayer) -> None:
     canvas: ImageCanvas = panel.view
     origins = np.asarray(layer.origins, np.float64).reshape(-1, 2)
     vectors = np.asarray(layer.vectors, np.float64).reshape(-1, 2) * layer.scale
-    extent = origins.max(0) + 1 if len(origins) else np.array([1, 1])
-    _show_background(canvas, layer.background, (int(extent[1]), int(extent[0])))
+    _show_background(canvas, layer.background, _reach(origins))
     if not len(origins):
         return
     mag = np.hypot(vectors[:, 0], vectors[:, 1])
@@ -226,7 +237,10 @@ def _show_sampling_grid(panel: Panel, layer: SamplingGridLayer) -> None:
 def _union_focus(canvas: ImageCanvas, grid: np.ndarray, outline: Optional[np.ndarray]):
     """The image and everything drawn on it, when a grid reaches outside the image; else None."""
     pts = grid.reshape(-1, 2) if outline is None else np.concatenate([grid.reshape(-1, 2), np.asarray(outline).reshape(-1, 2)])
-    h, w = canvas._shape or (1, 1)
+    pts = pts[np.isfinite(pts).all(1)]
+    if not len(pts):
+        return None
+    h, w = canvas.image_shape or (1, 1)
     lo = np.minimum(pts.min(0) + 0.5, 0.0)
     hi = np.maximum(pts.max(0) + 0.5, (w, h))
     if (lo >= 0).all() and (hi <= (w, h)).all():
@@ -236,11 +250,8 @@ def _union_focus(canvas: ImageCanvas, grid: np.ndarray, outline: Optional[np.nda
 
 def _show_points(panel: Panel, layer: PointsLayer) -> None:
     canvas: ImageCanvas = panel.view
-    shape = (1, 1)
-    if layer.sets:
-        allp = np.concatenate([np.asarray(s.points).reshape(-1, 2) for s in layer.sets])
-        shape = (int(allp[:, 1].max()) + 1, int(allp[:, 0].max()) + 1)
-    _show_background(canvas, layer.background, shape)
+    allp = np.concatenate([np.asarray(s.points, np.float64).reshape(-1, 2) for s in layer.sets]) if layer.sets else None
+    _show_background(canvas, layer.background, _reach(allp))
     for box in layer.boxes:
         canvas.add_box(box, (255, 220, 80), width=1.5)
     for s in layer.sets:

@@ -312,7 +312,14 @@ class MainWindow(QtWidgets.QMainWindow):
         if self._closed:
             return
         t0 = now()
-        self.docks.show(frame.result, self.session.pixels)
+        try:
+            self.docks.show(frame.result, self.session.pixels)
+        except Exception as exc:  # a frame that cannot be drawn is reported, and the window goes on
+            self.scheduler.applied(frame)
+            message = f"{type(exc).__name__}: {exc}".splitlines()[0]
+            self.banner.show_message(f"{spec_of(frame.operator).title}: a panel could not be drawn ({message}).", "error")
+            self.frameFailed.emit(message)
+            return
         self._on_query_changed(schedule=False)
         self.last_apply_ms = elapsed_ms(t0)
         self.scheduler.applied(frame)

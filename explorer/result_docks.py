@@ -85,7 +85,7 @@ class ResultDocks(QtCore.QObject):
                 self._deferred[layer.name] = (layer, input_pixels)
             else:
                 self._deferred.pop(layer.name, None)
-                layer_views.show(self.panels[layer.name], layer, input_pixels)
+                self._draw(layer.name, layer, input_pixels)
         for name in result.pending:  # kept as they are until the settled frame brings them
             if name in self.panels:
                 self.panels[name].set_caption(UPDATING)
@@ -205,7 +205,14 @@ class ResultDocks(QtCore.QObject):
         """Draws the newest layer a hidden panel was given, now that it shows."""
         pending = self._deferred.pop(name, None)
         if pending is not None and name in self.panels:
-            layer_views.show(self.panels[name], *pending)
+            self._draw(name, *pending)
+
+    def _draw(self, name: str, layer: Layer, input_pixels) -> None:
+        """One panel; a layer it cannot draw says why in its caption, and the others go on."""
+        try:
+            layer_views.show(self.panels[name], layer, input_pixels)
+        except Exception as exc:
+            self.panels[name].set_caption(f"could not draw this panel: {type(exc).__name__}: {exc}".splitlines()[0])
 
     def _add(self, layer: Layer, input_shape=None) -> None:
         panel = layer_views.make_panel(layer, input_shape)

@@ -435,3 +435,46 @@ def test_a_file_name_with_markup_is_shown_as_written(app, tmp_path):
     assert not app.window.open_path(tmp_path / name)
     banner = app.window.banner
     assert banner.textFormat() == QtCore.Qt.TextFormat.PlainText and "<b style" in banner.text()
+
+
+def test_nan_and_infinity_in_every_kind_of_layer_are_drawn_without_a_crash(app, qtbot):
+    from backends.layers import (BarsLayer, CurveLayer, FeatureMapsLayer, HeatmapLayer, ImageLayer, MetricsLayer,
+                                 PointSet, PointsLayer, Result, SamplingGridLayer, VectorFieldLayer)
+    from backends.registry import Operator, OperatorSpec, register, unregister
+
+    bad = np.array([np.nan, np.inf, -np.inf, 1.0], np.float32)
+
+    @register
+    class Broken(Operator):
+        spec = OperatorSpec(name="_test_nan", title="NaN everywhere", family="Tests", description="test double", params=())
+
+        def run(self, image, params, query):
+            grid = np.tile(bad.reshape(2, 2, 1), (1, 1, 2))
+            return Result((
+                ImageLayer("image", np.full((4, 4), np.nan, np.float32)),
+                ImageLayer("rgb", np.full((4, 4, 3), np.inf, np.float32)),
+                FeatureMapsLayer("maps", np.resize(bad, (2, 4, 4))),
+                HeatmapLayer("heat", np.resize(bad, (8, 8)), background=np.zeros((8, 8, 3), np.float32)),
+                VectorFieldLayer("arrows", np.resize(bad, (4, 2)), np.resize(bad[::-1], (4, 2))),
+                SamplingGridLayer("grid", grid),
+                PointsLayer("points", (PointSet(np.resize(bad, (4, 2)), values=bad),)),
+                BarsLayer("bars", ("a", "b", "c", "d"), {"v": bad}),
+                CurveLayer("curve", {"c": (np.arange(4.0), bad)}),
+                MetricsLayer("metrics", {"value": float("nan")}),
+            ))
+
+    try:
+        w = app.window
+        failures = []
+        w.frameFailed.connect(failures.append)
+        app.session.set_operator("_test_nan")
+        wait_for_frame(qtbot, w)
+        assert not failures and len(w.docks.panels) == 10
+        for name in w.docks.docks:  # draw the tabs behind others too
+            w.docks.docks[name].raise_()
+        qtbot.wait(50)
+        broken = {n: p.caption.text() for n, p in w.docks.panels.items() if "could not draw" in p.caption.text()}
+        assert not broken
+    finally:
+        app.session.set_operator("dilated")
+        unregister("_test_nan")

@@ -147,11 +147,14 @@ class ImageCanvas(pg.GraphicsView):
     def add_points(self, points: np.ndarray, color: Sequence[int], size: float,
                    values: Optional[np.ndarray] = None) -> None:
         pts = np.asarray(points, np.float64).reshape(-1, 2) + 0.5  # pixel centres
+        keep = np.isfinite(pts).all(1)  # a point at NaN or infinity is not drawn
         if values is not None and len(values) == len(pts):
-            v = np.asarray(values, np.float64)
-            v = v / v.max() if v.max() > 0 else np.ones_like(v)
+            v = np.nan_to_num(np.asarray(values, np.float64)[keep], nan=0.0, posinf=0.0, neginf=0.0)
+            pts = pts[keep]
+            v = v / v.max() if len(v) and v.max() > 0 else np.ones_like(v)
             brushes = [pg.mkBrush(*color, int(60 + 195 * a)) for a in v]
         else:
+            pts = pts[keep]
             brushes = pg.mkBrush(*color)
         pen = pg.mkPen((0, 0, 0, 200), width=1)
         item = self._reuse(pg.ScatterPlotItem)
@@ -164,6 +167,8 @@ class ImageCanvas(pg.GraphicsView):
         """Segments from ``starts`` to ``ends`` (N, 2) in pixel coordinates, one draw call."""
         s = np.asarray(starts, np.float64).reshape(-1, 2) + 0.5
         e = np.asarray(ends, np.float64).reshape(-1, 2) + 0.5
+        keep = np.isfinite(s).all(1) & np.isfinite(e).all(1)  # a segment to NaN or infinity is not drawn
+        s, e = s[keep], e[keep]
         xy = np.empty((2 * len(s), 2))
         xy[0::2], xy[1::2] = s, e
         self._add(self._line_item(xy, "pairs", pg.mkPen(*color, width=width)), z=10)
@@ -178,6 +183,7 @@ class ImageCanvas(pg.GraphicsView):
         self._polyline(np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], np.float64), color, width, True)
 
     def _polyline(self, p: np.ndarray, color: Sequence[int], width: float, closed: bool) -> None:
+        p = p[np.isfinite(p).all(1)]
         if closed and len(p):
             p = np.vstack([p, p[:1]])
         self._add(self._line_item(p, "all", pg.mkPen(*color, width=width)), z=11)
@@ -245,6 +251,11 @@ class ImageCanvas(pg.GraphicsView):
         if (left, above) != self._margins:
             self._margins = (left, above)
             self.fit()
+
+    @property
+    def image_shape(self) -> Optional[tuple[int, int]]:
+        """(h, w) of the picture shown, or None before the first."""
+        return self._shape
 
     def grid_labels(self) -> dict[str, tuple[float, float]]:
         """Each grid label's text and where it is anchored, in image coordinates."""

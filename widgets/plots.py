@@ -118,7 +118,7 @@ class BarsView(pg.PlotWidget):
             self._y_range = ()
         for i, (item, values) in enumerate(zip(self._items, series.values())):
             centre = x - 0.4 + width * (i + 0.5)
-            values = np.asarray(values, float)
+            values = np.nan_to_num(np.asarray(values, float), nan=0.0, posinf=0.0, neginf=0.0)
             if horizontal:
                 item.setOpts(x=None, x0=0, y=centre, width=values, height=width)
             else:
@@ -183,7 +183,7 @@ class CurveView(pg.PlotWidget):
             if last is not None and np.array_equal(last[0], xs) and np.array_equal(last[1], ys):
                 continue  # the same curve again: no repaint
             self._data[name] = (xs, ys)
-            self._curves[name].setData(xs, ys)
+            self._curves[name].setData(xs, ys, connect="finite")  # gaps where values are NaN or infinite
         names = tuple(series)
         if (names, right) != self._legend_key:
             self._legend_key = (names, right)

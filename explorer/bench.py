@@ -12,8 +12,8 @@ import gc
 import os
 import platform
 import subprocess
-import tempfile
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path

@@ -438,8 +438,19 @@ def test_a_file_name_with_markup_is_shown_as_written(app, tmp_path):
 
 
 def test_nan_and_infinity_in_every_kind_of_layer_are_drawn_without_a_crash(app, qtbot):
-    from backends.layers import (BarsLayer, CurveLayer, FeatureMapsLayer, HeatmapLayer, ImageLayer, MetricsLayer,
-                                 PointSet, PointsLayer, Result, SamplingGridLayer, VectorFieldLayer)
+    from backends.layers import (
+        BarsLayer,
+        CurveLayer,
+        FeatureMapsLayer,
+        HeatmapLayer,
+        ImageLayer,
+        MetricsLayer,
+        PointSet,
+        PointsLayer,
+        Result,
+        SamplingGridLayer,
+        VectorFieldLayer,
+    )
     from backends.registry import Operator, OperatorSpec, register, unregister
 
     bad = np.array([np.nan, np.inf, -np.inf, 1.0], np.float32)

@@ -140,25 +140,42 @@ def _params(**values):
 
 
 def test_operator_layers_and_frames():
+    from backends.ops.vqvae import VQVAETokenizer
+
     image = torch.rand(1, 3, 90, 130, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         result = _op().compute(image, _params(size=128), None)
-    for name in ("Reconstruction", "Input | reconstruction", "Error map", "Token map", "Codebook", "Codebook usage", "Metrics"):
-        assert name in result.names
-    assert result.layer("Token map").background.shape == (90, 130, 3)  # drawn on the input's frame
+    assert set(result.names) == {"Reconstruction", "Error map", "Token map", "Codebook", "Codebook usage", "Metrics"}
+    assert VQVAETokenizer.spec.primary == "Reconstruction"  # shown once, large
+    token_map = result.layer("Token map")
+    assert token_map.image.shape == (22, 32) and token_map.extent == (0.0, 0.0, 130.0, 90.0)  # on the input's frame
     assert result.layer("Reconstruction").extent == (0.0, 0.0, 130.0, 90.0)
-    assert len(result.layer("Codebook usage").labels) == 128
-    usage = result.layer("Codebook usage").series["this image"]
-    assert float(usage.sum()) == pytest.approx(1.0)
+    usage = result.layer("Codebook usage")
+    this = np.asarray(usage.series["this image"])
+    assert len(usage.labels) == 24 and all(label.startswith("code ") for label in usage.labels)
+    assert (np.diff(this) <= 0).all()  # the most used first
+    codebook = result.layer("Codebook")
+    assert codebook.row_labels == tuple(str(16 * r) for r in range(8))
+    assert codebook.column_labels == ("+0", "", "", "", "+4", "", "", "", "+8", "", "", "", "+12", "", "", "")
+
+
+def test_token_map_is_categorical_with_the_most_used_codes_first():
+    """The token map holds each token's rank among the codes the image uses (most used first, ties
+    by code): its category names the token's code and its palette colour is that code's colour."""
+    from backends.ops.vqvae import token_categories, token_palette
+
+    tokens = torch.tensor([[5, 5, 9], [2, 9, 5]])
+    out = token_categories(tokens, 16)
+    assert out["categories"] == ("code 5", "code 9", "code 2")
+    np.testing.assert_array_equal(out["image"], [[0, 0, 1], [2, 1, 0]])
+    np.testing.assert_allclose(out["palette"], token_palette(16)[[5, 9, 2]])
 
 
 def test_clicked_token_on_a_non_square_image(model):
     """130 x 90 at size 128 tokenizes a 128 x 88 image: 32 x 22 tokens of 130/32 x 90/22 input
     pixels. A click at (100, 20) is token (24, 4) (x = 100 * 32 / 130, y = 20 * 22 / 90; swapped
-    axes would give another token), marked at its centre in input pixels, boxed, coloured by its
-    code in the token map, and that code is the one the tokenizer gives the resized image."""
-    from backends.ops.vqvae import token_palette
-
+    axes would give another token), boxed in input pixels on the token map, whose category there
+    names the code the tokenizer gives the resized image."""
     image = torch.rand(1, 3, 90, 130, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         result = _op().compute(image, _params(size=128), (100, 20))
@@ -168,12 +185,10 @@ def test_clicked_token_on_a_non_square_image(model):
     assert result.layer("Metrics").values["query"] == f"token (24, 4) = code {code}"
     sx, sy = 130 / 32, 90 / 22
     token_map = result.layer("Token map")
-    np.testing.assert_allclose(token_map.sets[0].points, [[24.5 * sx - 0.5, 4.5 * sy - 0.5]], rtol=1e-6)
-    assert token_map.boxes[0] == pytest.approx((24 * sx, 4 * sy, sx, sy))
-    # Each input pixel shows the token at floor(pixel * tokens / pixels): these are token (24, 4).
-    for px, py in ((98, 17), (101, 20)):
-        assert (px * 32) // 130 == 24 and (py * 22) // 90 == 4
-        np.testing.assert_allclose(np.asarray(token_map.background[py, px]), token_palette(128)[code])
+    assert token_map.boxes == (pytest.approx((24 * sx, 4 * sy, sx, sy)),)  # radius 0: the token alone
+    assert token_map.categories[int(token_map.image[4, 24])] == f"code {code}"
+    decoded = [int(c.split()[1]) for c in np.asarray(token_map.categories)[np.asarray(token_map.image)].ravel()]
+    assert decoded == tokens.flatten().tolist()
 
 
 def test_codebook_frames_the_code_to_write():
@@ -205,6 +220,9 @@ def test_token_edits_are_painted_kept_and_cleared():
         edited = op.compute(image, _params(size=64, replace_with=7, paint_radius=1), (22, 26))
         assert edited.layer("Metrics").values["edited tokens"] == len(paint_disc(np.zeros((16, 16)), 5, 6, 1)) == 5
         assert "code 7" in edited.layer("Metrics").values["query"]
+        token_map = edited.layer("Token map")  # the painted disc is boxed as well as the token
+        assert len(token_map.boxes) == 2 and token_map.boxes[1] == pytest.approx((16, 20, 12, 12))
+        assert token_map.categories[int(token_map.image[6, 5])] == "code 7"
         assert float((edited.layer("Reconstruction").image - plain.layer("Reconstruction").image).abs().max()) > 0.01
         # Inspecting elsewhere keeps the edits.
         kept = op.compute(image, _params(size=64), (50, 50))
@@ -230,3 +248,12 @@ def test_edits_do_not_follow_a_new_image():
         op.compute(torch.rand(1, 3, 64, 64, generator=gen), _params(size=64, replace_with=3), (10, 10))
         other = op.compute(torch.rand(1, 3, 64, 64, generator=gen), _params(size=64), None)
     assert other.layer("Metrics").values["edited tokens"] == 0
+
+
+def test_paint_radius_does_something_only_with_a_code_to_write():
+    from backends.ops.vqvae import VQVAETokenizer
+    from backends.params import is_active
+
+    radius = next(p for p in VQVAETokenizer.spec.params if p.name == "paint_radius")
+    assert not is_active(radius, _params())
+    assert is_active(radius, _params(replace_with=0)) and is_active(radius, _params(replace_with=127))

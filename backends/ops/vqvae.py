@@ -14,11 +14,10 @@ from typing import Any, Iterator, Mapping, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from backends.data.patches import sample_patches
 from backends.imaging import hwc, image_grid, resize_long_side
-from backends.layers import INPUT, BarsLayer, HeatmapLayer, ImageLayer, MetricsLayer, PointSet, PointsLayer, Result
+from backends.layers import INPUT, BarsLayer, HeatmapLayer, ImageLayer, MetricsLayer, Result
 from backends.models.vqvae import DOWNSAMPLE, SHIPPED, VQVAE, perplexity, shipped_vqvae
 from backends.models.weights import read_manifest
 from backends.params import IntParam, ParamError
@@ -29,6 +28,9 @@ CODE_TILE_TOKENS = 6  # a constant map this many tokens wide is decoded per code
 CODEBOOK_COLUMNS = 16
 CODEBOOK_SCALE = 2
 HIGHLIGHT = (1.0, 0.25, 0.2)  # the frame of the code 'replace_with' writes
+HIGHLIGHT_PX = 2  # its width, in the grid's pixels
+MAX_CODE = 127  # the shipped codebook's last index; a larger 'replace_with' is refused
+USAGE_BARS = 24  # the codes of the usage panel: this image's most used
 
 
 def token_palette(codes: int) -> np.ndarray:
@@ -75,10 +77,16 @@ class VQVAETokenizer(Operator):
         ),
         params=(
             IntParam("size", 192, 64, 512, step=16, help="Long side, in pixels, the image is resized to before tokenizing."),
-            IntParam("replace_with", -1, -1, 127, help="Code written at the clicked token; -1 only inspects it."),
-            IntParam("paint_radius", 0, 0, 12, help="Radius, in tokens, of the disc painted with 'replace_with'."),
+            IntParam("replace_with", -1, -1, MAX_CODE, help="Code written at the clicked token; -1 only inspects it."),
+            IntParam("paint_radius", 0, 0, 12, help="Radius, in tokens, of the disc painted with 'replace_with'.",
+                     enabled_when=(("replace_with", tuple(range(MAX_CODE + 1))),)),
         ),
         actions=(Action("clear_edits", "Clear token edits", "Forget every token edit of this image.", instant=True),),
+        # The reconstruction, large: what the tokens keep of the photo reads at a glance (and against
+        # the input with one keystroke); the token map's colours are arbitrary code indices, which
+        # mean something only beside the reconstruction and the codebook.
+        primary="Reconstruction",
+        tabs=(("tokens", ("Token map", "Codebook", "Codebook usage")), ("reconstruction", ("Error map", "Metrics"))),
     )
 
     memo_capacity = 8
@@ -134,47 +142,58 @@ class VQVAETokenizer(Operator):
         sx, sy = W / w, H / h
         err = (recon - x).abs().mean(1)[0]
         mse = float((recon - x).square().mean())
+        psnr = 10 * math.log10(1 / max(mse, 1e-12))
         counts = torch.bincount(tokens.flatten(), minlength=model.codes).float()
         book = self.memo.stage("codebook", params, (), lambda: codebook_tiles(model))
         grid = self.memo.stage("codebook grid", params, ("replace_with",), lambda: hwc(image_grid(
-            book, CODEBOOK_COLUMNS, scale=CODEBOOK_SCALE, highlight=code if code >= 0 else None, highlight_color=HIGHLIGHT)))
+            book, CODEBOOK_COLUMNS, scale=CODEBOOK_SCALE, highlight=code if code >= 0 else None, highlight_color=HIGHLIGHT,
+            highlight_width=HIGHLIGHT_PX)))
         train_usage = self.memo.stage("training usage", params, (), lambda: _training_usage(model))
         entry = read_manifest().get(SHIPPED.name, {}).get("metric", {})
 
-        boxes, sets = (), ()
+        boxes: tuple = ()
         if qtok is not None:
             tx, ty = qtok
             r = int(params["paint_radius"]) if code >= 0 else 0
-            boxes = ((tx * sx, ty * sy, sx, sy), ((tx - r) * sx, (ty - r) * sy, (2 * r + 1) * sx, (2 * r + 1) * sy))
-            sets = (PointSet(np.array([[(tx + 0.5) * sx - 0.5, (ty + 0.5) * sy - 0.5]], np.float32), (255, 255, 255), 9.0, "query token"),)
-        token_img = self.memo.stage("token map", params, ("size",), lambda: token_map_image(edited[0], model.codes, H, W),
+            boxes = ((tx * sx, ty * sy, sx, sy),)
+            if r:
+                boxes += (((tx - r) * sx, (ty - r) * sy, (2 * r + 1) * sx, (2 * r + 1) * sy),)
+        token_map = self.memo.stage("token map", params, ("size",), lambda: token_categories(edited[0], model.codes),
                                     extra=edits)
         q_text = f"token ({qtok[0]}, {qtok[1]}) = code {int(tok_np[qtok[1], qtok[0]])}" if qtok else "click a token"
+        share = counts / counts.sum()
+        top = torch.argsort(-share, stable=True)[:USAGE_BARS].cpu()
+        used = int((counts > 0).sum())
+        cells = CODEBOOK_COLUMNS * ((model.codes + CODEBOOK_COLUMNS - 1) // CODEBOOK_COLUMNS)
         layers = (
             ImageLayer("Reconstruction", hwc(recon_edit[0]), levels=(0.0, 1.0), extent=frame,
-                       caption=f"decode(tokens) with {len(self._edits)} edited tokens" if self._edits else "decode(encode(image))"),
-            ImageLayer("Input | reconstruction", hwc(image_grid(torch.cat([x, recon]), 2)), levels=(0.0, 1.0),
-                       caption=f"{x.shape[3]}x{x.shape[2]} input as tokenized, and its reconstruction (no edits); PSNR "
-                               f"{10 * math.log10(1 / max(mse, 1e-12)):.1f} dB"),
+                       caption=(f"decode(tokens) with {len(self._edits)} edited tokens" if self._edits else "decode(encode(image))")
+                       + f" of the {x.shape[3]}x{x.shape[2]} tokenized input; PSNR {psnr:.1f} dB (no edits)"),
             HeatmapLayer("Error map", err, background=INPUT, levels=(0.0, 0.25), opacity=0.8, extent=frame,
                          caption="|input - reconstruction|, mean over RGB: fine texture and edges cost most"),
-            PointsLayer("Token map", sets=sets, background=token_img, boxes=boxes,
-                        caption=f"{w}x{h} tokens, coloured by code index (categorical); {q_text}"),
+            ImageLayer("Token map", token_map["image"], extent=frame, categories=token_map["categories"],
+                       palette=token_map["palette"], boxes=boxes,
+                       caption=f"{w}x{h} tokens, coloured by code (arbitrary colours, the legend lists the most used "
+                               f"first); {q_text}"),
             ImageLayer("Codebook", grid, levels=(0.0, 1.0),
-                       caption=f"each of the {model.codes} codes decoded from a constant map; code k at row k // 16, "
-                               f"column k % 16" + (f"; code {code} framed" if code >= 0 else "")),
-            BarsLayer("Codebook usage", tuple(str(k) for k in range(model.codes)),
-                      {"this image": counts / counts.sum(), "training patches": train_usage},
-                      caption="share of tokens per code"),
+                       row_labels=tuple(str(k) for k in range(0, cells, CODEBOOK_COLUMNS)),
+                       column_labels=tuple(f"+{c}" if c % 4 == 0 else "" for c in range(CODEBOOK_COLUMNS)), axis_titles=("", "code"),
+                       caption=f"each of the {model.codes} codes decoded from a constant map; code = row + column"
+                               + (f"; code {code} framed" if code >= 0 else "")),
+            BarsLayer("Codebook usage", tuple(f"code {int(k)}" for k in top),
+                      {"this image": 100 * share[top], "training patches": 100 * torch.as_tensor(train_usage)[top]},
+                      value_label="% of tokens",
+                      caption=f"the {len(top)} codes this image uses most ({used} of {model.codes} used), "
+                              "and how often the training patches use them"),
             MetricsLayer("Metrics", {
                 "tokens": f"{w} x {h}",
                 "codes": model.codes,
                 "perplexity (this image)": round(perplexity(tokens, model.codes), 1),
-                "codes used (this image)": int((counts > 0).sum()),
+                "codes used (this image)": used,
                 "perplexity (fresh training crops)": entry.get("value", "n/a"),
                 "bits per token": round(math.log2(model.codes), 2),
                 "compression vs 8-bit RGB": f"{(DOWNSAMPLE * DOWNSAMPLE * 24) / math.log2(model.codes):.0f}x",
-                "PSNR dB": round(10 * math.log10(1 / max(mse, 1e-12)), 2),
+                "PSNR dB": round(psnr, 2),
                 "edited tokens": len(self._edits),
                 "query": q_text,
                 **timer.metrics(),
@@ -190,12 +209,16 @@ class VQVAETokenizer(Operator):
         return {"x": x, "tokens": tokens, "recon": model.decode(tokens)}
 
 
-def token_map_image(tokens: torch.Tensor, codes: int, height: int, width: int) -> torch.Tensor:
-    """Token map (h, w) -> (height, width, 3) RGB in the input's frame, each token a block of its
-    code's colour (nearest: output pixel i shows token floor(i * h / height))."""
-    palette = torch.from_numpy(token_palette(codes)).to(tokens.device)
-    colours = palette[tokens].permute(2, 0, 1)[None]  # (1, 3, h, w)
-    return hwc(F.interpolate(colours, size=(height, width), mode="nearest")[0])
+def token_categories(tokens: torch.Tensor, codes: int) -> dict[str, Any]:
+    """Token map (h, w) as a categorical map: ``image`` holds each token's rank among the codes the
+    map uses, most used first (ties by code), so the legend lists the most used codes first;
+    ``categories`` names them ('code 19'), ``palette`` gives each code its fixed colour."""
+    counts = torch.bincount(tokens.flatten().cpu(), minlength=codes)
+    order = [int(c) for c in torch.argsort(-counts, stable=True) if counts[c] > 0]
+    rank = torch.full((codes,), -1, dtype=torch.long)
+    rank[order] = torch.arange(len(order))
+    return {"image": rank[tokens.cpu()], "categories": tuple(f"code {c}" for c in order),
+            "palette": token_palette(codes)[order]}
 
 
 @torch.no_grad()

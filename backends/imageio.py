@@ -11,10 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
 
-import cv2
+MAX_PIXELS = 100_000_000  # 100 MP: 1.2 GB as float RGB; a larger file is refused before decoding
+os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))  # the decoder's own guard, read on first use
 
-cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # errors only: a bad file is reported in one line of ours, not OpenCV's warnings
-import numpy as np
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from backends.image_header import declared_size  # noqa: E402
+
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # a bad file is one line of ours, not OpenCV's warnings
 
 DEFAULT_MAX_SIDE = 2048
 READABLE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -57,7 +62,20 @@ def load_image(path: Union[str, Path], max_side: int = DEFAULT_MAX_SIDE) -> Load
 
 
 def decode_image(data: np.ndarray, name: str, max_side: int = DEFAULT_MAX_SIDE) -> LoadedImage:
-    """Bytes of an encoded image to a LoadedImage."""
+    """Bytes of an encoded image to a LoadedImage. The declared size is checked first; an image
+    more than twice the live view's size is decoded reduced (1/2, 1/4 or 1/8), which JPEG does
+    natively, so it never exists at full size as floats."""
+    size = declared_size(data[:65536].tobytes())
+    if size is not None:
+        w, h = size
+        if w * h > MAX_PIXELS:
+            raise ImageLoadError(f"{name}: declares {w}x{h} pixels ({w * h / 1e6:.0f} MP); the limit is "
+                                 f"{MAX_PIXELS / 1e6:.0f} MP, so it was not decoded")
+        factor = _reduction(max(w, h), max_side)
+        if factor > 1:
+            reduced = _imdecode(data, REDUCED[factor])
+            if reduced is not None and reduced.size:
+                return finish(_to_rgb_float(reduced), name, max_side, original=(w, h))
     raw = _imdecode(data, cv2.IMREAD_UNCHANGED)
     if raw is None or raw.size == 0:
         raise ImageLoadError(f"{name}: not an image this app can read (PNG, JPEG, BMP, TIFF, WebP), or the file is damaged")
@@ -81,10 +99,22 @@ def normalize_array(array: np.ndarray, name: str = "image", max_side: int = DEFA
     return finish(_to_rgb_float(arr), name, max_side)
 
 
-def finish(pixels: np.ndarray, name: str, max_side: int) -> LoadedImage:
+REDUCED = {2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+
+
+def _reduction(long_side: int, max_side: int) -> int:
+    """The largest of 1, 2, 4, 8 that still leaves at least ``max_side`` pixels on the long side."""
+    factor = 1
+    while factor < 8 and long_side // (factor * 2) >= max_side:
+        factor *= 2
+    return factor
+
+
+def finish(pixels: np.ndarray, name: str, max_side: int, original: Optional[tuple[int, int]] = None) -> LoadedImage:
     h, w = pixels.shape[:2]
     if h == 0 or w == 0:
         raise ImageLoadError(f"{name}: the image has no pixels ({w}x{h})")
+    ow, oh = original or (w, h)
     if not np.isfinite(pixels).all():
         pixels = np.nan_to_num(pixels, nan=0.0, posinf=1.0, neginf=0.0)
     notice = None
@@ -92,9 +122,11 @@ def finish(pixels: np.ndarray, name: str, max_side: int) -> LoadedImage:
         scale = max_side / max(h, w)
         nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
         pixels = cv2.resize(pixels, (nw, nh), interpolation=cv2.INTER_AREA)
-        notice = f"{name} is {w}x{h}: shown downscaled to {nw}x{nh} (limit {max_side} px)"
+        h, w = nh, nw
+    if (w, h) != (ow, oh):
+        notice = f"{name} is {ow}x{oh}: shown downscaled to {w}x{h} (limit {max_side} px)"
     pixels = np.ascontiguousarray(np.clip(pixels, 0.0, 1.0), dtype=np.float32)
-    return LoadedImage(pixels=pixels, name=name, original_size=(w, h), notice=notice)
+    return LoadedImage(pixels=pixels, name=name, original_size=(ow, oh), notice=notice)
 
 
 def _imdecode(data: np.ndarray, flags: int) -> Optional[np.ndarray]:

@@ -117,3 +117,39 @@ def test_zero_size_arrays_are_refused():
 def test_float_arrays_out_of_range_are_rescaled():
     img = normalize_array(np.array([[[0.0, 2.0, 4.0]]], np.float32))
     assert img.pixels.min() >= 0 and img.pixels.max() <= 1
+
+
+@pytest.mark.parametrize("ext", [".png", ".jpg", ".bmp", ".webp", ".tiff"])
+def test_the_declared_size_is_read_from_the_header_of_every_format(ext):
+    import cv2
+
+    from backends.image_header import declared_size
+
+    ok, buf = cv2.imencode(ext, np.zeros((37, 53, 3), np.uint8))
+    assert ok
+    assert declared_size(buf.tobytes()) == (53, 37)
+
+
+def test_a_decompression_bomb_is_refused_before_decoding(tmp_path):
+    """A small PNG whose header declares 32000 x 32000 grey pixels (1 GB decoded)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    header = struct.pack(">IIBBBBB", 32000, 32000, 8, 0, 0, 0, 0)
+    rows = zlib.compress(b"\x00" * (32001 * 64))  # the first 64 rows; the rest would be more of the same
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    with pytest.raises(ImageLoadError, match=r"declares 32000x32000 pixels \(1024 MP\); the limit is 100 MP"):
+        load_image(bomb)
+
+
+def test_a_large_image_is_decoded_reduced_and_still_reports_its_full_size(tmp_path):
+    big = np.zeros((600, 2000, 3), np.uint8)
+    big[:, 1000:] = 255  # right half white
+    img = load_image(write(tmp_path / "wide.png", big), max_side=256)
+    assert img.original_size == (2000, 600) and img.pixels.shape[:2] == (77, 256)
+    assert img.pixels[:, :120].max() == 0 and img.pixels[:, 136:].min() > 0.9999
+    assert "2000x600" in img.notice

@@ -25,7 +25,7 @@ from backends.ops.attention import (
     run_stack,
     token_rotary,
 )
-from backends.params import validate
+from backends.params import is_active, validate
 
 LAYERS = ("Head attention", "Rollout", "Attention entropy", "Position term", "Stack output", "Metrics")
 PANEL_TOL = dict(atol=1e-4, rtol=1e-4)  # float32 operator against float64 logits of size ~10
@@ -158,6 +158,19 @@ def test_head_attention_draws_the_query_row_at_each_patch(drawn):
     torch.testing.assert_close(torch.as_tensor(layer.maps).double(), expected, **PANEL_TOL)
 
 
+def test_the_query_s_own_weights_are_in_the_metrics_not_the_caption(drawn):
+    """Each head's weight on the clicked patch itself, off the maps' scale, as one metrics row
+    (colour, edges, texture, position); the caption carries no list of numbers."""
+    result, (first, _, _, _) = drawn
+    qi = (QUERY[1] // PATCH) * (W // PATCH) + QUERY[0] // PATCH
+    own = result.layer("Metrics").values["own weight (colour / edges / texture / position)"]
+    assert own == " / ".join(f"{float(v):.2f}" for v in first[:, qi, qi])
+    caption = result.layer("Head attention").caption
+    assert f"token {qi} of 60" in caption and "self:" not in caption and "τ" not in caption
+    assert result.layer("Head attention").labels == ("colour", "edges", "texture", "position", "mean")
+    assert result.layer("Attention entropy").labels[-2:] == ("layer 1", "layer 2")  # each layer's head mean
+
+
 def test_rollout_draws_the_query_row_of_the_product(drawn):
     result, (_, _, rollout, _) = drawn
     qi = (QUERY[1] // PATCH) * (W // PATCH) + QUERY[0] // PATCH
@@ -200,6 +213,22 @@ def test_run_layer_names_and_maps():
     assert {"query row ms", "stack + rollout ms"} <= set(result.layer("Metrics").values)
 
 
+def test_the_full_matrix_panels_at_the_chosen_patch_say_nothing_of_another():
+    with torch.no_grad():
+        result = complete(SelfAttention().compute(torch.rand(1, 3, 64, 80), params_of({"patch": 8}), None))
+    assert result.layer("Rollout").maps.shape == (8, 10)
+    assert not any("not the chosen" in result.layer(n).caption for n in ("Rollout", "Attention entropy", "Stack output"))
+
+
+def test_parameters_say_when_they_do_anything():
+    by_name = {s.name: s for s in SelfAttention.spec.params}
+    assert not is_active(by_name["pe_strength"], params_of({"position": "none"}))
+    assert is_active(by_name["pe_strength"], params_of({"position": "rotary"}))
+    assert not is_active(by_name["seed"], params_of({"position": "sinusoidal-2d"}))
+    assert is_active(by_name["seed"], params_of({"position": "learned-random"}))
+    assert SelfAttention.spec.primary == "Head attention"
+
+
 @pytest.mark.parametrize("kind", POSITION_KINDS)
 def test_run_every_position_kind_and_depth(kind):
     op = SelfAttention()
@@ -218,6 +247,10 @@ def test_run_on_tiny_images_and_large_grids():
         result = complete(op.compute(torch.rand(1, 3, 256, 256), params_of({"patch": 4}), (10, 10)))
     assert result.layer("Position term").maps.shape == (64, 64)
     assert result.layer("Rollout").maps.shape == (32, 32)  # the full-matrix grid keeps to 1024 tokens
+    for name in ("Rollout", "Attention entropy", "Stack output"):  # and says so in so many words
+        assert result.layer(name).caption.startswith("at patch 8 (1024 tokens), not the chosen 4: its 4096 x 4096 "
+                                                     "matrices would take seconds. ")
+    assert result.layer("Metrics").values["full-matrix grid"] == "patch 8: 1024 tokens"
 
 
 def test_full_matrix_panels_settle_after_the_query_rows_and_clicks_need_no_second_pass():

@@ -19,6 +19,7 @@ from backends.layers import INPUT, HeatmapLayer, ImageLayer
 
 DISPLAY_SIDE = 256
 STACK_LAYERS = ("Rollout", "Attention entropy", "Stack output")  # from the full matrices: they settle
+HEAD_TITLES = ("colour", "edges", "texture", "position")  # the heads, as their panels name them
 
 
 def token_extent(t: Tokens) -> tuple[float, float, float, float]:
@@ -80,46 +81,54 @@ def others_max(v: torch.Tensor, index: int) -> torch.Tensor:
 
 
 def query_layers(bg: Backgrounds, tokens: Tokens, row: torch.Tensor, pe: Optional[torch.Tensor],
-                 rot: Optional[torch.Tensor], qi: int, temps: Mapping[str, float], params: Mapping[str, Any]) -> tuple:
+                 rot: Optional[torch.Tensor], qi: int, params: Mapping[str, Any]) -> tuple:
     """What the clicked query's rows (heads, N) show: each head and their mean, and the position
-    term. ``temps``: each head's name and temperature, in the order of the rows."""
+    term."""
     n = tokens.rows * tokens.cols
     per_head = torch.cat([row, row.mean(0)[None]])
     tiles = on_display_grid((per_head / others_max(per_head, qi)[:, None]).clamp(max=1.0), tokens, bg)
     pos, pos_caption = position_term(pe, rot, qi, float(params["pe_strength"]), n, row.device)
     pos_hi = float(pos.abs().max().clamp_min(1e-6)) if params["position"] != "none" else 1.0
-    temp_text = ", ".join(f"{h} {t:g}" for h, t in temps.items())
-    selfs = ", ".join(f"{float(w):.2f}" for w in row[:, qi])
     return (
-        HeatmapLayer("Head attention", tiles, labels=("colour", "edges", "texture", "position", "mean"),
+        HeatmapLayer("Head attention", tiles, labels=HEAD_TITLES + ("mean",),
                      background=bg.dimmed, levels=(0.0, 1.0), opacity=0.9,
-                     caption=f"softmax rows of query token {qi} of {n}: each head (τ {temp_text}) and their mean, "
-                             f"each scaled to its largest weight off the query's own patch (self: {selfs})"),
+                     caption=f"where the clicked patch (token {qi} of {n}) looks: each head's softmax row and their "
+                             "mean, each scaled to its largest weight off the clicked patch itself (its own weights "
+                             "are in the metrics)"),
         HeatmapLayer("Position term", pos.view(tokens.rows, tokens.cols), levels=(-pos_hi, pos_hi),
                      colormap="CET-D4", extent=token_extent(tokens), caption=f"{params['position']}: {pos_caption}"),
     )
 
 
+def coarser_note(a_tokens: Tokens, patch: int, tokens: int) -> str:
+    """Says plainly when the full-matrix panels use a coarser grid than the chosen patch."""
+    if a_tokens.patch == patch:
+        return ""
+    return (f"at patch {a_tokens.patch} ({a_tokens.rows * a_tokens.cols} tokens), not the chosen {patch}: "
+            f"its {tokens} x {tokens} matrices would take seconds. ")
+
+
 def stack_layers(bg: Backgrounds, a_tokens: Tokens, entropy: torch.Tensor, mixed: torch.Tensor, depth: int,
-                 rollout: torch.Tensor, qa: int, heads: tuple[str, ...]) -> tuple:
+                 rollout: torch.Tensor, qa: int, note: str) -> tuple:
     """What the full N x N matrices show: rollout (N,) from the query, every query's ``entropy``
-    (len(heads) + 2, N) (layer 1's heads, then the head mean of layers 1 and ``depth``), and the
-    stack's output features ``mixed`` (N, 13)."""
+    (heads + 2, N) (layer 1's heads, then the head mean of layers 1 and ``depth``), and the
+    stack's output features ``mixed`` (N, 13). ``note`` leads each caption (a coarser grid)."""
     entropy_maps = on_display_grid(entropy, a_tokens, bg)
     lo, hi = float(entropy.min()), max(float(entropy.max()), float(entropy.min()) + 1e-3)
     mixed = opponent_to_rgb(mixed[:, :3] * a_tokens.spread[:3] + a_tokens.mean[:3]).clamp(0, 1)
+    layers = "1 layer" if depth == 1 else f"{depth} layers"
     return (
         HeatmapLayer("Rollout", rollout.view(a_tokens.rows, a_tokens.cols), background=INPUT, opacity=0.9,
                      levels=(0.0, float(others_max(rollout, qa))), extent=token_extent(a_tokens),
-                     caption=f"rollout through {depth} layer(s), Â = (A + I) / 2, heads averaged, patch "
-                             f"{a_tokens.patch}; the query's own patch ({float(rollout[qa]):.3f}) is off the scale"),
-        HeatmapLayer("Attention entropy", entropy_maps, labels=heads + ("mean L1", f"mean L{depth}"),
+                     caption=f"{note}How much each patch feeds the clicked one through {layers} with skip connections "
+                             f"(rollout of (A + I) / 2, heads averaged); the clicked patch's own share "
+                             f"({float(rollout[qa]):.2f}) is off the scale"),
+        HeatmapLayer("Attention entropy", entropy_maps, labels=HEAD_TITLES + ("layer 1", f"layer {depth}"),
                      background=bg.small, levels=(lo, hi), colormap="viridis", opacity=0.8,
-                     caption=f"entropy / log N of every query's row, patch {a_tokens.patch}, from {lo:.2f} to {hi:.2f} "
-                             f"(0 looks at one patch, 1 everywhere); heads of layer 1, then the head mean of layers 1 "
-                             f"and {depth}"),
+                     caption=f"{note}How spread each patch's attention is: entropy / log N, 0 looks at one patch, "
+                             f"1 everywhere; the four heads of layer 1, then the mean of the heads of layer 1 and of layer {depth}"),
         ImageLayer("Stack output", mixed.view(a_tokens.rows, a_tokens.cols, 3), levels=(0.0, 1.0),
                    extent=token_extent(a_tokens),
-                   caption=f"mean colour of each token after {depth} layer(s) of f <- (f + A f) / 2: "
-                           "the attention output, heads averaged"),
+                   caption=f"{note}Each patch's mean colour after {layers} of f <- (f + A f) / 2: the attention "
+                           "output, heads averaged"),
     )

@@ -29,7 +29,14 @@ from backends.ops._attention_heads import (
     token_positions,
     token_rotary,
 )
-from backends.ops._attention_panels import STACK_LAYERS, Backgrounds, query_layers, stack_layers
+from backends.ops._attention_panels import (
+    HEAD_TITLES,
+    STACK_LAYERS,
+    Backgrounds,
+    coarser_note,
+    query_layers,
+    stack_layers,
+)
 from backends.params import ChoiceParam, FloatParam, IntParam, SeedParam
 from backends.registry import Operator, OperatorSpec, Query, query_point, register
 from backends.timing import StageTimer
@@ -58,8 +65,10 @@ class SelfAttention(Operator):
             IntParam("patch", 16, 4, 32, help="Patch side in pixels: one token per patch."),
             ChoiceParam("position", "none", POSITION_KINDS, help="Position embedding added to every head's score."),
             FloatParam("pe_strength", 2.0, 0.0, 8.0, step=0.1, help="Position embedding strength: the logit bonus "
-                       "at zero offset (additive kinds), or the rotary angle scale."),
-            SeedParam("seed", 0, help="Seed of the learned-random position table."),
+                       "at zero offset (additive kinds), or the rotary angle scale.",
+                       enabled_when=(("position", tuple(k for k in POSITION_KINDS if k != "none")),)),
+            SeedParam("seed", 0, help="Seed of the learned-random position table.",
+                      enabled_when=(("position", ("learned-random",)),)),
             FloatParam("temperature", 1.0, 0.05, 5.0, step=0.05, help="Global temperature: multiplies every "
                        "head's own (lower: sharper)."),
             FloatParam("temp_colour", 0.1, 0.01, 5.0, help="Temperature of the colour head (lower: sharper)."),
@@ -68,6 +77,7 @@ class SelfAttention(Operator):
             FloatParam("temp_position", 0.05, 0.01, 5.0, help="Temperature of the position head."),
             IntParam("depth", 2, 1, 4, help="Layers in the stack that rollout follows."),
         ),
+        primary="Head attention",
     )
     memo_capacity = 8  # per image: pixel features, tokens per patch, heads, backgrounds
 
@@ -108,7 +118,7 @@ class SelfAttention(Operator):
             row = attention_weights(x, heads[0], heads[1], len(HEADS), qi, rot)[0]  # (heads, N)
 
         bg = self.memo.stage("backgrounds", params, (), lambda: Backgrounds.of(image))
-        fast = query_layers(bg, tokens, row, pe, rot, qi, dict(zip(HEADS, temps)), params)
+        fast = query_layers(bg, tokens, row, pe, rot, qi, params)
         metrics = {
             "tokens": f"{tokens.rows} x {tokens.cols} = {tokens.rows * tokens.cols}",
             "patch": patch,
@@ -116,6 +126,7 @@ class SelfAttention(Operator):
             "embedding dim": EMBED_DIM,
             "Q/K/V/O weights": sum(t.numel() for t in heads),
             "query token": f"{qi} (row {qi // tokens.cols}, col {qi % tokens.cols})",
+            "own weight (" + " / ".join(HEAD_TITLES) + ")": " / ".join(f"{float(v):.2f}" for v in row[:, qi]),
             **timer.metrics(),
         }
 
@@ -130,11 +141,12 @@ class SelfAttention(Operator):
                 stack = self._stacks.get(stack_key, lambda: self._stack(a_tokens, heads, params, image.device))
                 qa = token_index(qx, qy, a_tokens)
                 rollout = rollout_row(stack.means, qa)
-                layers = stack_layers(bg, a_tokens, stack.entropy, stack.mixed, len(stack.means), rollout, qa, HEADS)
+                note = coarser_note(a_tokens, patch, tokens.rows * tokens.cols)
+                layers = stack_layers(bg, a_tokens, stack.entropy, stack.mixed, len(stack.means), rollout, qa, note)
             return Result(fast[:1] + layers[:2] + fast[1:] + layers[2:] + (MetricsLayer("Metrics", {
                 **metrics,
                 "full-matrix grid": f"patch {pa}: {a_tokens.rows * a_tokens.cols} tokens",
-                **{f"entropy {h} at query": round(float(stack.entropy[i, qa]), 3) for i, h in enumerate(HEADS)},
+                **{f"entropy {h} at query": round(float(stack.entropy[i, qa]), 3) for i, h in enumerate(HEAD_TITLES)},
                 **settle_timer.metrics(),
             }),))
 

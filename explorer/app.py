@@ -128,6 +128,9 @@ def _dark_palette(app) -> None:
         (role.ToolTipBase, c(50, 50, 55)), (role.ToolTipText, c(230, 230, 230)),
     ):
         pal.setColor(r, col)
+    disabled = QtGui.QPalette.ColorGroup.Disabled  # parameters that do nothing now must look it
+    for r in (role.WindowText, role.Text, role.ButtonText):
+        pal.setColor(disabled, r, c(105, 105, 110))
     app.setPalette(pal)
 
 

@@ -27,6 +27,7 @@ TPS_STEP = 4  # shown TPS grids: the spline every 4 px, linear between (see tps_
 FOLD_RGB = (1.0, 0.15, 0.1)  # the tint of the folded sheet's footprint on the input
 FOLD_ALPHA = 0.8
 MAX_FOLD_BOXES = 4
+FOLD_SIDE = 128  # folds are found on a grid of about this many samples along the short side
 SINGULAR_DET = 1e-9  # |det theta| below this: the affine map collapses the plane
 
 
@@ -117,16 +118,20 @@ class Folds:
 
 
 def fold_map(warp: Warp, grid: torch.Tensor, image: torch.Tensor, align_corners: bool) -> Folds:
-    """The folds of ``warp`` whose normalized (1, H, W, 2) ``grid`` samples ``image`` (1, 3, H, W).
-    An affine map never folds: it is invertible unless its determinant is 0 (then it all collapses)."""
+    """The folds of ``warp`` whose normalized (1, H, W, 2) ``grid`` samples ``image`` (1, 3, H, W),
+    found every ``stride`` output pixels (a TPS grid is linear between its samples every TPS_STEP
+    px anyway). An affine map never folds: it is invertible unless its determinant is 0 (then it
+    all collapses)."""
     _, _, h, w = image.shape
     if warp.theta is not None:
         return Folds(1.0 if warp.singular else 0.0)
-    if h < 2 or w < 2:
+    stride = max(1, min(h, w, FOLD_SIDE * TPS_STEP) // FOLD_SIDE)
+    if h < 2 * stride or w < 2 * stride:
         return Folds(0.0)
-    reads = points_to_pixels(grid[0], w, h, align_corners)
+    reads = points_to_pixels(grid[0, ::stride, ::stride], w, h, align_corners)
     det = grid_jacobian_determinant(reads[None])[0]
-    folded = det * torch.sign(det.median()) <= 0
+    orientation = 1.0 if float((det > 0).float().mean()) >= 0.5 else -1.0  # the sign most of the map has
+    folded = det * orientation <= 0
     fraction = float(folded.float().mean())
     if fraction == 0.0:
         return Folds(0.0)
@@ -134,9 +139,12 @@ def fold_map(warp: Warp, grid: torch.Tensor, image: torch.Tensor, align_corners:
     inside = (at[:, 0] >= 0) & (at[:, 0] < w) & (at[:, 1] >= 0) & (at[:, 1] < h)
     mask = image.new_zeros(1, 1, h, w)
     mask[0, 0, at[inside, 1], at[inside, 0]] = 1.0
-    mask = F.max_pool2d(mask, 5, 1, 2)[0, 0, ..., None] * FOLD_ALPHA  # closes the gaps between the reads
+    reach = 2 * stride + 1  # closes the gaps between the reads
+    mask = F.max_pool2d(mask, 2 * reach + 1, 1, reach)[0, 0, ..., None] * FOLD_ALPHA
     rgb = image[0].permute(1, 2, 0)
-    return Folds(fraction, fold_boxes(folded), rgb * (1 - mask) + mask * rgb.new_tensor(FOLD_RGB))
+    boxes = tuple((x * stride, y * stride, min(bw * stride, w - x * stride), min(bh * stride, h - y * stride))
+                  for x, y, bw, bh in fold_boxes(folded))
+    return Folds(fraction, boxes, rgb * (1 - mask) + mask * rgb.new_tensor(FOLD_RGB))
 
 
 def fold_boxes(folded: torch.Tensor, most: int = MAX_FOLD_BOXES) -> tuple[tuple[float, float, float, float], ...]:

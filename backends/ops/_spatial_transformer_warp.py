@@ -108,7 +108,7 @@ class Registration:
 @dataclass(frozen=True)
 class Folds:
     """Where a sampling map folds over: ``fraction`` of the output pixels whose Jacobian
-    determinant is 0 or has the sign opposite to the map's orientation (its median's); ``boxes``
+    determinant is 0 or has the sign opposite to the map's orientation (most pixels' sign); ``boxes``
     (x, y, w, h) around the largest folded regions of the output; and the grid panel's
     ``background``: the input, with the input pixels those folded outputs read tinted red."""
 

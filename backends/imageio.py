@@ -44,12 +44,15 @@ class LoadedImage:
 
 def load_image(path: Union[str, Path], max_side: int = DEFAULT_MAX_SIDE) -> LoadedImage:
     path = Path(path)
-    name = path.name
-    if not path.exists():
-        raise ImageLoadError(f"{name}: no such file")
-    if path.is_dir():
-        raise ImageLoadError(f"{name}: is a folder, not an image")
-    size = os.path.getsize(path)
+    name = path.name if len(path.name) <= 80 else path.name[:60] + "…" + path.name[-12:]
+    try:
+        if not path.exists():
+            raise ImageLoadError(f"{name}: no such file")
+        if path.is_dir():
+            raise ImageLoadError(f"{name}: is a folder, not an image")
+        size = os.path.getsize(path)
+    except OSError as exc:  # a name too long for the file system, a loop of links, no permission
+        raise ImageLoadError(f"{name}: cannot be opened ({exc.strerror or exc})") from None
     if size == 0:
         raise ImageLoadError(f"{name}: the file is empty")
     if size > MAX_FILE_BYTES:

@@ -54,9 +54,19 @@ def clipboard_image(mime: QtCore.QMimeData, max_side: int) -> tuple[Optional[Loa
         qimg = QtGui.QImage(mime.imageData())
         return qimage_to_loaded(qimg, "pasted image", max_side), None
     text = mime.text().strip() if mime.hasText() else ""
-    if text and Path(text).is_file():
+    if text and len(text) < MAX_PATH_CHARS and "\n" not in text and _is_file(text):
         return None, text
     raise ImageLoadError("the clipboard holds no image or image file")
+
+
+MAX_PATH_CHARS = 4096  # pasted text longer than a path can be is not one
+
+
+def _is_file(text: str) -> bool:
+    try:
+        return Path(text).is_file()
+    except (OSError, ValueError):  # a name too long for the file system, a NUL byte
+        return False
 
 
 class RecentFiles:
@@ -64,10 +74,13 @@ class RecentFiles:
         self._settings = settings
 
     def list(self) -> list[str]:
+        """The recent files that still exist; a damaged entry in the settings is skipped, never fatal."""
         value = self._settings.value(RECENT_KEY, [])
         if isinstance(value, str):
             value = [value]
-        return [p for p in (value or []) if Path(p).is_file()]
+        if not isinstance(value, (list, tuple)):
+            return []
+        return [p for p in value if isinstance(p, str) and len(p) < MAX_PATH_CHARS and _is_file(p)]
 
     def add(self, path: str) -> None:
         path = str(Path(path).resolve())

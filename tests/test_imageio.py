@@ -153,3 +153,9 @@ def test_a_large_image_is_decoded_reduced_and_still_reports_its_full_size(tmp_pa
     assert img.original_size == (2000, 600) and img.pixels.shape[:2] == (77, 256)
     assert img.pixels[:, :120].max() == 0 and img.pixels[:, 136:].min() > 0.9999
     assert "2000x600" in img.notice
+
+
+def test_a_file_name_too_long_for_the_file_system_gives_a_message(tmp_path):
+    with pytest.raises(ImageLoadError, match="cannot be opened|no such file") as info:
+        load_image(tmp_path / ("x" * 300 + ".png"))
+    assert len(str(info.value)) < 200

@@ -489,3 +489,27 @@ def test_nan_and_infinity_in_every_kind_of_layer_are_drawn_without_a_crash(app, 
     finally:
         app.session.set_operator("dilated")
         unregister("_test_nan")
+
+
+def test_a_damaged_recent_files_list_and_long_pasted_text_give_messages_not_errors(app, qtbot):
+    w = app.window
+    w.settings.setValue("recent_files", 12345)  # not a list of paths
+    assert w.images.recent.list() == []
+    mime = QtCore.QMimeData()
+    mime.setText("a" * 100_000)
+    with qtbot.waitSignal(w.imageRejected, timeout=5000) as rejected:
+        w.images.from_mime(mime, "clipboard")
+    assert "no image" in rejected.args[0]
+    w.settings.setValue("recent_files", [])
+
+
+def test_an_unwritable_settings_folder_falls_back_to_a_temporary_one(monkeypatch, tmp_path):
+    from explorer.settings import make_settings
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("OPSCOPE_CONFIG_DIR", str(blocker / "settings"))
+    settings = make_settings()
+    settings.setValue("probe", 1)
+    settings.sync()
+    assert settings.status() == settings.Status.NoError and str(blocker) not in settings.fileName()

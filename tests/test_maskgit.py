@@ -143,24 +143,69 @@ COSINE_64_IN_8 = [62, 59, 53, 45, 35, 24, 12, 0]
 
 
 def test_operator_steps_follow_the_schedule_and_scrub_from_cache():
-    """Every round's panels: 'still masked' and the grey (0) cells of the fixed-token map equal the
-    cosine schedule worked out by hand, the yellow (2) cells the tokens fixed in that round. Scrubbing
-    decodes nothing again: the strip of all rounds is the very same object."""
+    """Every round's panels: 'still masked' and the masked (0) cells of the token-state map equal
+    the cosine schedule worked out by hand, the new (2) cells the tokens kept in that round. The
+    panels keep their names while scrubbing; scrubbing decodes nothing again: the strip of all
+    rounds and the output are the very same objects, and the shown round is framed on the strip."""
+    from backends.imaging import grid_cell
+    from backends.ops.maskgit import STATES
+
     op = _op()
     image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         results = [op.compute(image, _params(steps=8, show_step=t), None) for t in range(1, 9)]
     first, last = results[0], results[-1]
-    assert "Step 1: fixed tokens" in first.names and "Samples" in first.names
+    assert first.names == last.names and "Output" in first.names
     previous = 64
     for t, (result, left) in enumerate(zip(results, COSINE_64_IN_8), start=1):
-        state = np.asarray(result.layer(f"Step {t}: fixed tokens").maps)
+        states = result.layer("Token states")
+        assert states.categories == STATES == ("masked", "kept", "new this round")
+        state = np.asarray(states.image)
         assert result.layer("Metrics").values["still masked"] == left == int((state == 0).sum())
         assert result.layer("Metrics").values["fixed this round"] == previous - left == int((state == 2).sum())
-        assert result.layer("All steps").image is first.layer("All steps").image
+        assert int((state == 1).sum()) == 64 - previous
+        strip = result.layer("All steps")
+        assert strip.image is first.layer("All steps").image and result.layer("Output") is first.layer("Output")
+        x, _, w, _ = grid_cell(t - 1, 8, (32, 32), scale=2)
+        assert strip.boxes == ((x, 0.0, w, strip.image.shape[0]),)
+        assert f"round {t} of 8" in result.layer("Confidence").caption
         previous = left
+    assert last.layer("All steps").column_labels == tuple("12345678")
     schedule = last.layer("Schedule").series["cosine"][1]
     assert schedule.tolist() == [64] + COSINE_64_IN_8
+
+
+def test_confidence_panels_read_the_trace():
+    """The confidence map of round t is the sampled token's probability in % where the round
+    sampled (NaN, drawn blank, where a token was kept before), coloured from 0 to the largest of
+    any round rounded up to 5 %; the per-round curve of kept tokens averages that map over the
+    tokens the round kept."""
+    op = _op()
+    with torch.no_grad():
+        rounds = [op.compute(torch.zeros(1, 3, 32, 32), _params(steps=4, show_step=t), None) for t in (1, 2, 3, 4)]
+    result = rounds[1]
+    conf = np.asarray(result.layer("Confidence").maps)
+    states = np.asarray(result.layer("Token states").image)
+    before = np.asarray(rounds[0].layer("Token states").image) > 0
+    assert np.isnan(conf[before]).all() and not np.isnan(conf[~before]).any()
+    assert ((conf[~before] >= 0) & (conf[~before] <= 100)).all()
+    top = max(float(np.nanmax(np.asarray(r.layer("Confidence").maps))) for r in rounds)
+    low, high = result.layer("Confidence").levels
+    assert low == 0 and high % 5 == 0 and high - 5 < top <= high
+    framed = {(int(x), int(y)) for x, y, w, h in result.layer("Confidence").boxes}
+    assert framed == {(int(x), int(y)) for y, x in zip(*np.nonzero(states == 2))}  # (x, y): column first
+    steps, kept = result.layer("Confidence per round").series["kept tokens"]
+    assert steps.tolist() == [1, 2, 3, 4]
+    assert kept[1] == pytest.approx(float(conf[states == 2].mean()), rel=1e-5)
+
+
+def test_box_and_size_do_something_only_when_inpainting():
+    from backends.ops.maskgit import MaskedTokenGeneration
+    from backends.params import is_active
+
+    specs = {p.name: p for p in MaskedTokenGeneration.spec.params}
+    for name in ("box", "size"):
+        assert not is_active(specs[name], _params()) and is_active(specs[name], _params(mode="inpaint input"))
 
 
 def test_operator_inpaints_around_the_click():
@@ -170,14 +215,20 @@ def test_operator_inpaints_around_the_click():
     image = torch.rand(1, 3, 96, 128, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         result = op.compute(image, _params(mode="inpaint input", size=128, box=3, steps=4, show_step=4), (64, 48))
-    assert "Inpainted image" in result.names and "Inpainting region" in result.names
-    assert result.layer("Inpainted image").image.shape == (96, 128, 3)
-    window, box = result.layer("Inpainting region").boxes
+    assert "Inpainting window" in result.names
+    output = result.layer("Output")
+    assert output.image.shape == (96, 128, 3) and output.extent == (0.0, 0.0, 128.0, 96.0)
+    window, box = output.boxes
     assert window == pytest.approx((48.0, 32.0, 32.0, 32.0))
     assert box == pytest.approx((60.0, 44.0, 12.0, 12.0))
     order = result.layer("Decoding order").maps
     assert int((order > 0).sum()) == 9  # only the 3x3 box is generated
     assert (np.asarray(order)[3:6, 3:6] > 0).all()
+    states = np.asarray(result.layer("Token states").image)
+    inside = np.zeros((8, 8), bool)
+    inside[3:6, 3:6] = True
+    assert (states[~inside] == 1).all()  # the given tokens count as kept
+    assert (states[inside] != 0).all() and (states[inside] == 2).any()  # the last round leaves none masked
 
 
 def test_inpainting_window_on_a_non_square_image():
@@ -188,6 +239,6 @@ def test_inpainting_window_on_a_non_square_image():
     image = torch.rand(1, 3, 64, 160, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         result = op.compute(image, _params(mode="inpaint input", size=160, box=2, steps=4), (150, 10))
-    window, box = result.layer("Inpainting region").boxes
+    window, box = result.layer("Output").boxes
     assert window == pytest.approx((128.0, 0.0, 32.0, 32.0))
     assert box == pytest.approx((144.0, 4.0, 8.0, 8.0))

@@ -2,21 +2,23 @@
 
 Generation starts from an 8x8 map of MASK tokens; each round the transformer samples every masked
 token, the most confident samples are kept and the rest re-masked, with the number left masked
-following the schedule. ``show_step`` scrubs through the rounds: which tokens are fixed, how
-confident the model was, and the image decoded at that round. ``mode = inpaint input`` tokenizes
-the input image instead, masks a box of tokens around the clicked point and fills it from the
-surrounding 8x8 window of tokens.
+following the schedule. ``show_step`` scrubs through the rounds: which tokens are masked, kept or
+new, how confident the model was, and the image decoded at that round. ``mode = inpaint input``
+tokenizes the input image instead, masks a box of tokens around the clicked point and fills it from
+the surrounding 8x8 window of tokens. Panel names stay the same while scrubbing (the round is in
+the captions), so the panels keep their places.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, Mapping
 
 import numpy as np
 import torch
 
-from backends.imaging import hwc, image_grid, resize_long_side, upscale_nearest
-from backends.layers import INPUT, CurveLayer, HeatmapLayer, ImageLayer, MetricsLayer, PointSet, PointsLayer, Result
+from backends.imaging import grid_cell, hwc, image_grid, resize_long_side, upscale_nearest
+from backends.layers import CurveLayer, HeatmapLayer, ImageLayer, MetricsLayer, Result
 from backends.models.maskgit import SCHEDULES, DecodeTrace, MaskGIT, decode, masked_counts, shipped_maskgit
 from backends.models.vqvae import DOWNSAMPLE, VQVAE, shipped_vqvae
 from backends.params import ChoiceParam, FloatParam, IntParam, ParamError, SeedParam
@@ -28,6 +30,13 @@ BATCH = 4  # samples generated together; the step panels follow the first
 MASKED_GREY = 0.5
 CONTEXT_MARGIN = 3  # tokens around the window decoded with it (the VQ decoder's reach)
 DECODE_INPUTS = ("steps", "schedule", "temperature", "seed", "choice_noise")  # what one decode reads
+STATES = ("masked", "kept", "new this round")  # a token's state after the shown round: 0, 1, 2
+STATE_PALETTE = np.array([[0.42, 0.42, 0.42], [0.25, 0.55, 0.9], [1.0, 0.78, 0.1]], np.float32)
+FRAME = (1.0, 0.85, 0.1)
+FRAME_PX = 2
+INPAINT = (("mode", ("inpaint input",)),)
+SAMPLE_COLUMNS = 2
+STRIP_SCALE = 2
 
 
 def window_origin(center: int, size: int, extent: int) -> int:
@@ -57,9 +66,14 @@ class MaskedTokenGeneration(Operator):
                             "0 keeps the most confident (flat colour first, flat images)."),
             SeedParam("seed", 0),
             IntParam("show_step", 3, 1, 16, help="Which round the step panels show (clipped to 'steps')."),
-            IntParam("box", 4, 1, 8, help="Inpainting: side, in tokens (4 px each at the tokenized size), of the masked box around the click."),
-            IntParam("size", 192, 64, 512, step=16, help="Inpainting: long side the input is resized to before tokenizing."),
+            IntParam("box", 4, 1, 8, help="Inpainting: side, in tokens (4 px each at the tokenized size), of the masked box around the click.",
+                     enabled_when=INPAINT),
+            IntParam("size", 192, 64, 512, step=16, help="Inpainting: long side the input is resized to before tokenizing.",
+                     enabled_when=INPAINT),
         ),
+        primary="Output",  # the samples, or the inpainted image
+        tabs=(("the shown round", ("Token states", "Step image", "Confidence", "All steps")),
+              ("order and schedule", ("Decoding order", "Confidence per round", "Schedule", "Metrics"))),
     )
 
     memo_capacity = 12
@@ -86,46 +100,50 @@ class MaskedTokenGeneration(Operator):
         trace: DecodeTrace = job["trace"]
         s = show - 1
         size = mg.config.size
-        px = size * DOWNSAMPLE
-        step_img = job["step_images"][s]
-        state = np.where(trace.new[s, 0], 2.0, np.where(trace.fixed[s, 0], 1.0, 0.0)).astype(np.float32)
-        conf = np.nan_to_num(trace.confidence[s, 0], nan=0.0)
-        order = _decoding_order(trace)
+        state = np.where(trace.new[s, 0], 2, np.where(trace.fixed[s, 0], 1, 0)).astype(np.int64)
         n_new = int(trace.new[s, 0].sum())
         masked_left = trace.counts[s]
-        extent = (0.0, 0.0, float(px), float(px))
+        kept = int(trace.fixed[s, 0].sum()) - n_new
+        sampled = ~np.isnan(trace.confidence[s, 0])
         curve_x = np.arange(0, steps + 1, dtype=np.float32)
         n0 = int(job["n_masked"])
         curves = {name: (curve_x, np.array([n0] + masked_counts(n0, steps, name), np.float32)) for name in SCHEDULES}
+        kept_conf, remasked_conf = _mean_confidences(trace)
+        confidences = {k: v for k, v in (("kept tokens", kept_conf), ("re-masked tokens", remasked_conf)) if len(v[0])}
+        strip_h = job["strip"].shape[0]
+        cx, _, cw, _ = grid_cell(s, steps, (size * DOWNSAMPLE, size * DOWNSAMPLE), scale=STRIP_SCALE)
+        rnd = f"round {show} of {steps}"
         layers = [
-            HeatmapLayer(f"Step {show}: fixed tokens", state, background=job["fixed_images"][s], levels=(0.0, 2.0),
-                         colormap="viridis", opacity=0.5, extent=extent,
-                         caption=f"yellow: fixed in round {show} ({n_new}); teal: fixed before; grey: still masked ({masked_left})"),
-            HeatmapLayer(f"Step {show}: confidence", conf, background=step_img, levels=(0.0, 1.0), colormap="inferno",
-                         opacity=0.75, extent=extent,
-                         caption="probability of the token sampled at each position masked before this round (clear where already fixed)"),
-            ImageLayer(f"Step {show}: decoded", step_img, levels=(0.0, 1.0),
-                       caption="fixed tokens plus this round's samples for the masked ones, decoded by the VQ-VAE"),
+            job["output"],
+            ImageLayer("Token states", state, categories=STATES, palette=STATE_PALETTE,
+                       caption=f"{rnd}: {n_new} tokens new this round, {kept} kept from before"
+                               f"{' (given or earlier rounds)' if inpaint else ''}, {masked_left} still masked"),
+            ImageLayer("Step image", job["step_images"][s], levels=(0.0, 1.0),
+                       caption=f"{rnd}: the kept tokens plus this round's samples for the masked ones, decoded by the VQ-VAE"),
+            HeatmapLayer("Confidence", 100 * trace.confidence[s, 0], levels=(0.0, job["confidence_top"]), colormap="inferno",
+                         boxes=tuple((float(x), float(y), 1.0, 1.0) for y, x in zip(*np.nonzero(trace.new[s, 0]))),
+                         caption=f"{rnd}: the probability (%) of the token sampled at each of the {int(sampled.sum())} "
+                                 "positions masked before the round (blank: kept earlier); framed: the ones kept. "
+                                 f"Colours span 0 to {job['confidence_top']:g}%, the most of any round, so rounds compare"),
             ImageLayer("All steps", job["strip"], levels=(0.0, 1.0),
-                       caption="each round left to right; top: fixed tokens plus the round's samples, bottom: fixed tokens only (grey: still masked)"),
-            HeatmapLayer("Decoding order", order, background=job["window_final"], levels=(0.0, float(steps)), colormap="viridis",
-                         opacity=0.6, extent=extent, caption="the round in which each token was fixed (0: given, not generated)"),
+                       row_labels=("sampled", "kept"), column_labels=tuple(str(t) for t in range(1, steps + 1)),
+                       axis_titles=("round", ""), boxes=((float(cx), 0.0, float(cw), float(strip_h)),),
+                       caption="each round left to right; top: kept tokens plus the round's samples, bottom: the kept "
+                               f"tokens alone (grey: still masked); round {show} framed"),
+            HeatmapLayer("Decoding order", _decoding_order(trace), levels=(0.0, float(steps)), colormap="viridis",
+                         caption="the round in which each token was kept (0: given, not generated)"),
+            CurveLayer("Confidence per round", confidences,
+                       x_label="round", y_label="mean probability of the sampled token (%)",
+                       caption="each round keeps its most confident samples (with the choice noise, not strictly): "
+                               "the kept ones' mean confidence against the re-masked ones'"),
             CurveLayer("Schedule", curves, x_label="round", y_label="tokens still masked",
                        caption=f"{n0} masked tokens, {steps} rounds; this decode follows '{params['schedule']}'"),
         ]
         if inpaint:
-            layers += [
-                ImageLayer("Inpainted image", job["full"], levels=(0.0, 1.0), extent=job["frame"],
-                           caption="the tokenized input with the box regenerated, decoded"),
-                PointsLayer("Inpainting region", sets=(PointSet(np.array([job["click"]], np.float32), (255, 255, 255), 9.0, "click"),),
-                            background=INPUT, boxes=(job["window_box"], job["mask_box"]),
-                            caption="outer box: the 8x8-token window the transformer sees; inner box: the masked tokens"),
-                ImageLayer("Window: before | masked | after", job["compare"], levels=(0.0, 1.0),
-                           caption="the window's reconstruction, with the box masked, and inpainted"),
-            ]
-        else:
-            layers.append(ImageLayer("Samples", job["samples"], levels=(0.0, 1.0),
-                                     caption=f"{BATCH} samples from seeds decoded together; the step panels follow the first"))
+            layers.append(ImageLayer("Inpainting window", job["compare"], levels=(0.0, 1.0),
+                                     column_labels=("before", "masked", "after"),
+                                     caption="the 8x8-token window the transformer sees: its reconstruction, with the box "
+                                             "masked, and inpainted"))
         layers.append(MetricsLayer("Metrics", {
             "round": f"{show} / {steps}",
             "fixed this round": n_new,
@@ -140,10 +158,9 @@ class MaskedTokenGeneration(Operator):
 
     @staticmethod
     def _steps_to_images(vq: VQVAE, trace: DecodeTrace, context: torch.Tensor | None = None,
-                         origin: tuple[int, int] = (0, 0)) -> tuple[list[torch.Tensor], list[torch.Tensor], torch.Tensor]:
-        """Per round: the decoded window (sample 0, HWC), the same with still-masked tokens grey, and
-        a strip of every round: on top the fixed tokens plus that round's samples, below the fixed
-        tokens alone."""
+                         origin: tuple[int, int] = (0, 0)) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Per round the decoded window (sample 0, HWC), and a strip of every round: on top the
+        kept tokens plus that round's samples, below the kept tokens alone (masked ones grey)."""
         toks = torch.from_numpy(trace.tokens[:, 0]).long()  # (steps, s, s)
         s = toks.shape[1]
         if context is not None:
@@ -161,8 +178,8 @@ class MaskedTokenGeneration(Operator):
             imgs = vq.decode(toks.to(vq.quantizer.embed.device))
         masked = upscale_nearest(torch.from_numpy(~trace.fixed[:, 0]).to(imgs.device), DOWNSAMPLE)  # (steps, px, px)
         greyed = imgs.masked_fill(masked[:, None], MASKED_GREY)
-        strip = hwc(image_grid(torch.cat([imgs, greyed]), len(imgs), scale=2))
-        return [hwc(im) for im in imgs], [hwc(im) for im in greyed], strip
+        strip = hwc(image_grid(torch.cat([imgs, greyed]), len(imgs), scale=STRIP_SCALE))
+        return [hwc(im) for im in imgs], strip
 
     def _generate(self, vq: VQVAE, mg: MaskGIT, dec_args: tuple) -> dict[str, Any]:
         steps, schedule, temperature, seed, noise = dec_args
@@ -171,10 +188,14 @@ class MaskedTokenGeneration(Operator):
         tokens = torch.zeros((BATCH, s, s), dtype=torch.long, device=device)
         mask = torch.ones((BATCH, s, s), dtype=torch.bool, device=device)
         trace = decode(mg, tokens, mask, steps, schedule, temperature, seed, noise)
-        step_images, fixed_images, strip = self._steps_to_images(vq, trace)
+        step_images, strip = self._steps_to_images(vq, trace)
         finals = vq.decode(torch.from_numpy(trace.final).long().to(device))
-        return {"trace": trace, "step_images": step_images, "fixed_images": fixed_images, "strip": strip, "n_masked": s * s,
-                "window_final": step_images[-1], "samples": hwc(image_grid(finals, BATCH, scale=2))}
+        samples = hwc(image_grid(finals, SAMPLE_COLUMNS, scale=2, highlight=0, highlight_color=FRAME, highlight_width=1))
+        output = ImageLayer("Output", samples, levels=(0.0, 1.0),
+                            caption=f"{BATCH} samples (seed {seed}) after {steps} rounds, decoded by the VQ-VAE; the round "
+                                    "panels follow the framed one")
+        return {"trace": trace, "step_images": step_images, "strip": strip, "n_masked": s * s, "output": output,
+                "confidence_top": _percent_ceiling(trace)}
 
     @staticmethod
     def _encode(vq: VQVAE, image: torch.Tensor, size: int) -> dict[str, torch.Tensor]:
@@ -198,7 +219,7 @@ class MaskedTokenGeneration(Operator):
         mask = torch.zeros_like(window, dtype=torch.bool)
         mask[:, by : by + box, bx : bx + box] = True
         trace = decode(mg, window, mask, steps, schedule, temperature, seed, noise)
-        step_images, fixed_images, strip = self._steps_to_images(vq, trace, tokens.cpu(), (oy, ox))
+        step_images, strip = self._steps_to_images(vq, trace, tokens.cpu(), (oy, ox))
         p = DOWNSAMPLE
         before = enc["recon"]
         full = before.clone()  # the reconstruction with the window's decode pasted in
@@ -208,14 +229,39 @@ class MaskedTokenGeneration(Operator):
         masked[by * p : (by + box) * p, bx * p : (bx + box) * p] = MASKED_GREY
         compare = hwc(image_grid(torch.stack([crop, masked, step_images[-1]]).permute(0, 3, 1, 2), 3, scale=2))
         sx, sy = W / (w * p), H / (h * p)
-        return {
-            "trace": trace, "step_images": step_images, "fixed_images": fixed_images, "strip": strip, "n_masked": box * box,
-            "window_final": step_images[-1], "full": full, "frame": (0.0, 0.0, float(W), float(H)),
-            "click": (float(qx), float(qy)),
-            "window_box": (ox * p * sx, oy * p * sy, s * p * sx, s * p * sy),
-            "mask_box": ((ox + bx) * p * sx, (oy + by) * p * sy, box * p * sx, box * p * sy),
-            "compare": compare,
-        }
+        window_box = (ox * p * sx, oy * p * sy, s * p * sx, s * p * sy)
+        mask_box = ((ox + bx) * p * sx, (oy + by) * p * sy, box * p * sx, box * p * sy)
+        output = ImageLayer("Output", full, levels=(0.0, 1.0), extent=(0.0, 0.0, float(W), float(H)),
+                            boxes=(window_box, mask_box),
+                            caption=f"the input tokenized at {w * p}x{h * p} px with the inner box of {box}x{box} tokens "
+                                    f"regenerated from the outer {s}x{s}-token window around the click, decoded")
+        return {"trace": trace, "step_images": step_images, "strip": strip, "n_masked": box * box, "output": output,
+                "compare": compare, "confidence_top": _percent_ceiling(trace)}
+
+
+def _percent_ceiling(trace: DecodeTrace) -> float:
+    """The largest confidence of sample 0 over every round, in %, rounded up to a step of 5 (at
+    most 100): a colour scale that shows the small probabilities of a 128-code model."""
+    top = float(np.nanmax(trace.confidence[:, 0])) * 100
+    return float(min(100, 5 * math.ceil(max(top, 1e-6) / 5)))
+
+
+def _mean_confidences(trace: DecodeTrace) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Per round (1-based, sample 0): the mean probability (%) of the samples kept that round, and
+    of those masked again; a round with none of either has no point in that curve."""
+    kept: list[tuple[int, float]] = []
+    remasked: list[tuple[int, float]] = []
+    for t in range(trace.new.shape[0]):
+        conf, new, still = trace.confidence[t, 0], trace.new[t, 0], ~trace.fixed[t, 0]
+        if new.any():
+            kept.append((t + 1, 100 * float(conf[new].mean())))
+        if still.any():
+            remasked.append((t + 1, 100 * float(conf[still].mean())))
+
+    def curve(points: list[tuple[int, float]]) -> tuple[np.ndarray, np.ndarray]:
+        return np.array([p[0] for p in points], np.float32), np.array([p[1] for p in points], np.float32)
+
+    return curve(kept), curve(remasked)
 
 
 def _decoding_order(trace: DecodeTrace) -> np.ndarray:

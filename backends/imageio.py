@@ -83,7 +83,8 @@ def decode_image(data: np.ndarray, name: str, max_side: int = DEFAULT_MAX_SIDE) 
     if raw is None or raw.size == 0:
         raise ImageLoadError(f"{name}: not an image this app can read (PNG, JPEG, BMP, TIFF, WebP), or the file is damaged")
     if raw.ndim == 3 and raw.shape[2] == 4:
-        pixels = _composite_on_white(raw)
+        # IMREAD_UNCHANGED keeps alpha but ignores the EXIF orientation; IMREAD_COLOR applies it.
+        pixels = _composite_on_white(_oriented_like(raw, _imdecode(data, cv2.IMREAD_COLOR)))
     else:
         # ANYCOLOR|ANYDEPTH keeps 16-bit and grey and applies the EXIF orientation.
         oriented = _imdecode(data, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
@@ -137,6 +138,32 @@ def _imdecode(data: np.ndarray, flags: int) -> Optional[np.ndarray]:
         return cv2.imdecode(data, flags)
     except cv2.error:
         return None
+
+
+DIHEDRAL = (
+    lambda a: a, lambda a: a[:, ::-1], lambda a: a[::-1], lambda a: a[::-1, ::-1],
+    lambda a: a.transpose(1, 0, 2), lambda a: np.rot90(a, -1), lambda a: np.rot90(a, 1),
+    lambda a: np.rot90(a, 2).transpose(1, 0, 2),
+)
+
+
+def _oriented_like(raw: np.ndarray, oriented_colour: Optional[np.ndarray]) -> np.ndarray:
+    """``raw`` (with alpha) turned and flipped as the EXIF-oriented colour decode is: of the eight
+    rotations and flips, the one whose colour channels match it."""
+    if oriented_colour is None or oriented_colour.shape[:2] == raw.shape[:2] and _same(raw, oriented_colour):
+        return raw
+    for transform in DIHEDRAL[1:]:
+        candidate = transform(raw)
+        if candidate.shape[:2] == oriented_colour.shape[:2] and _same(candidate, oriented_colour):
+            return np.ascontiguousarray(candidate)
+    return raw
+
+
+def _same(bgra: np.ndarray, bgr8: np.ndarray) -> bool:
+    colour = bgra[..., :3]
+    if colour.dtype == np.uint16:
+        colour = (colour >> 8).astype(np.uint8)
+    return colour.dtype == bgr8.dtype and int(np.abs(colour.astype(np.int16) - bgr8.astype(np.int16)).max()) <= 1
 
 
 def _scale_to_unit(arr: np.ndarray) -> np.ndarray:

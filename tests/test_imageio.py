@@ -159,3 +159,28 @@ def test_a_file_name_too_long_for_the_file_system_gives_a_message(tmp_path):
     with pytest.raises(ImageLoadError, match="cannot be opened|no such file") as info:
         load_image(tmp_path / ("x" * 300 + ".png"))
     assert len(str(info.value)) < 200
+
+
+def test_exif_orientation_is_applied_to_images_with_alpha_too(tmp_path):
+    """A wide RGBA PNG tagged orientation 6 (rotate 90 degrees clockwise) loads tall, its alpha
+    turned with it."""
+    import struct
+    import zlib
+
+    rgba = np.zeros((8, 16, 4), np.uint8)
+    rgba[:, :8, :3] = 255
+    rgba[..., 3] = 255
+    rgba[0, 15, 3] = 0  # the top-right pixel, in the black half, is transparent
+    ok, buf = cv2.imencode(".png", rgba)
+    tiff = (b"MM\x00\x2a\x00\x00\x00\x08" + b"\x00\x01" + b"\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06\x00\x00"
+            + b"\x00\x00\x00\x00")
+    body = b"eXIf" + tiff
+    exif = struct.pack(">I", len(tiff)) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
+    data = buf.tobytes()
+    path = tmp_path / "rot.png"
+    path.write_bytes(data[:33] + exif + data[33:])  # after the IHDR chunk
+    img = load_image(path)
+    assert img.pixels.shape[:2] == (16, 8)
+    assert img.pixels[:8].min() == 1  # the white left half turned to the top
+    assert img.pixels[15, 7].tolist() == [1, 1, 1]  # the transparent corner, turned to the bottom right
+    assert img.pixels[8:].sum() == 3  # and the rest of the black half stays black

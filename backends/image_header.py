@@ -104,3 +104,35 @@ def _tiff(d: bytes) -> Optional[Size]:
     if 256 in found and 257 in found:
         return found[256], found[257]
     return None
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation (1 to 8; 1 when absent) of a JPEG's APP1, a PNG's eXIf chunk or a
+    WebP's EXIF chunk, from the first IFD's tag 0x0112."""
+    for marker in (b"Exif\x00\x00", b"eXIf", b"EXIF"):
+        at = data.find(marker)
+        if at < 0:
+            continue
+        start = at + len(marker) + (4 if marker == b"EXIF" else 0)  # WebP: the chunk's size follows
+        for offset in (start, start + 4, at + len(marker)):
+            value = _orientation_at(data, offset)
+            if value:
+                return value
+    return 1
+
+
+def _orientation_at(d: bytes, t: int) -> int:
+    try:
+        order = d[t: t + 4]
+        if order not in (b"II*\x00", b"MM\x00*"):
+            return 0
+        e = "<" if order[:2] == b"II" else ">"
+        ifd = t + struct.unpack(e + "I", d[t + 4: t + 8])[0]
+        for k in range(struct.unpack(e + "H", d[ifd: ifd + 2])[0]):
+            entry = d[ifd + 2 + 12 * k: ifd + 14 + 12 * k]
+            if struct.unpack(e + "H", entry[:2])[0] == 0x0112:
+                value = struct.unpack(e + "H", entry[8:10])[0]
+                return value if 1 <= value <= 8 else 0
+    except (struct.error, IndexError):
+        return 0
+    return 0

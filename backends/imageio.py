@@ -17,7 +17,7 @@ os.environ.setdefault("OPENCV_IO_MAX_IMAGE_PIXELS", str(MAX_PIXELS))  # the deco
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from backends.image_header import declared_size  # noqa: E402
+from backends.image_header import declared_size, exif_orientation  # noqa: E402
 
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)  # a bad file is one line of ours, not OpenCV's warnings
 
@@ -83,8 +83,8 @@ def decode_image(data: np.ndarray, name: str, max_side: int = DEFAULT_MAX_SIDE) 
     if raw is None or raw.size == 0:
         raise ImageLoadError(f"{name}: not an image this app can read (PNG, JPEG, BMP, TIFF, WebP), or the file is damaged")
     if raw.ndim == 3 and raw.shape[2] == 4:
-        # IMREAD_UNCHANGED keeps alpha but ignores the EXIF orientation; IMREAD_COLOR applies it.
-        pixels = _composite_on_white(_oriented_like(raw, _imdecode(data, cv2.IMREAD_COLOR)))
+        # IMREAD_UNCHANGED keeps alpha but ignores the EXIF orientation: apply it here.
+        pixels = _composite_on_white(_apply_orientation(raw, exif_orientation(data[:65536].tobytes())))
     else:
         # ANYCOLOR|ANYDEPTH keeps 16-bit and grey and applies the EXIF orientation.
         oriented = _imdecode(data, cv2.IMREAD_ANYCOLOR | cv2.IMREAD_ANYDEPTH)
@@ -140,30 +140,14 @@ def _imdecode(data: np.ndarray, flags: int) -> Optional[np.ndarray]:
         return None
 
 
-DIHEDRAL = (
-    lambda a: a, lambda a: a[:, ::-1], lambda a: a[::-1], lambda a: a[::-1, ::-1],
-    lambda a: a.transpose(1, 0, 2), lambda a: np.rot90(a, -1), lambda a: np.rot90(a, 1),
-    lambda a: np.rot90(a, 2).transpose(1, 0, 2),
-)
-
-
-def _oriented_like(raw: np.ndarray, oriented_colour: Optional[np.ndarray]) -> np.ndarray:
-    """``raw`` (with alpha) turned and flipped as the EXIF-oriented colour decode is: of the eight
-    rotations and flips, the one whose colour channels match it."""
-    if oriented_colour is None or oriented_colour.shape[:2] == raw.shape[:2] and _same(raw, oriented_colour):
-        return raw
-    for transform in DIHEDRAL[1:]:
-        candidate = transform(raw)
-        if candidate.shape[:2] == oriented_colour.shape[:2] and _same(candidate, oriented_colour):
-            return np.ascontiguousarray(candidate)
-    return raw
-
-
-def _same(bgra: np.ndarray, bgr8: np.ndarray) -> bool:
-    colour = bgra[..., :3]
-    if colour.dtype == np.uint16:
-        colour = (colour >> 8).astype(np.uint8)
-    return colour.dtype == bgr8.dtype and int(np.abs(colour.astype(np.int16) - bgr8.astype(np.int16)).max()) <= 1
+def _apply_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
+    """An image (H, W, C) as EXIF ``orientation`` (1 to 8) says to show it."""
+    turned = {
+        2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+        5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+        8: lambda a: np.rot90(a, 1),
+    }.get(orientation)
+    return image if turned is None else np.ascontiguousarray(turned(image))
 
 
 def _scale_to_unit(arr: np.ndarray) -> np.ndarray:

@@ -161,26 +161,30 @@ def test_a_file_name_too_long_for_the_file_system_gives_a_message(tmp_path):
     assert len(str(info.value)) < 200
 
 
-def test_exif_orientation_is_applied_to_images_with_alpha_too(tmp_path):
-    """A wide RGBA PNG tagged orientation 6 (rotate 90 degrees clockwise) loads tall, its alpha
-    turned with it."""
+def _with_orientation(png: bytes, orientation: int) -> bytes:
+    """A PNG with an eXIf chunk saying ``orientation``, after its IHDR chunk."""
     import struct
     import zlib
 
-    rgba = np.zeros((8, 16, 4), np.uint8)
-    rgba[:, :8, :3] = 255
-    rgba[..., 3] = 255
-    rgba[0, 15, 3] = 0  # the top-right pixel, in the black half, is transparent
-    ok, buf = cv2.imencode(".png", rgba)
-    tiff = (b"MM\x00\x2a\x00\x00\x00\x08" + b"\x00\x01" + b"\x01\x12\x00\x03\x00\x00\x00\x01\x00\x06\x00\x00"
-            + b"\x00\x00\x00\x00")
+    tiff = (b"MM\x00\x2a\x00\x00\x00\x08" + b"\x00\x01" + b"\x01\x12\x00\x03\x00\x00\x00\x01"
+            + struct.pack(">H", orientation) + b"\x00\x00" + b"\x00\x00\x00\x00")
     body = b"eXIf" + tiff
-    exif = struct.pack(">I", len(tiff)) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF)
-    data = buf.tobytes()
-    path = tmp_path / "rot.png"
-    path.write_bytes(data[:33] + exif + data[33:])  # after the IHDR chunk
-    img = load_image(path)
-    assert img.pixels.shape[:2] == (16, 8)
-    assert img.pixels[:8].min() == 1  # the white left half turned to the top
-    assert img.pixels[15, 7].tolist() == [1, 1, 1]  # the transparent corner, turned to the bottom right
-    assert img.pixels[8:].sum() == 3  # and the rest of the black half stays black
+    return png[:33] + struct.pack(">I", len(tiff)) + body + struct.pack(">I", zlib.crc32(body) & 0xFFFFFFFF) + png[33:]
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_to_images_with_alpha_too(tmp_path, orientation):
+    """An RGBA PNG loads turned as OpenCV turns its colour for that EXIF orientation, its alpha
+    turned the same way (the reference: the alpha alone, as a grey PNG with the same tag)."""
+    rng = np.random.default_rng(orientation)
+    bgr = cv2.resize((rng.random((3, 5, 3)) * 255).astype(np.uint8), (20, 12), interpolation=cv2.INTER_NEAREST)
+    alpha = np.full((12, 20), 255, np.uint8)
+    alpha[0, 17:] = 0  # a transparent run near the top-right corner
+    png = cv2.imencode(".png", np.dstack([bgr, alpha]))[1].tobytes()
+    path = tmp_path / "rgba.png"
+    path.write_bytes(_with_orientation(png, orientation))
+    colour = cv2.imdecode(np.frombuffer(_with_orientation(png, orientation), np.uint8), cv2.IMREAD_COLOR)
+    a_png = _with_orientation(cv2.imencode(".png", alpha)[1].tobytes(), orientation)
+    a_ref = cv2.imdecode(np.frombuffer(a_png, np.uint8), cv2.IMREAD_GRAYSCALE)[..., None] / 255.0
+    expected = colour[..., ::-1] / 255.0 * a_ref + (1 - a_ref)
+    np.testing.assert_allclose(load_image(path).pixels, expected, atol=1e-6)

@@ -33,6 +33,7 @@ KERNEL_INPUTS = ("kernel", "kernel_size", "gabor_angle", "seed")
 OUTPUT_INPUTS = KERNEL_INPUTS + ("dilation", "stride", "padding")
 ERF_INPUTS = ("kernel_size", "padding", "stack_box_weights")
 CHANNEL_NAMES = ("red", "green", "blue")
+SATURATED = 0.02  # the share of a signed output drawn at the ends of its colour scale
 KERNEL_TITLES = {"gabor": "gabor {gabor_angle:g}°", "random": "random, seed {seed}", "sobel_x": "sobel d/dx",
                  "sobel_y": "sobel d/dy"}
 SUPPORT_EPS = 1e-7  # ERF values (normalized to a maximum of 1) above this count as reaching the query
@@ -141,10 +142,10 @@ class DilatedConvolution(Operator):
         if name in NONNEGATIVE:
             return ImageLayer("Output", out[0].permute(1, 2, 0), levels=(0.0, 1.0), extent=extent,
                               caption=f"{name} applied to each channel, dilation {d}")
-        hi = float(robust_max(out.abs(), samples=65536))  # the strongest 0.5% saturate: faint edges stay visible
-        return FeatureMapsLayer("Output", out[0], labels=CHANNEL_NAMES, levels=(-hi, hi), colormap="CET-D1",
+        hi = float(robust_max(out.abs(), q=1 - SATURATED, samples=65536))  # faint edges stay visible
+        return FeatureMapsLayer("Output", out[0], labels=CHANNEL_NAMES, levels=(-hi, hi), colormap="CET-D4",
                                 caption=f"{name} response of each colour channel, dilation {d}; "
-                                        f"the strongest 0.5% beyond ±{hi:.2g} saturate")
+                                        f"the strongest {SATURATED:.0%} beyond ±{hi:.2g} saturate")
 
 
 def _normalized_erf(image: torch.Tensor, kernel: np.ndarray, rates: list[int], pad_mode: str, query: tuple[int, int]) -> torch.Tensor:

@@ -143,7 +143,7 @@ def _show_heatmap(panel: Panel, layer: HeatmapLayer) -> None:
     if maps.ndim == 2:
         if layer.background is not None and not map_only:
             opacity = panel.overlay.effective_opacity(layer.opacity) if panel.overlay is not None else layer.opacity
-            canvas.set_image(layer.background, (0.0, 1.0))
+            canvas.set_image(layer.background, picture_levels(layer.background))
             canvas.set_heat(maps, levels, layer.colormap, opacity, layer.extent)
         else:
             canvas.set_heat(None, levels, layer.colormap, 0)
@@ -194,7 +194,12 @@ def _show_background(canvas: ImageCanvas, background: Optional[np.ndarray], fall
     if background is None:
         h, w = fallback_shape
         background = np.full((max(h, 1), max(w, 1), 3), 0.12, np.float32)
-    canvas.set_image(background, (0.0, 1.0))
+    canvas.set_image(background, picture_levels(background))
+
+
+def picture_levels(picture: np.ndarray) -> tuple[float, float]:
+    """The levels an RGB picture is drawn with: 0..255 in display form (uint8), 0..1 as floats."""
+    return (0.0, 255.0) if picture.dtype == np.uint8 else (0.0, 1.0)
 
 
 def _show_vector_field(panel: Panel, layer: VectorFieldLayer) -> None:

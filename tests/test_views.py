@@ -79,3 +79,19 @@ def test_an_overlay_has_an_opacity_the_user_can_change_and_a_map_only_view(qtbot
     assert panel.view.heat_opacity == pytest.approx(0.2)
     panel.overlay.map_only.setChecked(True)
     assert panel.view.heat_opacity == 0.0  # the map is the picture now, nothing under it
+
+
+@pytest.mark.parametrize("kind", ["points", "heatmap"])
+def test_a_picture_of_the_layers_own_is_drawn_at_its_brightness_not_white(qtbot, kind):
+    """Backgrounds reach the views as uint8 (display form): mid grey must paint mid grey."""
+    from backends.layers import PointSet, PointsLayer
+
+    grey = np.full((40, 60, 3), 0.5, np.float32)
+    if kind == "points":
+        layer = PointsLayer("p", (PointSet(np.array([[1.0, 1.0]])),), background=grey)
+    else:
+        layer = HeatmapLayer("h", np.zeros((40, 60), np.float32), background=grey, levels=(0.0, 1.0))
+    panel = shown(qtbot, layer, grey)
+    qtbot.wait(20)
+    pixel = panel.view.grab().toImage().pixelColor(panel.view.width() // 2, panel.view.height() // 2)
+    assert 110 <= pixel.red() <= 145 and 110 <= pixel.green() <= 145

@@ -215,7 +215,7 @@ class ImageCanvas(pg.GraphicsView):
             self.view.removeItem(item)
         self._labels = []
         for text, (x, y) in zip(labels, positions):
-            item = pg.TextItem(text, color=tuple(color), anchor=(0, 0))
+            item = pg.TextItem(text, color=tuple(color), anchor=(0, 0), fill=(0, 0, 0, 150))  # readable on light tiles
             item.setPos(x, y)
             item.setZValue(15)
             self.view.addItem(item, ignoreBounds=True)

@@ -16,13 +16,15 @@ def legend_html(names: Sequence[str], colors: Sequence[tuple[int, int, int]]) ->
     """A one-line key of coloured squares and names, for a plot's title row: outside the data."""
     parts = [f"<span style='color:#{r:02x}{g:02x}{b:02x}'>&#9632;</span>&nbsp;{_escape(n)}"
              for n, (r, g, b) in zip(names, colors)]
-    return "<span style='font-size:9pt; color:#ddd'>" + "&nbsp;&nbsp;&nbsp;".join(parts) + "</span>"
+    rows = [parts[i: i + KEY_PER_ROW] for i in range(0, len(parts), KEY_PER_ROW)]  # wrap, never clip
+    return "<span style='font-size:9pt; color:#ddd'>" + "<br>".join("&nbsp;&nbsp;&nbsp;".join(r) for r in rows) + "</span>"
 
 
 def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
+KEY_PER_ROW = 2  # series per line of a plot's key: a narrow dock must not clip it
 HORIZONTAL_AFTER = (12, 9)  # bars turn horizontal past this many labels, or labels this long
 
 

@@ -237,7 +237,8 @@ class MetricsView(QtWidgets.QTableWidget):
         self.verticalHeader().setVisible(False)
         header = self.horizontalHeader()
         header.setSectionResizeMode(0, QtWidgets.QHeaderView.ResizeMode.Stretch)
-        header.setSectionResizeMode(1, QtWidgets.QHeaderView.ResizeMode.ResizeToContents)
+        header.setSectionResizeMode(1, QtWidgets.QHeaderView.ResizeMode.Fixed)  # sized in _fit_values
+        self.setTextElideMode(QtCore.Qt.TextElideMode.ElideMiddle)
         self.setEditTriggers(QtWidgets.QAbstractItemView.EditTrigger.NoEditTriggers)
         self.setAlternatingRowColors(True)
 
@@ -253,8 +254,23 @@ class MetricsView(QtWidgets.QTableWidget):
                     self.setItem(row, col, item)
                 if item.text() != cell:  # an unchanged cell set again still repaints the table
                     item.setText(cell)
+                    if col == 1:
+                        item.setToolTip(cell)
                 if col == 1:
                     item.setTextAlignment(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter)
+        self._fit_values()
+
+    def _fit_values(self) -> None:
+        """The value column as wide as its longest value, but never more than 45% of the table:
+        names stay readable and a long value is elided in the middle (its tooltip has it all)."""
+        wanted = self.sizeHintForColumn(1) + 8
+        width = int(min(wanted, 0.45 * max(self.viewport().width(), 1)))
+        if width != self.columnWidth(1):
+            self.setColumnWidth(1, max(width, 40))
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._fit_values()
 
     def value(self, name: str) -> Optional[str]:
         for row in range(self.rowCount()):

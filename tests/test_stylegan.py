@@ -294,10 +294,38 @@ def _synth(G, w: torch.Tensor) -> torch.Tensor:
 def test_operator_default_run_and_upscaled_outputs(op):
     with torch.no_grad():
         r = op.compute(IMAGE, _params(), None)
-    assert r.layer("Generated").image.shape == (256, 256, 3)
-    for name in ("Mean face (w_avg)", "Seed browser", "Style mixing", "Interpolation in z", "Interpolation in w",
+    assert r.layer("Generated").image.shape == (32, 32, 3)  # the view scales it by a whole number
+    for name in ("Mean face (w_avg)", "Seed browser", "Style mixing", "Interpolation: z vs w",
                  "Principal directions (GANSpace)", "Attribute directions (InterFaceGAN)", "Projection", "Metrics"):
         assert name in r.names
+    assert r.layer("Truncation").column_labels == ("0", "0.25", "0.5", "0.75", "1", "1.25", "1.5")
+    assert r.layer("Principal directions (GANSpace)").row_labels == ("PC 1", "PC 2", "PC 3", "PC 4", "PC 5")
+    assert r.layer("Attribute directions (InterFaceGAN)").column_labels == ("-2", "-1", "0", "+1", "+2")
+    assert r.layer("Interpolation: z vs w").row_labels == ("slerp in z", "lerp in w")
+
+
+def test_noise_gains_do_something_only_per_layer():
+    from backends.params import is_active
+
+    specs = {p.name: p for p in operator_class("stylegan").spec.params}
+    for i in range(1, 8):
+        assert not is_active(specs[f"noise_{i}"], _params()) and is_active(specs[f"noise_{i}"], _params(noise="per-layer"))
+
+
+def test_interpolation_rows_are_z_then_w(op, G):
+    """Row 0 of the interpolation grid slerps z (a face mapped from the halfway z), row 1 lerps w
+    (the face of the halfway w); both start at the seed and end at mix_seed."""
+    from backends.models.stylegan import slerp
+
+    with torch.no_grad():
+        grid = torch.as_tensor(op.compute(IMAGE, _params(seed=3, mix_seed=9), None).layer("Interpolation: z vs w").image)
+        za, zb = z_from_seed([3, 9])
+        t = torch.tensor([[3 / 7]])
+        wa, wb = G.mapping(torch.stack([za, zb]))
+        expected = _synth(G, torch.cat([G.mapping(slerp(za, zb, t)), wa + t * (wb - wa)]))
+    z_row, w_row = _faces_of(grid, 8, 4), _faces_of(grid[33 * 4:], 8, 4)
+    torch.testing.assert_close(z_row[3], expected[0], atol=1e-5, rtol=0)
+    torch.testing.assert_close(w_row[3], expected[1], atol=1e-5, rtol=0)
 
 
 def test_operator_truncation_panels_follow_the_formula(op, G):
@@ -307,7 +335,7 @@ def test_operator_truncation_panels_follow_the_formula(op, G):
         r = op.compute(IMAGE, _params(seed=7, psi=0.5), None)
         w = G.mapping(z_from_seed([7]))
         expected = _synth(G, torch.cat([G.w_avg + 0.5 * (w - G.w_avg), w]))
-    generated = torch.as_tensor(r.layer("Generated").image)[::8, ::8].permute(2, 0, 1)
+    generated = torch.as_tensor(r.layer("Generated").image).permute(2, 0, 1)
     torch.testing.assert_close(generated, expected[0], atol=1e-5, rtol=0)
     strip = _faces_of(r.layer("Truncation").image, 7, 4)  # psi 0, 0.25, 0.5, 0.75, 1, 1.25, 1.5
     torch.testing.assert_close(strip[2], expected[0], atol=1e-5, rtol=0)
@@ -366,12 +394,12 @@ def test_operator_direction_sliders_move_w_along_their_direction(op, G):
         moved = w + 3.0 * dirs["attr.smile.std"] * dirs["attr.smile.direction"]
         expected = _synth(G, moved)[0]
         out = op.compute(IMAGE, _params(seed=8, smile=3.0), None).layer("Generated").image
-        torch.testing.assert_close(torch.as_tensor(out)[::8, ::8].permute(2, 0, 1), expected, atol=1e-5, rtol=0)
+        torch.testing.assert_close(torch.as_tensor(out).permute(2, 0, 1), expected, atol=1e-5, rtol=0)
         ws = w[:, None].expand(-1, NUM_WS, -1).clone()
         ws[:, 5:] = moved
         fine = to_unit(G.synthesis(ws, G.synthesis.make_noise(1, "const")))[0]
         out = op.compute(IMAGE, _params(seed=8, smile=3.0, edit_layers="fine"), None).layer("Generated").image
-        torch.testing.assert_close(torch.as_tensor(out)[::8, ::8].permute(2, 0, 1), fine, atol=1e-5, rtol=0)
+        torch.testing.assert_close(torch.as_tensor(out).permute(2, 0, 1), fine, atol=1e-5, rtol=0)
 
 
 def test_every_latent_edit_changes_the_generated_face(op):
@@ -429,7 +457,7 @@ def test_train_action_saves_and_the_trained_generator_loads(monkeypatch, tmp_pat
     assert (tmp_path / "stylegan_faces_trained.safetensors").is_file()
     with torch.no_grad():
         r = op.compute(IMAGE, _params(weights="trained"), None)
-    assert r.layer("Generated").image.shape == (256, 256, 3)
+    assert r.layer("Generated").image.shape == (32, 32, 3)
     assert "trained generator" in r.layer("Generated").caption
 
 

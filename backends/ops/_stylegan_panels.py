@@ -1,7 +1,8 @@
 """The StyleGAN operator's loaded model and its panels: grids of faces decoded from latents.
 
 ``StyleModel`` holds one generator with its latent directions, the fixed noise maps and a cache of
-each seed's mapped w; the panel builders turn latents into upscaled image grids (HWC tensors).
+each seed's mapped w; the panel builders turn latents into image grids (HWC tensors, upscaled) and
+name their rows and columns.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from backends.imaging import hwc, image_grid, upscale_nearest
+from backends.imaging import hwc, image_grid
 from backends.layers import CurveLayer, ImageLayer, MetricsLayer, Result
 from backends.models.attribute_classifier import load_classifier
 from backends.models.stylegan import (
@@ -34,8 +35,9 @@ from backends.models.stylegan import (
 from backends.models.stylegan_projection import Projection, projection_target
 
 NUM_PCS = 5
-SCALE = 8  # single faces, 32 -> 256 px
+PAIR_SCALE = 4  # the projection's target and result
 GRID_SCALE = 4  # grids and strips
+FRAME_PX = 6  # the seed browser's frame, in the grid's pixels: about 2 screen pixels as docked
 BROWSER_SIDE = 4
 STRIP = 8
 DIRECTION_STEPS = (-2.0, -1.0, 0.0, 1.0, 2.0)
@@ -102,12 +104,17 @@ class StyleModel:
 
 
 def face_image(face: torch.Tensor) -> torch.Tensor:
-    """(3, 32, 32) -> (256, 256, 3): one face, nearest-neighbour upscaled."""
-    return hwc(upscale_nearest(face, SCALE))
+    """(3, 32, 32) -> (32, 32, 3): one face, which the view draws at a whole-number scale."""
+    return hwc(face)
 
 
 def faces_grid(images: torch.Tensor, columns: int, scale: int = GRID_SCALE, highlight: Optional[int] = None) -> torch.Tensor:
-    return hwc(image_grid(images, columns, scale=scale, highlight=highlight))
+    return hwc(image_grid(images, columns, scale=scale, highlight=highlight, highlight_width=FRAME_PX))
+
+
+def signed(v: float) -> str:
+    """A step along a direction as a column label: '-2', '0', '+1'."""
+    return "0" if v == 0 else f"{v:+g}"
 
 
 def mean_face(m: StyleModel, noise: str) -> torch.Tensor:
@@ -139,8 +146,8 @@ def truncation_strip(m: StyleModel, base: torch.Tensor, noise: str) -> torch.Ten
 
 
 def interpolations(m: StyleModel, seed: int, mix_seed: int, noise: str) -> dict[str, Any]:
-    """Strips from seed to mix_seed by slerp in z and by lerp in w, with the mean and largest
-    pixel change between neighbours (how evenly the image changes along the path)."""
+    """Two rows from seed to mix_seed, by slerp in z (top) and by lerp in w (bottom), with the mean
+    and largest pixel change between neighbours (how evenly the image changes along the path)."""
     dev = m.G.w_avg.device
     t = torch.linspace(0, 1, STRIP, device=dev)[:, None]
     za, zb = z_from_seed([seed, mix_seed], dev)
@@ -148,11 +155,10 @@ def interpolations(m: StyleModel, seed: int, mix_seed: int, noise: str) -> dict[
     wa, wb = m.ws([seed, mix_seed])[:, 0]
     ws_w = (wa + t * (wb - wa))[:, None].expand(-1, NUM_WS, -1)
     imgs = m.synth(torch.cat([ws_z, ws_w]), noise)
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"grid": faces_grid(imgs, STRIP)}
     for k, strip in (("z", imgs[:STRIP]), ("w", imgs[STRIP:])):
         steps = (strip[1:] - strip[:-1]).abs().mean((1, 2, 3))
         out[f"{k}_step"], out[f"{k}_max"] = float(steps.mean()), float(steps.max())
-        out[k] = faces_grid(strip, STRIP)
     return out
 
 
@@ -172,14 +178,15 @@ def projection_layers(m: StyleModel, image: torch.Tensor, fit: Optional[Projecti
     target = projection_target(image)
     if fit is None or not fit.steps:
         pair = torch.cat([target, torch.full_like(target, 0.15)])
-        caption = "target (the input image at 32x32) | press Project to find its latent"
+        caption = "the input image at 32x32 | press Project to find its latent"
         curve = {"loss": (np.zeros(1, np.float32), np.zeros(1, np.float32))}
     else:
         pair = torch.cat([fit.target, m.synth(fit.ws, "on")])
-        caption = f"target | projection in {fit.space}: loss {fit.loss[0]:.4f} -> {fit.loss[-1]:.4f} after {fit.steps[-1]} steps"
+        caption = f"projection in {fit.space}: loss {fit.loss[0]:.4f} -> {fit.loss[-1]:.4f} after {fit.steps[-1]} steps"
         curve = {"loss": (np.asarray(fit.steps, np.float32), np.asarray(fit.loss, np.float32))}
     return (
-        ImageLayer("Projection", faces_grid(pair, 2, scale=SCALE // 2), levels=(0.0, 1.0), caption=caption),
+        ImageLayer("Projection", faces_grid(pair, 2, scale=PAIR_SCALE), levels=(0.0, 1.0), caption=caption,
+                   column_labels=("target", "projection")),
         CurveLayer("Projection loss", curve, x_label="step", y_label="MSE + feature loss", log_y=False,
                    caption="pixel MSE plus the attribute classifier's feature distance"),
     )
@@ -189,7 +196,7 @@ def readout(face: torch.Tensor) -> tuple[tuple[str, ...], np.ndarray, str]:
     """The attribute classifier's reading of ``face`` (1, 3, 32, 32): labels, values, caption."""
     _, logits, reg = load_classifier(device=str(face.device))(face)
     p = {k: torch.softmax(v, 1)[0] for k, v in logits.items()}
-    labels = ("smile", "P(glasses)", "P(no hair)", "P(short hair)", "P(long hair)", "tilt / 30 deg")
+    labels = ("smile (+) or frown (-)", "glasses", "no hair", "short hair", "long hair", "tilt (1 = 30 deg)")
     values = np.array([float(reg[0, 0]), float(p["glasses"][1]), *[float(v) for v in p["hair"]], float(reg[0, 1])], np.float32)
     caption = (f"smile {values[0]:+.2f} ({'smile' if values[0] > 0 else 'frown'}), tilt {values[5] * 30:+.1f} deg, "
                f"glasses {values[1]:.0%}, hair {('none', 'short', 'long')[int(p['hair'].argmax())]}")
@@ -211,7 +218,8 @@ def train_preview(trainer, total: int, seconds: float) -> Result:
     """Loss curves, 16 fixed-z samples of the EMA generator and the recent losses of a Train job."""
     hist = trainer.history
     steps = np.asarray([h["step"] for h in hist], np.float32)
-    curves = {k: (steps, np.asarray([h[k] for h in hist], np.float32)) for k in ("loss_d", "loss_g")}
+    curves = {name: (steps, np.asarray([h[k] for h in hist], np.float32))
+              for name, k in (("discriminator", "loss_d"), ("generator", "loss_g"))}
     return Result((
         CurveLayer("Training loss", curves, x_label="step", y_label="logistic loss", log_y=False,
                    caption="discriminator and generator (non-saturating) losses; a GAN's losses need not fall"),

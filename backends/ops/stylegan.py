@@ -84,7 +84,8 @@ PARAMS = (
     SeedParam("seed", 5, help="Seed of z (a NumPy RandomState per seed, as in StyleGAN's tools)."),
     FloatParam("psi", 1.0, 0.0, 1.5, step=0.05, help="Truncation: w = w_avg + psi (w - w_avg); 0 gives the mean face for every seed."),
     ChoiceParam("noise", "on", NOISE_MODES, help="Noise inputs: on (fixed maps), off, or on scaled per layer by noise_1..7."),
-    *(FloatParam(f"noise_{i + 1}", 1.0, 0.0, 10.0, step=0.1, help=f"Noise gain at layer {LAYER_NAMES[i]} (per-layer mode).")
+    *(FloatParam(f"noise_{i + 1}", 1.0, 0.0, 10.0, step=0.1, help=f"Noise gain at layer {LAYER_NAMES[i]} (per-layer mode).",
+                 enabled_when=(("noise", ("per-layer",)),))
       for i in range(NOISE_LAYERS)),
     SeedParam("mix_seed", 11, help="Second seed: source of mixed styles and the other end of the interpolations."),
     *(BoolParam(f"mix_{i}", False, help=f"Take the style of layer {LAYER_NAMES[i]} ({_group_of(i)}) from mix_seed.")
@@ -124,6 +125,11 @@ class StyleGANOperator(Operator):
         actions=(Action("project", "Project", "Optimize w or w+ so the generator reproduces the input image resized to 32x32."),
                  Action("train", "Train", "Train a fresh conditional generator on the cartoon faces on the worker; saved "
                         "to your data folder and selectable with weights = trained.")),
+        primary="Generated",
+        tabs=(("sample", ("Attributes read by the classifier", "Mean face (w_avg)", "Metrics")),
+              ("latent space", ("Seed browser", "Truncation", "Interpolation: z vs w")),
+              ("edits", ("Principal directions (GANSpace)", "Attribute directions (InterFaceGAN)", "Style mixing")),
+              ("projection", ("Projection", "Projection loss"))),  # a Train job's panels join as a group of their own
     )
     memo_capacity = 24
 
@@ -195,6 +201,7 @@ class StyleGANOperator(Operator):
 
         first = panels.browser_first(seed)
         mix_text = ", ".join(LAYER_NAMES[i] for i in mixed_layers) or "none"
+        steps = tuple(panels.signed(v) for v in DIRECTION_STEPS)
         layers = [
             ImageLayer("Generated", panels.face_image(face[0]), levels=(0.0, 1.0),
                        caption=f"{params['weights']} generator, {base_text}{panels.conditioning_text(m.G, params)}, "
@@ -202,23 +209,33 @@ class StyleGANOperator(Operator):
             ImageLayer("Mean face (w_avg)", mean_face, levels=(0.0, 1.0),
                        caption="the generator's running mean of w, decoded: every seed at psi = 0"),
             ImageLayer("Seed browser", browser, levels=(0.0, 1.0),
-                       caption=f"seeds {first}..{first + BROWSER_SIDE ** 2 - 1} at psi 1 (seed {seed} framed)"),
+                       row_labels=tuple(str(first + r * BROWSER_SIDE) for r in range(BROWSER_SIDE)),
+                       column_labels=tuple(f"+{c}" for c in range(BROWSER_SIDE)), axis_titles=("", "seed"),
+                       caption=f"seeds {first}..{first + BROWSER_SIDE ** 2 - 1} at psi 1, seed = row + column "
+                               f"(seed {seed} framed)"),
             ImageLayer("Style mixing", mixing, levels=(0.0, 1.0),
-                       caption=f"A = {base_text}, B = seed {mix_seed}, psi {psi:g}: A | B | A with B's coarse (4-8 px) | "
-                               f"middle (16 px) | fine (32 px) styles; the mix_* boxes pick layers for Generated"),
+                       column_labels=("A", "B", "coarse", "middle", "fine"), axis_titles=("A with B's styles at", ""),
+                       caption=f"A = {base_text}, B = seed {mix_seed}, psi {psi:g}; then A with B's coarse (4-8 px), "
+                               f"middle (16 px) or fine (32 px) styles; the mix_* boxes pick layers for Generated"),
             ImageLayer("Truncation", truncation, levels=(0.0, 1.0),
-                       caption="psi = " + ", ".join(f"{p:g}" for p in TRUNCATION_STRIP)),
-            ImageLayer("Interpolation in z", interp["z"], levels=(0.0, 1.0),
-                       caption=f"slerp in z from seed {seed} to {mix_seed}; mean step {interp['z_step']:.3f} (max {interp['z_max']:.3f})"),
-            ImageLayer("Interpolation in w", interp["w"], levels=(0.0, 1.0),
-                       caption=f"lerp in w from seed {seed} to {mix_seed}; mean step {interp['w_step']:.3f} (max {interp['w_max']:.3f})"),
+                       column_labels=tuple(f"{p:g}" for p in TRUNCATION_STRIP), axis_titles=("psi", ""),
+                       caption=f"{base_text} at each psi: w = w_avg + psi (w - w_avg)"),
+            ImageLayer("Interpolation: z vs w", interp["grid"], levels=(0.0, 1.0),
+                       row_labels=("slerp in z", "lerp in w"), column_labels=tuple(str(i) for i in range(panels.STRIP)),
+                       axis_titles=("step", ""),
+                       caption=f"from seed {seed} (step 0) to seed {mix_seed} (step {panels.STRIP - 1}); mean pixel change per step: z {interp['z_step']:.3f} (largest {interp['z_max']:.3f}), "
+                               f"w {interp['w_step']:.3f} (largest {interp['w_max']:.3f}): the more even path changes more evenly"),
             ImageLayer("Principal directions (GANSpace)", dirs["pca"], levels=(0.0, 1.0),
-                       caption=f"rows PC 1..{NUM_PCS}; columns " + ", ".join(f"{s:+g}" for s in DIRECTION_STEPS) + " std, all layers, psi 1"),
+                       row_labels=tuple(f"PC {k + 1}" for k in range(NUM_PCS)), column_labels=steps,
+                       axis_titles=("std along the direction", ""),
+                       caption=f"{base_text} moved along each principal direction of w; all layers, psi 1"),
             ImageLayer("Attribute directions (InterFaceGAN)", dirs["attr"], levels=(0.0, 1.0),
-                       caption="rows " + ", ".join(ATTRIBUTE_DIRECTIONS) + "; columns " + ", ".join(f"{s:+g}" for s in DIRECTION_STEPS) + " std"),
+                       row_labels=ATTRIBUTE_DIRECTIONS, column_labels=steps, axis_titles=("std along the direction", ""),
+                       caption=f"{base_text} moved along the normals of the classifier's attribute boundaries in w; "
+                               "all layers, psi 1"),
             *projection,
             BarsLayer("Attributes read by the classifier", readout[0], {"edited face": readout[1]}, y_range=(-1.0, 1.0),
-                      caption=readout[2]),
+                      value_label="classifier output", caption=readout[2]),
             MetricsLayer("Metrics", {
                 "generator parameters": parameter_count(m.G),
                 "distance of w from w_avg": round(float((ws - m.G.w_avg).norm(dim=-1).mean()), 3),

@@ -152,7 +152,7 @@ def test_operator_layers_and_frames():
     assert result.layer("Reconstruction").extent == (0.0, 0.0, 130.0, 90.0)
     usage = result.layer("Codebook usage")
     this = np.asarray(usage.series["this image"])
-    assert len(usage.labels) == 24 and all(label.startswith("code ") for label in usage.labels)
+    assert len(usage.labels) == 16 and all(label.startswith("code ") for label in usage.labels)
     assert (np.diff(this) <= 0).all()  # the most used first
     codebook = result.layer("Codebook")
     assert codebook.row_labels == tuple(str(16 * r) for r in range(8))

@@ -116,7 +116,7 @@ class MaskedTokenGeneration(Operator):
         layers = [
             job["output"],
             ImageLayer("Token states", state, categories=STATES, palette=STATE_PALETTE,
-                       caption=f"{rnd}: {n_new} tokens new this round, {kept} kept from before"
+                       caption=f"{rnd}: {_count(n_new, 'token')} new this round, {kept} kept from before"
                                f"{' (given or earlier rounds)' if inpaint else ''}, {masked_left} still masked"),
             ImageLayer("Step image", job["step_images"][s], levels=(0.0, 1.0),
                        caption=f"{rnd}: the kept tokens plus this round's samples for the masked ones, decoded by the VQ-VAE"),
@@ -237,6 +237,10 @@ class MaskedTokenGeneration(Operator):
                                     f"regenerated from the outer {s}x{s}-token window around the click, decoded")
         return {"trace": trace, "step_images": step_images, "strip": strip, "n_masked": box * box, "output": output,
                 "compare": compare, "confidence_top": _percent_ceiling(trace)}
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
 
 
 def _percent_ceiling(trace: DecodeTrace) -> float:

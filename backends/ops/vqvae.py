@@ -30,7 +30,7 @@ CODEBOOK_SCALE = 2
 HIGHLIGHT = (1.0, 0.25, 0.2)  # the frame of the code 'replace_with' writes
 HIGHLIGHT_PX = 4  # its width, in the grid's pixels: about 2 screen pixels as docked
 MAX_CODE = 127  # the shipped codebook's last index; a larger 'replace_with' is refused
-USAGE_BARS = 24  # the codes of the usage panel: this image's most used
+USAGE_BARS = 16  # the codes of the usage panel: this image's most used (each label legible as docked)
 
 
 def token_palette(codes: int) -> np.ndarray:

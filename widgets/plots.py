@@ -16,7 +16,14 @@ def legend_html(names: Sequence[str], colors: Sequence[tuple[int, int, int]]) ->
     """A one-line key of coloured squares and names, for a plot's title row: outside the data."""
     parts = [f"<span style='color:#{r:02x}{g:02x}{b:02x}'>&#9632;</span>&nbsp;{_escape(n)}"
              for n, (r, g, b) in zip(names, colors)]
-    rows = [parts[i: i + KEY_PER_ROW] for i in range(0, len(parts), KEY_PER_ROW)]  # wrap, never clip
+    rows: list[list[str]] = [[]]  # wrap by length, never clip: a narrow dock shows every name
+    width = 0
+    for part, name in zip(parts, names):
+        if rows[-1] and width + len(name) + 3 > KEY_CHARS_PER_ROW:
+            rows.append([])
+            width = 0
+        rows[-1].append(part)
+        width += len(name) + 3
     return "<span style='font-size:9pt; color:#ddd'>" + "<br>".join("&nbsp;&nbsp;&nbsp;".join(r) for r in rows) + "</span>"
 
 
@@ -24,7 +31,7 @@ def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-KEY_PER_ROW = 2  # series per line of a plot's key: a narrow dock must not clip it
+KEY_CHARS_PER_ROW = 28  # a plot's key wraps after this many characters: a narrow dock must not clip it
 HORIZONTAL_AFTER = (12, 9)  # bars turn horizontal past this many labels, or labels this long
 
 

@@ -23,6 +23,17 @@ def shown(value: Any) -> str:
     return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 2] + "…" + text[-1]
 
 
+def _finite(name: str, value: Any, expected: str) -> float:
+    """``value`` as a finite float, or a ParamError that says what was ``expected``."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError, OverflowError):
+        raise ParamError(f"{name}: expected {expected}, got {shown(value)}") from None
+    if not math.isfinite(v):
+        raise ParamError(f"{name}: expected {expected}, got {shown(value)}")
+    return v
+
+
 @dataclass(frozen=True)
 class FloatParam:
     name: str
@@ -35,12 +46,7 @@ class FloatParam:
     kind: str = "float"
 
     def coerce(self, value: Any) -> float:
-        try:
-            v = float(value)
-        except (TypeError, ValueError, OverflowError):
-            raise ParamError(f"{self.name}: expected a number, got {shown(value)}") from None
-        if not math.isfinite(v):
-            raise ParamError(f"{self.name}: expected a finite number, got {shown(value)}")
+        v = _finite(self.name, value, "a finite number")
         if not (self.minimum <= v <= self.maximum):
             raise ParamError(f"{self.name}: {v:g} is outside [{self.minimum:g}, {self.maximum:g}]")
         return v
@@ -58,11 +64,8 @@ class IntParam:
     kind: str = "int"
 
     def coerce(self, value: Any) -> int:
-        try:
-            f = float(value)
-        except (TypeError, ValueError, OverflowError):
-            raise ParamError(f"{self.name}: expected an integer, got {shown(value)}") from None
-        if not math.isfinite(f) or f != int(f):
+        f = _finite(self.name, value, "an integer")
+        if f != int(f):
             raise ParamError(f"{self.name}: expected an integer, got {shown(value)}")
         v = int(f)
         if not (self.minimum <= v <= self.maximum):

@@ -27,7 +27,7 @@ def test_strings_from_the_command_line_are_coerced():
     "values, fragment",
     [
         ({"gain": 3}, "gain: 3 is outside"),
-        ({"gain": "loud"}, "gain: expected a number"),
+        ({"gain": "loud"}, "gain: expected a finite number"),
         ({"size": 2.5}, "size: expected an integer"),
         ({"mode": "c"}, "'c' is not one of a, b"),
         ({"flag": "maybe"}, "flag: expected true or false"),

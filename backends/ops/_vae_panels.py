@@ -22,7 +22,7 @@ PLANE_STEPS = 7
 INTERP_STEPS = 9
 POSTERIOR_SAMPLES = 8
 PRIOR_SAMPLES = 16
-PRIOR_COLUMNS = 8
+PRIOR_COLUMNS = 4  # a square grid: the view can draw it at twice its size
 CELL = SIZE + 1  # a tile and the pixel between tiles
 UNUSED_KL = 0.1  # nats: a dimension whose KL is below this carries no information about the image
 

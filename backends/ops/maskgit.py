@@ -73,7 +73,8 @@ class MaskedTokenGeneration(Operator):
         ),
         primary="Output",  # the samples, or the inpainted image
         tabs=(("the shown round", ("Token states", "Step image", "Confidence", "All steps")),
-              ("order and schedule", ("Decoding order", "Confidence per round", "Schedule", "Metrics"))),
+              ("order and schedule", ("Decoding order", "Confidence per round", "Schedule")),
+              ("window and numbers", ("Inpainting window", "Metrics"))),  # the window: inpainting only
     )
 
     memo_capacity = 12

@@ -51,6 +51,11 @@ def dilated_conv2d(input: torch.Tensor, weight: torch.Tensor, bias: Optional[tor
             f"reflect padding of {pad} px needs an image larger than {pad} px on each side "
             f"(got {input.shape[-1]}x{input.shape[-2]}); lower the dilation or kernel size"
         )
+    if padding_mode == "circular" and pad > min(input.shape[-2:]):
+        raise ValueError(
+            f"circular padding of {pad} px would wrap around an image of {input.shape[-1]}x{input.shape[-2]} px "
+            f"more than once; lower the dilation or kernel size"
+        )
     padded = F.pad(input, (pad, pad, pad, pad), mode=padding_mode)
     return F.conv2d(padded, weight, bias, stride=stride, padding=0, dilation=dilation, groups=groups)
 

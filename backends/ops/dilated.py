@@ -131,14 +131,14 @@ class DilatedConvolution(Operator):
         if name == "sobel":
             grey = self.memo.stage("luminance", params, (), lambda: luminance(image))
             weight = torch.stack([kt, kt.T])[:, None]
-            g = dilated_conv2d(grey, weight, stride=stride, dilation=d, padding_mode=pad_mode)
+            g = _conv(grey, weight, stride=stride, dilation=d, padding_mode=pad_mode)
             mag = g.pow(2).sum(1).sqrt()[0]
             hi = float(robust_max(mag, samples=65536))
             return ImageLayer("Output", mag, levels=(0.0, hi), colormap="inferno", extent=extent,
                               caption=f"gradient magnitude sqrt(gx² + gy²) of the Sobel pair d/dx, d/dy on the luma, "
                                       f"dilation {d}")
         weight = kt.expand(c, 1, *kt.shape).contiguous()
-        out = dilated_conv2d(image, weight, stride=stride, dilation=d, padding_mode=pad_mode, groups=c)
+        out = _conv(image, weight, stride=stride, dilation=d, padding_mode=pad_mode, groups=c)
         if name in NONNEGATIVE:
             return ImageLayer("Output", out[0].permute(1, 2, 0), levels=(0.0, 1.0), extent=extent,
                               caption=f"{name} applied to each channel, dilation {d}")
@@ -146,6 +146,14 @@ class DilatedConvolution(Operator):
         return FeatureMapsLayer("Output", out[0], labels=CHANNEL_NAMES, levels=(-hi, hi), colormap="CET-D4",
                                 caption=f"{name} response of each colour channel, dilation {d}; "
                                         f"the strongest {SATURATED:.0%} beyond ±{hi:.2g} saturate")
+
+
+def _conv(x: torch.Tensor, weight: torch.Tensor, **options) -> torch.Tensor:
+    """The core's refusal (reflect padding wider than the image) as a message for the window."""
+    try:
+        return dilated_conv2d(x, weight, **options)
+    except ValueError as exc:
+        raise ParamError(str(exc)) from None
 
 
 def _normalized_erf(image: torch.Tensor, kernel: np.ndarray, rates: list[int], pad_mode: str, query: tuple[int, int]) -> torch.Tensor:

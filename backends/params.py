@@ -169,9 +169,17 @@ def is_active(spec: ParamSpec, values: Mapping[str, Any]) -> bool:
 
 
 def inactive_reason(spec: ParamSpec) -> str:
-    """Why a parameter may be greyed out: 'only when kernel is gabor'."""
-    parts = [f"{name} is {' or '.join(str(v) for v in allowed)}" for name, allowed in spec.enabled_when]
+    """Why a parameter may be greyed out: 'only when kernel is gabor', 'only when steps is 3..9'."""
+    parts = [f"{name} is {_values_text(allowed)}" for name, allowed in spec.enabled_when]
     return "only when " + " and ".join(parts) if parts else ""
+
+
+def _values_text(values: tuple[Any, ...]) -> str:
+    """'a or b', with runs of consecutive integers written as 'lo..hi'."""
+    ints = [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+    if len(ints) == len(values) and len(ints) > 2 and sorted(ints) == list(range(min(ints), max(ints) + 1)):
+        return f"{min(ints)}..{max(ints)}"
+    return " or ".join(str(v) for v in values)
 
 
 def describe(spec: ParamSpec) -> str:

@@ -51,3 +51,12 @@ def test_a_long_value_is_quoted_short_in_the_message():
     with pytest.raises(ParamError) as info:
         validate(SPECS, {"mode": "x" * 5000})
     assert len(str(info.value)) < 120 and "…" in str(info.value)
+
+
+def test_when_a_parameter_applies_is_said_in_words():
+    from backends.params import inactive_reason
+
+    radius = IntParam("radius", 0, 0, 12, enabled_when=(("code", tuple(range(128))),))
+    angle = FloatParam("angle", 0.0, 0.0, 180.0, enabled_when=(("kernel", ("gabor", "random")), ("size", ("3",))))
+    assert inactive_reason(radius) == "only when code is 0..127"
+    assert inactive_reason(angle) == "only when kernel is gabor or random and size is 3"

@@ -19,6 +19,7 @@ from widgets.encoding import auto_levels, is_indexed
 from widgets.pgconfig import pg
 
 Extent = tuple[float, float, float, float]
+GRID_PAD_PX = 8  # between a grid label and the picture, and between label rows
 
 
 class ImageCanvas(pg.GraphicsView):
@@ -56,7 +57,11 @@ class ImageCanvas(pg.GraphicsView):
         self._labels_key: tuple = ()
         self._grid_items: list[pg.TextItem] = []
         self._grid_key: tuple = ()
-        self._margins = (0.0, 0.0)  # room left of and above the picture for grid labels, image units
+        self._row_items: list = []
+        self._column_items: list = []
+        self._title_items: list = [None, None]
+        self._label_px = (0, 0)  # room the grid labels need left of and above the picture, screen px
+        self._column_px = self._row_px = 0
         self._shape: Optional[tuple[int, int]] = None
         self._extent: Optional[Extent] = None
         self._data: Optional[np.ndarray] = None
@@ -224,33 +229,58 @@ class ImageCanvas(pg.GraphicsView):
 
     def set_grid_labels(self, rows: Sequence[str], columns: Sequence[str], titles: tuple[str, str] = ("", "")) -> None:
         """Names the rows and columns of a picture that is a uniform grid of tiles, outside the
-        picture (left and above), with an axis title for each; the fit makes room for them."""
+        picture (left and above), with an axis title for each. The fit leaves room for them by
+        their size on screen, and thins labels wider than their tiles (every k-th is shown)."""
         key = (tuple(rows), tuple(columns), tuple(titles), self._shape)
         if key == self._grid_key:
             return
         self._grid_key = key
         for item in self._grid_items:
             self.view.removeItem(item)
-        self._grid_items = []
+        self._grid_items, self._row_items, self._column_items, self._title_items = [], [], [], []
         if self._shape is None:
             return
+        metrics = QtGui.QFontMetrics(self.font())
+        line = metrics.height()
+        self._label_px = (
+            (max((metrics.horizontalAdvance(t) for t in rows), default=0) + GRID_PAD_PX if rows else 0)
+            + (line + GRID_PAD_PX if titles[1] else 0),
+            (line + GRID_PAD_PX if columns else 0) + (line + GRID_PAD_PX if titles[0] else 0),
+        )
+        self._column_px = max((metrics.horizontalAdvance(t) for t in columns), default=0) + GRID_PAD_PX
+        self._row_px = line
+        color, title_color = (225, 225, 225), (160, 200, 255)
+        self._row_items = [self._grid_text(t, (1.0, 0.5), color) for t in rows]
+        self._column_items = [self._grid_text(t, (0.5, 1.0), color) for t in columns]
+        self._title_items = [self._grid_text(titles[0], (0.5, 1.0), title_color) if titles[0] else None,
+                             self._grid_text(titles[1], (0.5, 1.0), title_color, angle=90) if titles[1] else None]
+        self.fit()
+
+    def _place_grid_labels(self, scale: float) -> None:
+        """Positions the grid labels for ``scale`` screen pixels per image pixel."""
+        if not self._grid_items or self._shape is None:
+            return
         h, w = self._shape
-        color = (225, 225, 225)
-        for i, text in enumerate(rows):
-            self._grid_text(text, (-0.01 * w, (i + 0.5) * h / len(rows)), (1.0, 0.5), color)
-        for j, text in enumerate(columns):
-            self._grid_text(text, ((j + 0.5) * w / len(columns), -0.01 * h), (0.5, 1.0), color)
-        x_title, y_title = titles
-        top = 0.07 * h if columns else 0.0
-        if x_title:
-            self._grid_text(x_title, (w / 2, -0.01 * h - top), (0.5, 1.0), (160, 200, 255))
-        if y_title:
-            self._grid_text(y_title, (-0.01 * w - (0.13 * w if rows else 0.0), h / 2), (0.5, 1.0), (160, 200, 255), angle=90)
-        left = (0.14 * w if rows else 0.0) + (0.05 * w if y_title else 0.0)
-        above = top + (0.07 * h if x_title else 0.0)
-        if (left, above) != self._margins:
-            self._margins = (left, above)
-            self.fit()
+        pad = GRID_PAD_PX / 2 / scale
+        for items, extent, tile_px, label_px in ((self._row_items, h, h * scale, self._row_px),
+                                                  (self._column_items, w, w * scale, self._column_px)):
+            if not items:
+                continue
+            every = max(1, int(np.ceil(label_px / max(tile_px / len(items), 1e-6))))
+            for i, item in enumerate(items):
+                centre = (i + 0.5) * extent / len(items)
+                if items is self._row_items:
+                    item.setPos(-pad, centre)
+                else:
+                    item.setPos(centre, -pad)
+                item.setVisible(i % every == 0)
+        line = self._row_px / scale
+        x_title, y_title = self._title_items
+        if x_title is not None:
+            x_title.setPos(w / 2, -pad - (line + pad if self._column_items else 0.0))
+        if y_title is not None:
+            row_width = (self._label_px[0] - (self._row_px + GRID_PAD_PX)) / scale
+            y_title.setPos(-pad - row_width, h / 2)
 
     @property
     def image_shape(self) -> Optional[tuple[int, int]]:
@@ -270,12 +300,12 @@ class ImageCanvas(pg.GraphicsView):
         """The opacity the overlay map is drawn with; 0 when no overlay is shown."""
         return float(self._heat_key[3]) if self.heat_item.isVisible() and self._heat_key else 0.0
 
-    def _grid_text(self, text: str, pos: tuple[float, float], anchor: tuple[float, float], color, angle: float = 0) -> None:
+    def _grid_text(self, text: str, anchor: tuple[float, float], color, angle: float = 0) -> pg.TextItem:
         item = pg.TextItem(text, color=color, anchor=anchor, angle=angle)
-        item.setPos(*pos)
         item.setZValue(15)
         self.view.addItem(item, ignoreBounds=True)
         self._grid_items.append(item)
+        return item
 
     def _add(self, item: pg.GraphicsObject, z: float) -> None:
         item.setZValue(z)
@@ -328,22 +358,27 @@ class ImageCanvas(pg.GraphicsView):
         """The whole picture (and its grid labels). A picture smaller than half the view is shown
         at the largest whole-number scale that fits, so small images stay crisp squares."""
         self._manual = False
-        left, above = self._margins
         if self._shape is None or self._extent is not None:
             self.view.autoRange(padding=0.01)
             return
         h, w = self._shape
         vw, vh = max(self.view.width(), 1.0), max(self.view.height(), 1.0)
+        left_px, above_px = self._label_px if self._grid_items else (0, 0)
+        scale = max(min((vw - left_px) / w, (vh - above_px) / h), 1e-3)
+        left, above = left_px / scale, above_px / scale
         x0, y0, width, height = -left, -above, w + left, h + above
         scale = min(vw / width, vh / height)
         if scale >= 2.0:
             whole = float(np.floor(scale))
             width, height = vw / whole, vh / whole
-            x0 -= (width - (w + left)) / 2
-            y0 -= (height - (h + above)) / 2
+            left, above = left_px / whole, above_px / whole  # the labels' room at this scale
+            x0 = -left - (width - (w + left)) / 2  # the block of labels and picture, centred
+            y0 = -above - (height - (h + above)) / 2
             self.view.setRange(QtCore.QRectF(x0, y0, width, height), padding=0)
+            self._place_grid_labels(whole)
         else:
             self.view.setRange(QtCore.QRectF(x0, y0, width, height), padding=0.01)
+            self._place_grid_labels(scale / 1.02)
 
     def display_scale(self) -> float:
         """Screen pixels per image pixel, as shown now."""

@@ -206,6 +206,8 @@ def _show_vector_field(panel: Panel, layer: VectorFieldLayer) -> None:
     canvas: ImageCanvas = panel.view
     origins = np.asarray(layer.origins, np.float64).reshape(-1, 2)
     vectors = np.asarray(layer.vectors, np.float64).reshape(-1, 2) * layer.scale
+    finite = np.isfinite(origins).all(1) & np.isfinite(vectors).all(1)  # an arrow at or to infinity is not drawn
+    origins, vectors = origins[finite], vectors[finite]
     _show_background(canvas, layer.background, _reach(origins))
     if not len(origins):
         return

@@ -16,14 +16,20 @@ class LayoutStore:
         self._restored: set[str] = set()
 
     def restore_geometry(self) -> bool:
+        """The saved window geometry, unless it does not fit the screen the window opens on (a
+        layout saved on a larger screen): then the window keeps the size it had."""
         if not self.persist:
             return False
         geometry = self._settings.value("window/geometry")
-        if geometry is None or not self._window.restoreGeometry(geometry):
+        if geometry is None:
+            return False
+        before = self._window.geometry()
+        if not self._window.restoreGeometry(geometry):
             return False
         screen = self._window.screen()
         if screen is not None and not screen.availableGeometry().contains(self._window.frameGeometry()):
-            return False  # a layout saved on a larger screen: the caller sizes the window afresh
+            self._window.setGeometry(before)
+            return False
         return True
 
     def restore_operator(self, operator: str) -> None:

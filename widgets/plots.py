@@ -162,6 +162,8 @@ class CurveView(pg.PlotWidget):
         right = tuple(n for n in right if n in series)
         if (x_label, y_label, log_y, log_x, right, right_label) != self._axes_key:  # re-setting them repaints the axes
             self.setLogMode(x=log_x, y=log_y)
+            for axis, log in (("bottom", log_x), ("left", log_y)):  # log axes: decades only, no crowded minor labels
+                self.getAxis(axis).setStyle(maxTickLevel=0 if log else 1)
             self.setLabel("bottom", x_label)
             self.setLabel("left", y_label)
             self._set_right_axis(bool(right), right_label, log_x)

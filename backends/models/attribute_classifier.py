@@ -20,6 +20,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from backends.models.cache import cached_model
+from backends.models.weights import load_weights
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "assets" / "weights"
 WEIGHTS_PATH = WEIGHTS_DIR / "attribute_classifier.safetensors"
@@ -70,10 +71,8 @@ def load_classifier(path: Optional[Path] = None, device: str = "cpu") -> Attribu
 
 def read_classifier(path: Path) -> AttributeClassifier:
     """The classifier of a safetensors file, on the CPU, without caching (see load_classifier)."""
-    from safetensors.torch import load_file
-
     model = AttributeClassifier()
-    model.load_state_dict({k: v.float() for k, v in load_file(str(path)).items()})
+    model.load_state_dict(load_weights(path))
     return model.eval()
 
 

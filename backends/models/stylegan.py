@@ -39,6 +39,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from backends.models.cache import cached_model
+from backends.models.weights import load_weights
 
 WEIGHTS_PATH = Path(__file__).resolve().parents[2] / "assets" / "weights" / "stylegan_faces.safetensors"
 Z_DIM = 64
@@ -433,9 +434,7 @@ def load_generator(path: Optional[Path] = None, device: str = "cpu") -> Generato
 
 def read_generator(path: Path) -> Generator:
     """A generator from its safetensors file, on the CPU, without caching (see load_generator)."""
-    from safetensors.torch import load_file
-
-    state = {k: v.float() for k, v in load_file(str(path)).items()}
+    state = load_weights(path)
     c_dim = state["mapping.embed.weight"].shape[1] if "mapping.embed.weight" in state else 0
     g = Generator(c_dim=c_dim)
     g.load_state_dict(state)
@@ -538,8 +537,6 @@ def save_directions(G: Generator, path: Path = DIRECTIONS_PATH, n_pca: int = 200
 
 
 def load_directions(path: Path = DIRECTIONS_PATH) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
     if not Path(path).exists():
         raise FileNotFoundError(f"no latent directions at {path}; run python -m backends.training.stylegan --export-only")
-    return {k: v.float() for k, v in load_file(str(path)).items()}
+    return load_weights(path)

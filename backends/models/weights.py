@@ -17,7 +17,7 @@ from typing import Any, Mapping, Optional
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 
 WEIGHTS_DIR = Path(__file__).resolve().parents[2] / "assets" / "weights"
 MANIFEST_NAME = "manifest.json"
@@ -60,9 +60,7 @@ def save_weights(
             t = t.to(torch.float16)
         tensors[name] = t.contiguous()
     header = {"opscope": json.dumps(dict(metadata or {}), sort_keys=True)}
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file(tensors, str(tmp), metadata=header)
-    os.replace(tmp, path)
+    write_atomically(path, save(tensors, metadata=header))
     entry = dict(manifest_entry or {})
     entry.update(file=path.name, sha256=sha256_of(path), bytes=path.stat().st_size,
                  parameters=int(sum(t.numel() for t in tensors.values() if t.is_floating_point())))
@@ -70,17 +68,40 @@ def save_weights(
     return entry
 
 
-def load_weights(path: Path | str) -> dict[str, torch.Tensor]:
-    """Every tensor in a safetensors file, floats as float32, on the CPU."""
+class WeightsError(ValueError):
+    """A weights file that is damaged, unlisted or unreadable; the message names the file."""
+
+
+def verify(path: Path | str) -> Path:
+    """``path`` if its sha256 matches its entry in the manifest beside it. Flipped bytes, a torn
+    write or a file the manifest does not list are refused before any tensor is read."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no weights file at {path}")
-    out = {}
-    with safe_open(str(path), framework="pt", device="cpu") as f:
-        for name in f.keys():
-            t = f.get_tensor(name)
-            out[name] = t.float() if t.is_floating_point() else t
-    return out
+    entry = read_manifest(path.parent).get(path.name)
+    if not isinstance(entry, dict) or not entry.get("sha256"):
+        raise WeightsError(f"{path.name} is not listed with a sha256 in {path.parent / MANIFEST_NAME}; "
+                           "weights are used only as they were written")
+    found = sha256_of(path)
+    if found != entry["sha256"]:
+        raise WeightsError(f"{path.name} is damaged: its sha256 {found[:12]}… does not match the manifest's "
+                           f"{str(entry['sha256'])[:12]}… (retrain it, or restore the file)")
+    return path
+
+
+def read_tensors(path: Path | str) -> dict[str, torch.Tensor]:
+    """Every tensor of a verified safetensors file as it is stored, on the CPU."""
+    path = verify(path)
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return {name: f.get_tensor(name) for name in f.keys()}
+    except Exception as exc:  # the library's own error for a malformed header
+        raise WeightsError(f"{path.name} cannot be read as safetensors ({type(exc).__name__})") from None
+
+
+def load_weights(path: Path | str) -> dict[str, torch.Tensor]:
+    """Every tensor in a verified safetensors file, floats as float32, on the CPU."""
+    return {name: t.float() if t.is_floating_point() else t for name, t in read_tensors(path).items()}
 
 
 def load_metadata(path: Path | str) -> dict[str, Any]:
@@ -91,30 +112,60 @@ def load_metadata(path: Path | str) -> dict[str, Any]:
 
 
 def read_manifest(folder: Path | str = WEIGHTS_DIR) -> dict[str, Any]:
+    """The manifest of ``folder``; a garbage one (a torn write, an edit gone wrong) is set aside as
+    ``manifest.json.damaged`` and read as empty, so its files must be written again to be used."""
     path = Path(folder) / MANIFEST_NAME
-    if not path.is_file():
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
         return {}
-    text = path.read_text()
-    return json.loads(text) if text.strip() else {}
+    except (OSError, UnicodeDecodeError) as exc:
+        raise WeightsError(f"{path} cannot be read ({exc})") from None
+    try:
+        manifest = json.loads(text) if text.strip() else {}
+        if not isinstance(manifest, dict):
+            raise ValueError("not an object")
+        return manifest
+    except ValueError:
+        _set_aside(path)
+        return {}
+
+
+def _set_aside(path: Path) -> None:
+    try:
+        os.replace(path, path.with_name(path.name + ".damaged"))
+    except OSError:
+        pass  # a read-only folder (the shipped assets): it stays, and is read as empty
 
 
 def update_manifest(manifest_path: Path | str, name: str, entry: Mapping[str, Any]) -> None:
     """Sets ``manifest[name] = entry``, keeping every other entry (read-modify-write under a lock)."""
     manifest_path = Path(manifest_path)
     manifest_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(manifest_path, "a+") as f:
-        _lock(f)
+    with open(manifest_path.with_name(manifest_path.name + ".lock"), "a+") as lock:
+        _lock(lock)
         try:
-            f.seek(0)
-            text = f.read()
-            manifest = json.loads(text) if text.strip() else {}
+            manifest = read_manifest(manifest_path.parent)
             manifest[name] = dict(entry)
-            f.seek(0)
-            f.truncate()
-            f.write(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-            f.flush()
+            write_atomically(manifest_path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
         finally:
-            _unlock(f)
+            _unlock(lock)
+
+
+def write_atomically(path: Path | str, data: bytes) -> None:
+    """``data`` to ``path`` through a temporary file in the same folder, flushed to disk and
+    renamed over it: a reader sees the old file or the new one, never half of one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
 
 
 def _lock(f) -> None:

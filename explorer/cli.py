@@ -176,6 +176,8 @@ def wait_for_frame(app, timeout_s: float = RENDER_TIMEOUT_S) -> Optional[str]:
 def render(app, out: str, size: tuple[int, int]) -> int:
     from PySide6 import QtWidgets
 
+    from widgets.save_png import save_png
+
     window = app.window
     window.resize(*size)
     window.show()
@@ -188,7 +190,7 @@ def render(app, out: str, size: tuple[int, int]) -> int:
     if error:
         print(f"opscope: error: {error}", file=sys.stderr)
         code = 1
-    elif not window.grab().save(out, "PNG"):
+    elif not save_png(window.grab(), out):
         print(f"opscope: error: could not write {out}", file=sys.stderr)
         code = 1
     else:

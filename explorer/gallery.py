@@ -49,6 +49,7 @@ def render_all(out: Path, sizes: Sequence[tuple[int, int]], ops: Sequence[str]) 
     from explorer.app import build
     from explorer.cli import wait_for_frame
     from explorer.image_sources import sample_path
+    from widgets.save_png import save_png
 
     out.mkdir(parents=True, exist_ok=True)
     image = load_image(sample_path("astronaut"))
@@ -71,7 +72,7 @@ def render_all(out: Path, sizes: Sequence[tuple[int, int]], ops: Sequence[str]) 
                     path = out / f"{op}__{slug}__{w}x{h}.png"
                     if error:
                         lines.append(f"FAILED {path.name}: {error}")
-                    elif app.window.grab().save(str(path), "PNG"):
+                    elif save_png(app.window.grab(), path):
                         lines.append(f"wrote {path}")
     finally:
         app.close()

@@ -26,6 +26,7 @@ from widgets.actions_bar import ActionItem, ActionsBar
 from widgets.image_canvas import ImageCanvas
 from widgets.operator_picker import OperatorPicker
 from widgets.param_form import ParamForm
+from widgets.save_png import save_png
 from widgets.sketchpad import Sketchpad
 from widgets.stage import Stage
 
@@ -376,7 +377,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def export_window_dialog(self) -> None:
         path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export window", "opscope.png", "PNG image (*.png)")
-        if path and not self.grab().save(path, "PNG"):
+        if path and not save_png(self.grab(), path):
             self.banner.show_message(f"Could not write {path}", "error")
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:

@@ -10,6 +10,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from widgets.colorbar import ColorBar
 from widgets.legend import CategoryLegend, OverlayControls
+from widgets.save_png import save_png
 
 
 class Panel(QtWidgets.QWidget):
@@ -69,7 +70,7 @@ class Panel(QtWidgets.QWidget):
             self.colorbar.set_map(colormap, levels)
 
     def export_png(self, path: str | Path) -> bool:
-        ok = self.grab().save(str(path), "PNG")
+        ok = save_png(self.grab(), path)
         if ok:
             self.exported.emit(str(path))
         return ok

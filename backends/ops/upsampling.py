@@ -1,0 +1,182 @@
+"""The upsampling lab: transposed convolution (kernel, stride, padding, output padding,
+dilation), max unpooling with a max pool's indices, nearest and bilinear resize, resize then
+convolve, and pixel shuffle (sub-pixel convolution), all on the same image reduced by the stride.
+
+Panels: the chosen method's output, every output side by side, the tap-count map that explains
+checkerboard artifacts, each output's spectrum with its energy at the stride's alias
+frequencies, and where one clicked input pixel goes. Cores: :mod:`backends.functional.upsampling`;
+methods: ``_upsampling_methods``; panels: ``_upsampling_panels``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+
+from backends.functional.upsampling import phase_sums, spectrum_summary, transposed_output_size
+from backends.imaging import long_side_size, luminance, resize
+from backends.layers import MetricsLayer, Result
+from backends.ops._upsampling_methods import (
+    KERNEL_METHODS,
+    KERNELS,
+    METHOD_INPUTS,
+    METHODS,
+    Inputs,
+    impulse_response,
+    make_inputs,
+    make_kernel2d,
+    overlap_window,
+    run_method,
+)
+from backends.ops._upsampling_panels import (
+    all_outputs_layer,
+    energy_layer,
+    output_layer,
+    overlap_layer,
+    scatter_layer,
+    spectra_layer,
+    spectrum_picture,
+)
+from backends.params import ChoiceParam, IntParam, ParamError, SeedParam
+from backends.registry import Operator, OperatorSpec, Query, query_point, register
+from backends.timing import StageTimer
+
+__all__ = ["Upsampling", "METHODS", "REFERENCE_SIDE"]
+
+REFERENCE_SIDE = 256  # outputs have the longer side at most this; the input is that reduced by the stride
+TRANSPOSED = (("method", ("transposed",)),)
+OVERLAP_INPUTS = ("kernel_size", "stride", "padding", "output_padding", "dilation")
+ALL_INPUTS = tuple(sorted({name for names in METHOD_INPUTS.values() for name in names}))
+
+
+@register
+class Upsampling(Operator):
+    spec = OperatorSpec(
+        name="upsampling",
+        title="Upsampling lab",
+        family="Convolution",
+        description=(
+            "Six ways to make an image s times larger: transposed convolution, max unpooling, nearest, bilinear, "
+            "resize then convolve, and pixel shuffle. See where checkerboard artifacts come from: how many kernel "
+            "taps land on each output pixel, and the energy each output puts at the stride's alias frequencies. "
+            "Click to see where one input pixel goes."
+        ),
+        params=(
+            ChoiceParam("method", "transposed", METHODS, help="The method shown large and traced in the scatter panel."),
+            IntParam("stride", 2, 1, 4, help="s: the upsampling factor (the transposed convolution's stride); the "
+                     "input is the image reduced s times."),
+            IntParam("kernel_size", 3, 1, 7, help="k: taps per side of the transposed, resize-convolve and pixel "
+                     "shuffle kernels. With k = 3 and s = 2 the taps overlap unevenly: a checkerboard."),
+            ChoiceParam("kernel", "box", KERNELS, help="The kernel's weights: box (all equal), bilinear (FCN's tent) "
+                        "or random (seeded, positive).", enabled_when=(("method", KERNEL_METHODS),)),
+            IntParam("padding", 1, 0, 3, help="p: rows and columns the transposed convolution crops from each side.",
+                     enabled_when=TRANSPOSED),
+            IntParam("output_padding", 1, 0, 3, help="q: rows and columns added at the bottom and right, to hit an "
+                     "exact size (less than the stride or the dilation).", enabled_when=TRANSPOSED),
+            IntParam("dilation", 1, 1, 3, help="d: spacing of the kernel's taps.",
+                     enabled_when=(("method", ("transposed", "pixel shuffle")),)),
+            SeedParam("seed", 0, help="Seed of the random kernel.", enabled_when=(("kernel", ("random",)),)),
+        ),
+        primary="Output",
+        tabs=(("outputs", ("All outputs", "Scatter of one input pixel")),
+              ("checkerboard", ("Kernel overlap", "Spectra", "Checkerboard energy")),
+              ("numbers", ("Metrics",))),
+    )
+    memo_capacity = 40
+
+    def run(self, image: torch.Tensor, params: Mapping[str, Any], query: Query) -> Result:
+        timer = StageTimer()
+        _, _, H, W = image.shape
+        s, k, d = int(params["stride"]), int(params["kernel_size"]), int(params["dilation"])
+        p, q, method = int(params["padding"]), int(params["output_padding"]), params["method"]
+        if not q < max(s, d):
+            raise ParamError(f"output_padding: {q} must be smaller than the stride {s} or the dilation {d}")
+        with timer("inputs"):
+            inputs = self.memo.stage("inputs", params, ("stride",), lambda: _inputs(image, s))
+        h, w = inputs.low.shape[-2:]
+        for n in (h, w):
+            if transposed_output_size(n, k, s, p, q, d) < 1:
+                raise ParamError(f"padding: {p} leaves the transposed convolution of a {w}x{h} input no output")
+        size = tuple(inputs.reference.shape[-2:])
+        with timer("methods + spectra"):
+            results = {m: self.memo.stage(f"method {m}", params, METHOD_INPUTS[m], lambda m=m: _method(m, inputs, params))
+                       for m in METHODS}
+            fractions = {m: r.fraction for m, r in results.items()}
+            # The panels of every method change only with a parameter some method reads (not the method shown).
+            shared = self.memo.stage("all methods", params, ALL_INPUTS, lambda: (
+                all_outputs_layer({m: r.luma for m, r in results.items()}, size),
+                spectra_layer({m: r.spectrum for m, r in results.items()}, fractions, s),
+                energy_layer(fractions, s)))
+        qx, qy = query_point(query, W, H)
+        pixel = (min(w - 1, int((qx + 0.5) * w / W)), min(h - 1, int((qy + 0.5) * h / H)))
+        with timer("scatter"):
+            response = impulse_response(method, inputs, params, pixel)
+        window = self.memo.stage("overlap", params, OVERLAP_INPUTS, lambda: overlap_window(k, s, p, q, d))
+        sums = phase_sums(make_kernel2d(params["kernel"], k, float(s * s), params["seed"]), s, d)
+        chosen = results[method]
+        out = chosen.output
+        extent = (0.0, 0.0, W * out.shape[-1] / size[1], H * out.shape[-2] / size[0])
+        layers = (
+            output_layer(method, chosen.shown, extent, _detail(method, params), chosen.saturated),
+            shared[0],
+            overlap_layer(window, k, s, d, sums),
+            shared[1],
+            shared[2],
+            scatter_layer(method, response, chosen.shown, pixel, s),
+            MetricsLayer("Metrics", {
+                "input (reduced image)": f"{w} x {h}",
+                "reference (full resolution)": f"{size[1]} x {size[0]}",
+                f"{method} output": f"{out.shape[-1]} x {out.shape[-2]}",
+                "transposed output rows (n-1)s - 2p + d(k-1) + q + 1": transposed_output_size(h, k, s, p, q, d),
+                "transposed taps per output pixel": " / ".join(str(int(v)) for v in window.counts.unique()),
+                **{f"alias energy, {m}": f"{fractions[m]:.2%}" for m in METHODS},
+                "clicked input pixel": f"({pixel[0]}, {pixel[1]})",
+                **timer.metrics(),
+            }),
+        )
+        return Result(layers)
+
+
+def _inputs(image: torch.Tensor, s: int) -> Inputs:
+    size = long_side_size(image.shape[-2], image.shape[-1], REFERENCE_SIDE, multiple=s)
+    return make_inputs(resize(image, size), s)
+
+
+@dataclass(frozen=True)
+class MethodResult:
+    """One method's output (1, C, H, W), as shown ((H, W, C) in [0, 1]), its luma, the log
+    spectrum of the luma as the spectra panel draws it, the luma's alias energy share, and the
+    share of pixels above 1."""
+
+    output: torch.Tensor
+    shown: torch.Tensor
+    luma: torch.Tensor
+    spectrum: torch.Tensor
+    fraction: float
+    saturated: float
+
+
+def _method(method: str, inputs: Inputs, params: Mapping[str, Any]) -> MethodResult:
+    try:
+        out = run_method(method, inputs, params)
+    except ValueError as exc:
+        raise ParamError(str(exc)) from None
+    s = int(params["stride"])
+    grey = luminance(out)
+    spectrum, fraction = spectrum_summary(grey[0, 0], s)
+    picture = spectrum_picture(spectrum.float(), tuple(inputs.reference.shape[-2:]))
+    return MethodResult(out, out[0].clamp(0, 1).permute(1, 2, 0), grey.clamp(0, 1), picture, fraction,
+                        float((out > 1.0).any(1).float().mean()))
+
+
+def _detail(method: str, params: Mapping[str, Any]) -> str:
+    s = params["stride"]
+    if method == "transposed":
+        return (f"{params['kernel']} kernel k = {params['kernel_size']}, stride {s}, padding {params['padding']}, "
+                f"output padding {params['output_padding']}, dilation {params['dilation']}")
+    if method == "pixel shuffle":
+        return f"phases of the {params['kernel']} kernel k = {params['kernel_size']}, dilation {params['dilation']}, x{s}"
+    if method == "resize + conv":
+        return f"{params['kernel']} kernel k = {params['kernel_size']}, x{s}"
+    return f"x{s}"

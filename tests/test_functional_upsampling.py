@@ -4,7 +4,7 @@ as the adjoint of ``F.conv2d`` (<conv x, y> = <x, conv^T y>, float64, 1e-10); ma
 against ``F.max_unpool2d`` and unpool(pool(x)) keeping the maxima in place, zeros elsewhere; the
 tap-count map against a naive count, uniform exactly when the stride divides the kernel size;
 pixel shuffle against ``F.pixel_shuffle`` and inverting ``F.pixel_unshuffle``; the sub-pixel
-convolution equal to the transposed one; resize-convolve; the alias energy share; gradcheck;
+convolution (phase kernels, then pixel shuffle) equal to the transposed one; resize-convolve; the alias energy share; gradcheck;
 module twins."""
 
 import itertools
@@ -31,6 +31,7 @@ from backends.functional.upsampling import (
     resize_conv2d,
     spectrum_summary,
     subpixel_conv_transpose2d,
+    subpixel_weight,
     taps_per_phase,
     transposed_output_size,
     zero_insert,
@@ -60,16 +61,8 @@ def naive_transposed(x: np.ndarray, w: np.ndarray, s: int, p: int, q: int, d: in
 
 
 def naive_count(n: int, k: int, s: int, p: int, q: int, d: int) -> np.ndarray:
-    size = transposed_output_size(n, k, s, p, q, d)
-    out = np.zeros((size, size))
-    for i in range(n):
-        for j in range(n):
-            for a in range(k):
-                for b in range(k):
-                    y, x = s * i + d * a - p, s * j + d * b - p
-                    if 0 <= y < size and 0 <= x < size:
-                        out[y, x] += 1
-    return out
+    """Taps landing on each output pixel: the scatter loop of ones through a kernel of ones."""
+    return naive_transposed(np.ones((1, n, n)), np.ones((1, 1, k, k)), s, p, q, d)[0]
 
 
 def _rand(*shape, seed=0, dtype=torch.float64):
@@ -189,14 +182,27 @@ def test_pixel_shuffle_places_channel_a_r_plus_b_at_row_a_column_b():
 
 
 @pytest.mark.parametrize("k, s, d", list(itertools.product([1, 2, 3, 4, 5], [1, 2, 3], [1, 2])))
-def test_subpixel_convolution_equals_the_transposed_one(k, s, d):
+def test_the_subpixel_phases_shuffled_are_the_transposed_convolution(k, s, d):
+    """pixel_shuffle of the s² phase convolutions (left-padded by T - 1): the first H s rows and
+    W s columns of the unpadded transposed output, zeros past its end (Shi et al., 2016)."""
     x, w = _rand(1, 2, 5, 6, seed=13), _rand(2, 3, k, k, seed=14)
     full = F.conv_transpose2d(x, w, stride=s, dilation=d)
-    ours = subpixel_conv_transpose2d(x, w, s, d)
+    sub = subpixel_weight(w, s, d)
+    t = sub.shape[-1]
+    ours = pixel_shuffle(F.conv2d(F.pad(x, (t - 1, 0, t - 1, 0)), sub), s)
     assert ours.shape == (1, 3, 5 * s, 6 * s)
     h, wd = min(full.shape[-2], 5 * s), min(full.shape[-1], 6 * s)
     torch.testing.assert_close(ours[..., :h, :wd], full[..., :h, :wd], **NAIVE_TOL)
     assert (ours[..., h:, :] == 0).all() and (ours[..., :, wd:] == 0).all()
+
+
+@pytest.mark.parametrize("k, s, p, q, d", CASES)
+def test_subpixel_transposed_convolution_equals_torch(k, s, p, q, d):
+    x, w, b = _rand(2, 3, 6, 5, seed=20), _rand(3, 2, k, k, seed=21), _rand(2, seed=22)
+    ours = subpixel_conv_transpose2d(x, w, s, p, q, d, bias=b)
+    torch.testing.assert_close(ours, F.conv_transpose2d(x, w, b, s, p, q, 1, d), **NAIVE_TOL)
+    torch.testing.assert_close(subpixel_conv_transpose2d(x.float(), w.float(), s, p, q, d),
+                               F.conv_transpose2d(x.float(), w.float(), None, s, p, q, 1, d), **TORCH_TOL)
 
 
 def test_resize_conv_is_nearest_resize_then_a_same_convolution():
@@ -237,7 +243,7 @@ def test_gradcheck():
     x = torch.rand(1, 2, 4, 3, generator=g, dtype=torch.float64, requires_grad=True)
     w = torch.randn(2, 2, 3, 3, generator=g, dtype=torch.float64, requires_grad=True)
     assert torch.autograd.gradcheck(lambda a, b: conv_transpose2d(a, b, stride=2, padding=1, output_padding=1), (x, w))
-    assert torch.autograd.gradcheck(lambda a, b: subpixel_conv_transpose2d(a, b, 2), (x, w))
+    assert torch.autograd.gradcheck(lambda a, b: subpixel_conv_transpose2d(a, b, 2, 1, 1), (x, w))
     pooled, idx = F.max_pool2d(torch.rand(1, 2, 6, 6, generator=g, dtype=torch.float64), 2, return_indices=True)
     assert torch.autograd.gradcheck(lambda a: max_unpool2d(a, idx, 2), (pooled.requires_grad_(True),))
 

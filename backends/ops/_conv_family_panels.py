@@ -11,9 +11,10 @@ from typing import Optional
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from backends.features import robust_max
-from backends.imaging import image_grid, resize, upscale_nearest
+from backends.imaging import image_grid, upscale_nearest
 from backends.layers import INPUT, BarsLayer, FeatureMapsLayer, ImageLayer, PointSet, PointsLayer
 from backends.ops._conv_family_weights import DEPTHWISE_KERNELS, TITLES, VARIANTS
 
@@ -23,7 +24,7 @@ INPUTS = (("horizontal, octave 2", "horiz"), ("45° diagonal, octave 2", "45°")
           ("135° diagonal, octave 2", "135°"), ("red", "red"), ("blue", "blue"), ("light", "light"),
           ("texture fine", "texture"))
 GRID_COLUMNS = 8  # output channels per variant in the side-by-side grid
-GRID_TILE = 64  # their tile side, working pixels
+GRID_TILE = 64  # their tiles' longer side at most this, working pixels reduced by a whole factor
 CELL_H, CELL_W = 8, 16  # connectivity cell, pixels (wide: room for the input names), a 1 px black line between cells
 CONTRIBUTION_TILE = 24  # a receptive-field tile's side, pixels, whatever k
 NOT_CONNECTED = (0.22, 0.22, 0.24)
@@ -32,7 +33,7 @@ COST_SERIES = ("parameters", "multiply-adds", "measured time")
 
 def symmetric_hi(x: torch.Tensor) -> float:
     """The robust largest |value| of x, for a colour scale symmetric about 0."""
-    return float(robust_max(x.abs().flatten(), samples=65536))
+    return float(robust_max(x.abs().flatten()))
 
 
 def output_labels(variant: str, dense_w: torch.Tensor, short: tuple[str, ...], multiplier: int) -> tuple[str, ...]:
@@ -57,9 +58,11 @@ def variants_grid(outputs: dict[str, torch.Tensor]) -> ImageLayer:
     """Rows: the six variants; columns: their first output channels, each row on its own scale."""
     tiles = []
     for v in VARIANTS:
-        out = outputs[v][0]
-        small = resize(out[None], _tile_size(out.shape[-2:]))[0] / max(symmetric_hi(out), 1e-6)
-        tiles.append(small[:GRID_COLUMNS])  # every variant has at least C_in = 8 outputs
+        out = outputs[v][:, :GRID_COLUMNS]  # every variant has at least C_in = 8 outputs
+        h, w = out.shape[-2:]
+        f = max(1, -(-max(h, w) // GRID_TILE))
+        small = F.avg_pool2d(out, f, ceil_mode=True) if f > 1 else out  # area means, f x f
+        tiles.append(small[0] / max(symmetric_hi(outputs[v]), 1e-6))
     grid = image_grid(torch.cat(tiles)[:, None], GRID_COLUMNS, gap=2, fill=float("nan"))[0]
     return ImageLayer("All variants", grid, levels=(-1.0, 1.0), colormap="CET-D1",
                       row_labels=VARIANTS,
@@ -69,25 +72,18 @@ def variants_grid(outputs: dict[str, torch.Tensor]) -> ImageLayer:
                               "to its own strongest response (blue negative, red positive)")
 
 
-def _tile_size(hw) -> tuple[int, int]:
-    h, w = int(hw[0]), int(hw[1])
-    s = GRID_TILE / max(h, w)
-    return max(1, round(h * s)), max(1, round(w * s))
-
-
 def inputs_layer(x: torch.Tensor, short: tuple[str, ...], long: tuple[str, ...]) -> FeatureMapsLayer:
     return FeatureMapsLayer("Input channels", x[0], labels=short, levels=(0.0, 1.0), colormap="inferno",
                             caption=f"the {len(short)} channels every variant reads, from the feature bank: "
                                     + ", ".join(long) + f" (at {x.shape[-1]}x{x.shape[-2]} px)")
 
 
-def group_names(groups: int, short: tuple[str, ...]) -> tuple[str, ...]:
+def group_members(groups: int, short: tuple[str, ...]) -> str:
+    """Which inputs each group holds, in words: 'group 1: horiz to 135°; group 2: red to texture'."""
     per = len(short) // groups
-    if groups == 1:
-        return ("all inputs",)
     parts = [short[j * per: (j + 1) * per] for j in range(groups)]
-    return tuple(f"group {j + 1}: " + (" to ".join((p[0], p[-1])) if len(p) > 2 else ", ".join(p))
-                 for j, p in enumerate(parts))
+    return "; ".join(f"group {j + 1}: " + (" to ".join((p[0], p[-1])) if len(p) > 2 else ", ".join(p))
+                     for j, p in enumerate(parts))
 
 
 def connectivity_picture(dense_w: torch.Tensor, groups: int) -> np.ndarray:
@@ -106,7 +102,8 @@ def connectivity_picture(dense_w: torch.Tensor, groups: int) -> np.ndarray:
 
 def connectivity_layer(variant: str, dense_w: torch.Tensor, groups: int, shuffle: bool,
                        out_labels: tuple[str, ...], short: tuple[str, ...]) -> ImageLayer:
-    names = group_names(groups, short)
+    names = ("all inputs",) if groups == 1 else tuple(f"group {j + 1}" for j in range(groups))
+    members = f" ({group_members(groups, short)})" if 1 < groups < len(short) else ""
     palette = np.concatenate([np.asarray([NOT_CONNECTED], np.float32), _group_palette(groups)])
     conn = dense_w.reshape(dense_w.shape[0], dense_w.shape[1], -1).ne(0).any(-1)
     reads = int(conn.sum(1).max())
@@ -128,11 +125,11 @@ def connectivity_layer(variant: str, dense_w: torch.Tensor, groups: int, shuffle
     }[variant]
     if variant in ("group", "group pair") and groups == 1:
         what = "one group: every output reads every input (a standard convolution)"
-    return ImageLayer("Connectivity", connectivity_picture(dense_w, groups), categories=("not connected",) + names,
+    return ImageLayer("Connectivity", connectivity_picture(dense_w, groups), categories=("no link",) + names,
                       palette=palette, row_labels=out_labels if len(out_labels) <= 16 else (),
                       column_labels=short, axis_titles=("input channel", "output channel"),
                       caption=f"{TITLES[variant]}: which input channels reach which output channels, coloured by the "
-                              f"input's group; {what} (at most {reads} of {dense_w.shape[1]})")
+                              f"input's group{members}; {what} (at most {reads} of {dense_w.shape[1]})")
 
 
 def _group_palette(groups: int) -> np.ndarray:
@@ -146,7 +143,7 @@ def contributions(dense_w: torch.Tensor, x: torch.Tensor, channel: int, q: tuple
     (x, y); their sum is that output value (zero padding outside the map)."""
     k = dense_w.shape[-1]
     r = k // 2
-    padded = torch.nn.functional.pad(x[0], (r, r, r, r))
+    padded = F.pad(x[0], (r, r, r, r))
     window = padded[:, q[1]: q[1] + k, q[0]: q[0] + k]
     return dense_w[channel] * window
 

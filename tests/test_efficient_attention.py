@@ -158,7 +158,7 @@ def test_measure_times_every_method_and_skips_what_passes_the_budget():
     assert list(curve.series["full softmax"][0]) == measured
     for name in ("linear", "window", "channel"):
         assert list(curve.series[name][0]) == measured and (curve.series[name][1] > 0).all()
-    assert "full softmax skipped from 4,096 tokens (64 MiB of weights, over the 16 MiB budget)" in curve.caption
+    assert "Full softmax skipped from 4,096 tokens (64 MiB of weights, over the 16 MiB budget)" in curve.caption
     op.reset_state()
     with torch.no_grad():
         assert "estimated" in complete(op.compute(image, params, CLICK)).layer("Cost vs tokens").y_label

@@ -13,6 +13,7 @@ unbiased ones (divided by n - 1), as ``torch.cov`` and the papers compute them.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -87,10 +88,13 @@ def coral_align(source: torch.Tensor, target: torch.Tensor, eps: float = 0.0) ->
 
 
 def apply_affine(features: torch.Tensor, a: torch.Tensor, mean_from: torch.Tensor, mean_to: torch.Tensor) -> torch.Tensor:
-    """A (x - mean_from) + mean_to at every pixel: features (N, C, H, W), a (N, C, C), means (N, C)."""
+    """A (x - mean_from) + mean_to at every pixel x: features (N, C, H, W), a (N, C, C), means (N, C).
+    One grouped 1 x 1 convolution (a C x C matrix per image, bias mean_to - A mean_from)."""
     n, c = features.shape[:2]
-    centred = features.flatten(2) - mean_from[..., None]
-    return (a @ centred + mean_to[..., None]).view(n, c, *features.shape[2:])
+    a = a.to(features.dtype)
+    bias = mean_to.to(features.dtype) - (a @ mean_from.to(features.dtype)[..., None])[..., 0]
+    out = F.conv2d(features.reshape(1, n * c, *features.shape[2:]), a.reshape(n * c, c, 1, 1), bias.reshape(-1), groups=n)
+    return out.view(features.shape)
 
 
 def coral_distance(source_cov: torch.Tensor, target_cov: torch.Tensor) -> torch.Tensor:

@@ -201,12 +201,13 @@ def cost_layer(costs: Optional[Costs], params: Mapping[str, Any]) -> CurveLayer:
                   for m in METHODS}
         return CurveLayer("Cost vs tokens", series, x_label="tokens", y_label="million multiply-adds (estimated)",
                           log_x=True, log_y=True,
-                          caption=f"estimated multiply-adds of one head (dim {COST_DIM}, window {window}x{window}); "
-                                  "press Measure cost to time them on this machine")
+                          caption=f"estimated multiply-adds of one head (dim {COST_DIM}, window {window}x{window}; linear and "
+                                  "channel attention lie on one line, 2Nd²); press Measure cost to time them on this "
+                                  "machine")
     series = {CURVE_NAMES[m]: (np.array([p[0] for p in pts], np.float64), np.array([p[1] for p in pts], np.float64))
               for m, pts in costs.ms.items() if pts}
-    skipped = "; ".join(f"{CURVE_NAMES[m]} skipped from {n:,} tokens ({_bytes(weight_bytes(m, n, COST_DIM, costs.window))} "
-                        f"of weights, over the {_bytes(costs.budget)} budget)" for m, n in costs.skipped.items())
+    skipped = "; ".join(f"{CURVE_NAMES[m].capitalize() if i == 0 else CURVE_NAMES[m]} skipped from {n:,} tokens ({_bytes(weight_bytes(m, n, COST_DIM, costs.window))} "
+                        f"of weights, over the {_bytes(costs.budget)} budget)" for i, (m, n) in enumerate(costs.skipped.items()))
     return CurveLayer("Cost vs tokens", series, x_label="tokens", y_label="time (ms)", log_x=True, log_y=True,
                       caption=f"measured: best of up to {MAX_REPEATS} runs on random tokens (one head, dim {COST_DIM}, "
                               f"window {costs.window}x{costs.window}); full attention forms its N x N weights"

@@ -95,7 +95,7 @@ class EfficientAttention(Operator):
                      "patches."),
             ChoiceParam("feature_map", "elu+1", FEATURE_MAPS, help="Linear attention's kernel features φ: elu(x) + 1 "
                         "(Katharopoulos et al.) or relu(x)."),
-            FloatParam("channel_temperature", 0.1, 0.01, 2.0, step=0.01, help="Channel attention's temperature on "
+            FloatParam("channel_temperature", 0.3, 0.01, 2.0, step=0.01, help="Channel attention's temperature on "
                        "the cosine between channels (lower: each channel reads fewer others)."),
             IntParam("memory_budget_mib", 512, 16, 4096, step=16, help="Measure skips a method at a token count "
                      "whose attention weights would pass this (full attention: N² x 4 bytes)."),

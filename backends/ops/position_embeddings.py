@@ -38,6 +38,8 @@ ROTARY = ("rotary-1d", "rotary-2d")
 DIMS = ("8", "16", "32", "64", "128", "256")
 RELATIVE_TABLES = ("distance decay", "random")
 ROTARY_CONTENT = ("shared q = k", "separate q and k")
+MOSAIC_LABELS = {"sinusoidal-1d": "sin 1-D", "sinusoidal-2d": "sin 2-D", "learned-random": "learned",
+                 "relative": "relative", "rotary-1d": "rotary 1-D", "rotary-2d": "rotary 2-D"}  # short: tiles are narrow
 MOSAIC_SIDE = 256  # the all-schemes mosaic: each tile's longer side
 TABLE_POSITIONS = 128  # the embedding table panel shows the first this many positions
 TABLE_INPUTS = ("patch", "dim", "base_log10", "seed", "relative_table", "slope", "rotary_content")
@@ -156,9 +158,8 @@ class PositionEmbeddings(Operator):
             MetricsLayer("Metrics", {
                 "tokens": f"{rows} x {cols} = {rows * cols}",
                 "clicked token": f"{qi} (row {qi // cols}, column {qi % cols})",
-                "similarity to itself": f"{float(row[qi]):.3g}",
-                "base": f"{10.0 ** float(params['base_log10']):,.0f}",
-                "wavelengths (tokens)": "{:.3g} to {:.3g}".format(*wavelength_span(params)),
+                "similarity to itself": f"{float(row[qi]) + 0.0:.3g}",  # + 0.0: no "-0"
+                **(frequency_metrics(params) if chosen in FREQUENCY_SCHEMES else {}),
                 **timer.metrics(),
             }),
         )
@@ -172,9 +173,9 @@ class PositionEmbeddings(Operator):
             lo, hi = row_levels(r, qi)
             maps.append(((r - lo) / max(hi - lo, 1e-12)).clamp(0, 1))
         maps = torch.stack(maps).view(-1, rows, cols)
-        return HeatmapLayer("All schemes", upscale_nearest(maps, scale), labels=tuple(rows_by), background=picture,
+        return HeatmapLayer("All schemes", upscale_nearest(maps, scale), labels=tuple(MOSAIC_LABELS[n] for n in rows_by), background=picture,
                             levels=(0.0, 1.0), colormap="inferno", opacity=0.75,
-                            caption="every scheme from the clicked token, each scaled from its own lowest value (0) to "
+                            caption="every scheme (sin: sinusoidal) from the clicked token, each scaled from its own lowest value (0) to "
                                     "its highest off the clicked token (1); relative shows its bias")
 
     @staticmethod
@@ -224,9 +225,10 @@ def measure_words(scheme: str, params: Mapping[str, Any]) -> str:
     return "cosine of the embeddings" if params["similarity"] == "cosine" else "dot product of the embeddings"
 
 
-def wavelength_span(params: Mapping[str, Any]) -> tuple[float, float]:
+def frequency_metrics(params: Mapping[str, Any]) -> dict[str, str]:
     w = wavelengths(int(params["dim"]), 10.0 ** float(params["base_log10"]))
-    return float(w[0]), float(w[-1])
+    return {"base": f"{10.0 ** float(params['base_log10']):,.0f}",
+            "wavelengths (tokens)": f"{float(w[0]):.3g} to {float(w[-1]):.3g}"}
 
 
 def table_layer(scheme: Scheme, params: Mapping[str, Any], rows: int, cols: int) -> ImageLayer:

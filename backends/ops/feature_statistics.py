@@ -170,14 +170,15 @@ class FeatureStatistics(Operator):
     @staticmethod
     def _transform(source: Stats, target: Stats, params: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """The colour map x -> M (x - mu_s) + m as (M (1, 3, 3), m (1, 3)): CORAL's transform and
-        the target mean, blended with the identity and the input's mean by ``strength``."""
-        c_s, c_t = source.colour_cov.double(), target.colour_cov.double()
+        the target mean, blended with the identity and the input's mean by ``strength``. The 3 x 3
+        roots are taken in float64 on the CPU (MPS has no float64)."""
+        c_s, c_t = source.colour_cov.cpu().double(), target.colour_cov.cpu().double()
         eps = float(params["regularization"]) * float(c_s.diagonal().mean())
         a = coral_transform(c_s, c_t, eps)
         t = float(params["strength"])
         matrix = (1 - t) * torch.eye(3, dtype=a.dtype, device=a.device) + t * a
         mean_to = (1 - t) * source.colour_mean + t * target.colour_mean
-        return matrix.to(source.small.dtype)[None], mean_to[None]
+        return matrix.to(source.small)[None], mean_to[None]
 
     @staticmethod
     def _aligned_cov(source: Stats, matrix: torch.Tensor, mean_to: torch.Tensor, features: str) -> torch.Tensor:

@@ -111,8 +111,10 @@ def spectra_layer(spectra: dict[str, torch.Tensor], fractions: dict[str, float],
 
 
 def energy_layer(fractions: dict[str, float], s: int) -> BarsLayer:
-    return BarsLayer("Checkerboard energy", METHODS, {"energy at alias frequencies": np.array(
-        [100.0 * fractions[m] for m in METHODS], np.float32)}, value_label="% of spectral energy", horizontal=True,
+    shares = np.array([100.0 * fractions[m] for m in METHODS], np.float32)
+    top = max(1.0, 1.1 * float(shares.max()))  # at least 1%: tiny shares stay tiny, the axis in plain %
+    return BarsLayer("Checkerboard energy", METHODS, {"energy at alias frequencies": shares}, y_range=(0.0, top),
+        value_label="% of spectral energy", horizontal=True,
         caption=f"the share of each output's spectral energy (zero frequency left out) at the stride's alias "
                 f"frequencies, multiples of 1/{s} of the sampling rate: where a checkerboard puts its energy")
 

@@ -147,7 +147,11 @@ def test_the_receptive_fields_are_the_stacks_weights_placed_at_the_query(layers)
         half = weights.shape[0] // 2
         expected = np.zeros((48, 72))
         expected[QUERY[1] - half: QUERY[1] + half + 1, QUERY[0] - half: QUERY[0] + half + 1] = weights / weights.max()
-        erf = np.asarray(result.layer(f"Receptive field: {name}").maps)
+        layer = result.layer(f"Receptive field: {name}")
+        x0, y0, wc, hc = (int(v) for v in layer.extent)  # the crop is placed on the frame by its extent
+        assert np.asarray(layer.maps).shape == (hc, wc)
+        erf = np.zeros((48, 72))
+        erf[y0: y0 + hc, x0: x0 + wc] = layer.maps
         np.testing.assert_allclose(erf, expected, atol=1e-5)
     regular = result.layer("Receptive field: deformable kernels").boxes[0]
     assert regular == (QUERY[0] + 0.5 - (2 * layers + 1) / 2, QUERY[1] + 0.5 - (2 * layers + 1) / 2,

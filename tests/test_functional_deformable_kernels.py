@@ -1,9 +1,9 @@
 """Deformable-kernel cores: kernel sampling and the convolution against naive float64 loops
 (1e-10), zero offsets against F.conv2d with the kernel space's central crop (1e-5 in float32),
 the global path against the per-pixel path, gradcheck in float64, the module twin; the splatted
-kernel against deform_conv2d with the same offsets at every pixel (1e-10); the sparse depthwise
-convolution against F.conv2d; tap offsets of a zoom and a turn written out by hand; the receptive
-field of one layer; the kernel-space patterns; shape errors."""
+kernel against deform_conv2d with the same offsets at every pixel (1e-10); the depthwise
+convolution (shifted windows and FFT) against F.conv2d; tap offsets of a zoom and a turn written
+out by hand; the receptive field of one layer; the kernel-space patterns; shape errors."""
 
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ from backends.functional.deformable_kernels import (
     DeformableKernelConv2d,
     affine_tap_offsets,
     deform_kernel_conv2d,
+    depthwise_same,
     pattern_space,
     receptive_field,
     sample_kernel,
-    sparse_depthwise_conv,
     splat_taps,
     tap_grid,
 )
@@ -152,16 +152,18 @@ def test_the_splatted_kernel_equals_deform_conv2d_with_the_same_offsets_everywhe
     offset = affine_tap_offsets(m, 3).view(1, 18, 1, 1).expand(1, 18, 15, 12)
     ref = deform_conv2d(x, offset, kernel.view(1, 1, 3, 3).expand(2, 1, 3, 3), padding=1)
     splat = splat_taps(kernel, tap_grid(3, dtype=torch.float64) @ m.T)
-    torch.testing.assert_close(sparse_depthwise_conv(x, splat), ref, atol=NAIVE_TOL, rtol=0)
+    torch.testing.assert_close(depthwise_same(x, splat), ref, atol=NAIVE_TOL, rtol=0)
     assert float(splat.sum()) == pytest.approx(float(kernel.sum()))
 
 
-def test_sparse_depthwise_conv_equals_f_conv2d():
-    g = torch.Generator().manual_seed(6)
-    x = torch.rand(2, 3, 16, 13, generator=g)
-    kernel = torch.randn(5, 5, generator=g) * (torch.rand(5, 5, generator=g) > 0.5)
-    ref = F.conv2d(x, kernel.expand(3, 1, 5, 5), padding=2, groups=3)
-    torch.testing.assert_close(sparse_depthwise_conv(x, kernel), ref, atol=TORCH_TOL, rtol=TORCH_TOL)
+@pytest.mark.parametrize("size, keep", [(5, 0.5), (17, 1.0)])
+def test_depthwise_same_equals_f_conv2d(size, keep):
+    """A sparse kernel (shifted windows) and a dense 17 x 17 one (the FFT) on a non-square image."""
+    g = torch.Generator().manual_seed(size)
+    x = torch.rand(2, 3, 16, 23, generator=g, dtype=torch.float64)
+    kernel = torch.randn(size, size, generator=g, dtype=torch.float64) * (torch.rand(size, size, generator=g) < keep)
+    ref = F.conv2d(x, kernel.expand(3, 1, size, size), padding=size // 2, groups=3)
+    torch.testing.assert_close(depthwise_same(x, kernel), ref, atol=NAIVE_TOL, rtol=0)
 
 
 def test_tap_offsets_of_a_zoom_and_a_turn():

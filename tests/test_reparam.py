@@ -154,3 +154,11 @@ def test_parameters_say_when_they_do_anything():
     repvgg = validate(SPEC.params, {"block": "repvgg"})
     assert is_active(by_name["var_scale"], repvgg) and not is_active(by_name["dirac_alpha"], repvgg)
     assert SPEC.primary == "Output"
+
+
+def test_a_large_image_is_shown_at_the_working_size_on_its_frame():
+    result = _compute(StructuralReparameterization(), _image(96, 320, seed=3))
+    out, diff = result.layer("Output"), result.layer("Branched − fused")
+    assert np.asarray(out.image).shape == (77, 256, 3) and np.asarray(diff.maps).shape == (77, 256)
+    assert out.extent == diff.extent == (0.0, 0.0, 320.0, 96.0)
+    assert "at 256x77 px" in out.caption and "at 256x77 px" in diff.caption

@@ -8,6 +8,7 @@ reshapes what is inside it. The cores are :mod:`backends.functional.deformable_k
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 import torch
@@ -19,10 +20,10 @@ from backends.functional.deformable_kernels import (
     SPACE_PATTERNS,
     affine_tap_offsets,
     deform_kernel_conv2d,
+    depthwise_same,
     pattern_space,
     receptive_field,
     sample_kernel,
-    sparse_depthwise_conv,
     splat_taps,
     tap_grid,
 )
@@ -93,13 +94,13 @@ class DeformableKernels(Operator):
         with timer("outputs"):
             outputs = stage("outputs", params, KERNEL_INPUTS, lambda: _outputs(small, kern, params))
         with timer("receptive fields"):
-            erfs = stage("erf", params, ERF_INPUTS, lambda: _receptive_fields(image, kern, int(params["layers"]), q), extra=q)
+            fields = stage("erf", params, ERF_INPUTS, lambda: _receptive_fields(image, kern, int(params["layers"]), q), extra=q)
         layers = (
             *_output_layers(outputs, kern, params, (w, h), small.shape[-1] != w),
             _space_layer(kern, params),
             _kernel_layer(kern, params),
-            *_erf_layers(erfs, kern, params, q),
-            MetricsLayer("Metrics", {**_metrics(erfs, kern, params, q), **timer.metrics()}),
+            *_erf_layers(fields, kern, params, q),
+            MetricsLayer("Metrics", {**_metrics(fields, kern, params, q), **timer.metrics()}),
         )
         return Result(layers)
 
@@ -144,13 +145,30 @@ def _outputs(small: torch.Tensor, kern: Kernels, params: Mapping[str, Any]) -> t
     """(deformable kernel, deformable convolution) of the working image (1, 3, h, w). The first is
     the sampled K x K kernel on each channel; the second the splatted kernel, which equals
     ``deform_conv2d`` with the same offsets at every pixel (tested) at a fraction of the reads."""
-    return sparse_depthwise_conv(small, kern.sampled), sparse_depthwise_conv(small, kern.splat)
+    return depthwise_same(small, kern.sampled), depthwise_same(small, kern.splat)
 
 
-def _receptive_fields(image: torch.Tensor, kern: Kernels, layers: int, q: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+@dataclass(frozen=True)
+class Fields:
+    """Both stacks' effective receptive fields on the crop that holds everything out(q) reads:
+    (hc, wc) maps scaled to a maximum of 1, the crop's corner (x0, y0) on the frame, and the query
+    inside the crop."""
+
+    kernels: torch.Tensor
+    convolution: torch.Tensor
+    corner: tuple[int, int]
+    local: tuple[int, int]
+
+    @property
+    def extent(self) -> tuple[float, float, float, float]:
+        hc, wc = self.kernels.shape
+        return (float(self.corner[0]), float(self.corner[1]), float(wc), float(hc))
+
+
+def _receptive_fields(image: torch.Tensor, kern: Kernels, layers: int, q: tuple[int, int]) -> Fields:
     """|d out(q) / d luma| through ``layers`` deformable-kernel layers and ``layers`` deformable
-    convolutions (``deform_conv2d``), on the crop that holds everything out(q) can read (exact with
-    zero padding), placed on the (H, W) frame and scaled to a maximum of 1."""
+    convolutions (``deform_conv2d``), by autograd on the crop that holds everything out(q) can
+    read (exact with zero padding: the image's own border is the crop's where they meet)."""
     _, _, h, w = image.shape
     k = kern.k
     reach = layers * max(kern.dc_reach, k // 2)
@@ -173,12 +191,9 @@ def _receptive_fields(image: torch.Tensor, kern: Kernels, layers: int, q: tuple[
             x = deform_conv2d(x, dc_off, crop_kernel, padding=k // 2)
         return x
 
-    out = []
-    for fn in (dk_stack, dc_stack):
-        erf = image.new_zeros(h, w)
-        erf[y0:y1, x0:x1] = receptive_field(fn, crop, local)
-        out.append(erf / erf.max().clamp_min(1e-12))
-    return out[0], out[1]
+    maps = [receptive_field(fn, crop, local) for fn in (dk_stack, dc_stack)]
+    maps = [m / m.max().clamp_min(1e-12) for m in maps]
+    return Fields(maps[0], maps[1], (x0, y0), local)
 
 
 def _levels(a: torch.Tensor) -> tuple[float, float]:
@@ -234,21 +249,21 @@ def _kernel_layer(kern: Kernels, params: Mapping[str, Any]) -> ImageLayer:
                               f"deformable kernel samples bilinearly at the moved positions ({params['deform']})")
 
 
-def _erf_layers(erfs: tuple[torch.Tensor, torch.Tensor], kern: Kernels, params: Mapping[str, Any],
+def _erf_layers(fields: Fields, kern: Kernels, params: Mapping[str, Any],
                 q: tuple[int, int]) -> tuple[HeatmapLayer, HeatmapLayer]:
     layers, k = int(params["layers"]), kern.k
     regular = layers * (k - 1) + 1
     widest = layers * 2 * kern.dc_reach + 1
     box, focus = _box(q, regular), _box(q, max(regular, widest) + 8)
     what = f"|d out / d input| of the clicked pixel through {layers} layer{'s' if layers > 1 else ''}, scaled to its maximum"
+    outside = _outside(fields.convolution, fields.local, regular)
+    common = dict(background=INPUT, levels=(0.0, 1.0), opacity=0.85, extent=fields.extent, focus=focus, boxes=(box,))
     return (
-        HeatmapLayer("Receptive field: deformable kernels", erfs[0], background=INPUT, levels=(0.0, 1.0), opacity=0.85,
-                     focus=focus, boxes=(box,),
+        HeatmapLayer("Receptive field: deformable kernels", fields.kernels, **common,
                      caption=f"{what}; the box: the regular {regular}x{regular} receptive field, which it never leaves"),
-        HeatmapLayer("Receptive field: deformable convolution", erfs[1], background=INPUT, levels=(0.0, 1.0), opacity=0.85,
-                     focus=focus, boxes=(box,),
+        HeatmapLayer("Receptive field: deformable convolution", fields.convolution, **common,
                      caption=f"{what}; the box: the regular {regular}x{regular} receptive field; "
-                             f"{_outside(erfs[1], q, regular):.0%} of the gradient lies outside it"),
+                             f"{outside:.0%} of the gradient lies outside it"),
     )
 
 
@@ -272,8 +287,7 @@ def rms_radius(erf: torch.Tensor, q: tuple[int, int]) -> float:
     return float(((erf * (xs * xs + ys * ys)).sum() / erf.sum().clamp_min(1e-12)).sqrt())
 
 
-def _metrics(erfs: tuple[torch.Tensor, torch.Tensor], kern: Kernels, params: Mapping[str, Any],
-             q: tuple[int, int]) -> dict[str, Any]:
+def _metrics(fields: Fields, kern: Kernels, params: Mapping[str, Any], q: tuple[int, int]) -> dict[str, Any]:
     layers, k, s = int(params["layers"]), kern.k, kern.space.shape[-1]
     regular = layers * (k - 1) + 1
     widest = layers * 2 * kern.dc_reach + 1
@@ -283,8 +297,8 @@ def _metrics(erfs: tuple[torch.Tensor, torch.Tensor], kern: Kernels, params: Map
         "largest read offset (px)": round(float(kern.dc_offsets.abs().max()), 2),
         "receptive field, deformable kernels": f"{regular} x {regular}",
         "receptive field, deformable conv": f"{widest} x {widest}",
-        "ERF rms radius, deformable kernels (px)": round(rms_radius(erfs[0], q), 2),
-        "ERF rms radius, deformable conv (px)": round(rms_radius(erfs[1], q), 2),
-        "ERF outside the regular box, deformable conv": f"{_outside(erfs[1], q, regular):.1%}",
+        "ERF rms radius, deformable kernels (px)": round(rms_radius(fields.kernels, fields.local), 2),
+        "ERF rms radius, deformable conv (px)": round(rms_radius(fields.convolution, fields.local), 2),
+        "ERF outside the regular box, deformable conv": f"{_outside(fields.convolution, fields.local, regular):.1%}",
         "query": f"({q[0]}, {q[1]})",
     }

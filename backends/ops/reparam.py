@@ -20,7 +20,7 @@ from backends.functional.reparam import (
     fused_forward,
     random_block,
 )
-from backends.imaging import image_grid
+from backends.imaging import image_grid, resize_long_side
 from backends.layers import BarsLayer, HeatmapLayer, ImageLayer, MetricsLayer, Result
 from backends.params import ChoiceParam, FloatParam, SeedParam
 from backends.registry import Operator, OperatorSpec, Query, register
@@ -32,6 +32,7 @@ BN_BLOCKS = (("block", ("repvgg", "acnet")),)
 BLOCK_INPUTS = ("block", "groups", "seed", "mean_scale", "var_scale", "dirac_alpha", "precision")
 TIMING_INPUTS = ("block", "groups", "precision")
 REPEATS = 5  # timing runs of each form; the fastest counts
+WORK_SIDE = 256  # the output and difference panels are computed with the longer side at most this
 BRANCH_NAMES = {"repvgg": ("3x3", "1x1", "identity"), "acnet": ("3x3", "1x3", "3x1"), "diracnet": ("W", "identity")}
 ROWS = ("R", "G", "B")  # output channels: short, so they fit left of a small picture
 BRANCHES_IN_WORDS = {
@@ -80,15 +81,19 @@ class StructuralReparameterization(Operator):
         with timer("fuse"):
             branches = stage("block", params, BLOCK_INPUTS, lambda: _block(params, image.device))
             weight, bias = stage("fused", params, BLOCK_INPUTS, lambda: fuse(branches, 3, GROUPS[params["groups"]]))
+        small = stage("work image", params, (), lambda: resize_long_side(image, WORK_SIDE))
         with timer("outputs"):
-            shown, diff = stage("outputs", params, BLOCK_INPUTS, lambda: _outputs(image, branches, weight, bias, params))
+            shown, diff = stage("outputs", params, BLOCK_INPUTS, lambda: _outputs(small, branches, weight, bias, params))
+        h, w = image.shape[2:]
+        extent = None if small.shape[2:] == image.shape[2:] else (0.0, 0.0, float(w), float(h))
+        at = "" if extent is None else f" (at {small.shape[3]}x{small.shape[2]} px)"
         layers = (
-            ImageLayer("Output", shown, levels=(0.0, 1.0),
-                       caption="the fused 3x3 convolution of the image, before any activation; each colour channel "
+            ImageLayer("Output", shown, levels=(0.0, 1.0), extent=extent,
+                       caption=f"the fused 3x3 convolution of the image{at}, before any activation; each colour channel "
                                "stretched to its 0.5-99.5% range"),
             stage("branch panel", params, BLOCK_INPUTS, lambda: _branch_panel(branches, params)),
             stage("fused panel", params, BLOCK_INPUTS, lambda: _fused_panel(weight, bias, params)),
-            _difference_panel(diff, params),
+            _difference_panel(diff, params, extent, at),
         )
         values = _metrics(branches, weight, bias, diff, params)
         timing_key = self.memo.stage_key("timing", params, TIMING_INPUTS)
@@ -174,12 +179,13 @@ def _fused_panel(weight: torch.Tensor, bias: torch.Tensor, params: Mapping[str, 
                 f"before fusing), rows: output channel; the folded shifts add up to its bias")
 
 
-def _difference_panel(diff: torch.Tensor, params: Mapping[str, Any]) -> HeatmapLayer:
+def _difference_panel(diff: torch.Tensor, params: Mapping[str, Any], extent, at: str) -> HeatmapLayer:
     top = float(diff.max())
     tol = TOLERANCE[params["precision"]]
     return HeatmapLayer("Branched − fused", diff.float(), levels=(0.0, max(top, 1e-300)), colormap="inferno",
-                        caption=f"|branched − fused| per pixel (largest channel): at most {top:.2g}, {params['precision']} "
-                                f"rounding (the tests hold it under {tol:g})")
+                        extent=extent,
+                        caption=f"|branched − fused| per pixel (largest channel){at}: at most {top:.2g}, "
+                                f"{params['precision']} rounding (the tests hold it under {tol:g})")
 
 
 def _measure(image: torch.Tensor, params: Mapping[str, Any]) -> dict[str, float]:

@@ -160,7 +160,7 @@ def test_cost_rows_and_bars_follow_the_formulas(image):
     metrics = result.layer("Metrics").values
     expected = {"standard k x k": c_out * c_in * k * k, "depthwise": c_in * m * k * k, "pointwise 1 x 1": c_out * c_in,
                 "group conv": c_out * (c_in // g) * k * k, "depthwise separable": c_in * m * k * k + c_in * m * c_out,
-                "group, shuffle, group 1 x 1": c_out * (c_in // g) * k * k + c_out * (c_out // g)}
+                "two group layers": c_out * (c_in // g) * k * k + c_out * (c_out // g)}
     for title, params in expected.items():
         assert metrics[f"{title}: parameters"] == params
         assert metrics[f"{title}: multiply-adds"] == params * H * W

@@ -25,7 +25,7 @@ INPUTS = (("horizontal, octave 2", "horiz"), ("45° diagonal, octave 2", "45°")
           ("texture fine", "texture"))
 GRID_COLUMNS = 8  # output channels per variant in the side-by-side grid
 GRID_TILE = 64  # their tiles' longer side at most this, working pixels reduced by a whole factor
-CELL_H, CELL_W = 8, 16  # connectivity cell, pixels (wide: room for the input names), a 1 px black line between cells
+CELL_H, CELL_W = 10, 22  # connectivity cell, pixels (wide: room for the input names), a 1 px black line between cells
 CONTRIBUTION_TILE = 24  # a receptive-field tile's side, pixels, whatever k
 NOT_CONNECTED = (0.22, 0.22, 0.24)
 COST_SERIES = ("parameters", "multiply-adds", "measured time")

@@ -33,7 +33,7 @@ TITLES = {
     "pointwise": "pointwise 1 x 1",
     "group": "group conv",
     "separable": "depthwise separable",
-    "group pair": "group, shuffle, group 1 x 1",
+    "group pair": "two group layers",
 }
 # The depthwise kernels, in the order the channel multiplier takes them: (bank name, tile name).
 DEPTHWISE_KERNELS = (("gaussian", "blur"), ("sobel_x", "d/dx"), ("sobel_y", "d/dy"), ("laplacian", "lap"))

@@ -63,7 +63,8 @@ class ConvolutionFamily(Operator):
         ),
         params=(
             ChoiceParam("variant", "group", VARIANTS,
-                        help="The variant shown large, traced in Connectivity and in the receptive field."),
+                        help="The variant shown large, traced in Connectivity and in the receptive field; 'group pair' "
+                        "is ShuffleNet's: a k x k group conv, the channel shuffle, a 1 x 1 group conv."),
             ChoiceParam("kernel_size", "3", ("3", "5", "7"), help="k: taps per side of every k x k layer."),
             ChoiceParam("out_channels", "16", ("8", "16", "32"), help="C_out of every variant but the depthwise one."),
             IntParam("multiplier", 2, 1, 4, help="Depthwise channel multiplier m: each input channel gets m kernels "
@@ -115,7 +116,7 @@ class ConvolutionFamily(Operator):
                   for v in VARIANTS}
         layers = (
             output_layer(variant, outputs[variant], labels, f"{kv}x{kv}, {c_in} -> {n_out} channels"
-                         + (f", {g} groups" if variant in ("group", "group pair") else "")),
+                         + (_grouping(variant, g, weights.shuffle) if variant in ("group", "group pair") else "")),
             grid,
             inputs_layer(x, short, long),
             connectivity_layer(variant, dense_w, input_groups(variant, weights), weights.shuffle, labels, short),
@@ -161,6 +162,13 @@ def _time_variants(x: torch.Tensor, weights: FamilyWeights) -> dict[str, float]:
                 forward(v, x, weights)
             best[v] = min(best.get(v, float("inf")), timer.ms[v])
     return best
+
+
+def _grouping(variant: str, g: int, shuffle: bool) -> str:
+    if g == 1:
+        return ", 1 group"
+    between = "then" if variant == "group" else "between them"
+    return f", {g} groups, {'a' if shuffle else 'no'} channel shuffle {between}"
 
 
 def _shuffle_text(weights: FamilyWeights, c_out: int) -> str:

@@ -9,6 +9,7 @@ exception from an operator, a job, a save or a close comes back as data, never e
 from __future__ import annotations
 
 import traceback
+from dataclasses import replace
 from typing import Callable, Iterator, Optional, Union
 
 import numpy as np
@@ -36,6 +37,7 @@ class ComputeEngine:
         self._tensor: Optional[torch.Tensor] = None
         self._encoder = DisplayEncoder()
         self._last_key: Optional[tuple] = None
+        self._last_frame: Optional[Frame] = None  # the newest frame of the last key, for a repeated request
         self._settle: Optional[tuple[Request, Callable[[], Result]]] = None
         self._job: Optional[tuple[Request, str]] = None
         self._job_iter: Optional[Iterator[JobUpdate]] = None
@@ -44,7 +46,15 @@ class ComputeEngine:
     # -- frames --------------------------------------------------------------------------------
     def is_current(self, request: Request) -> bool:
         """Whether ``request`` would give the frame last computed (so it can be skipped)."""
-        return request.key == self._last_key
+        return request.key == self._last_key and self._last_frame is not None
+
+    def repeat(self, request: Request) -> Frame:
+        """The last frame again, under ``request``'s stamp: a request that returns to the values
+        last computed (a slider moved away and back before the worker got to it) is answered
+        without computing, and the window learns that its newest stamp is drawn."""
+        if self._settle is not None:  # its settling layers, still to come, answer the new stamp
+            self._settle = (request, self._settle[1])
+        return replace(self._last_frame, stamp=request.stamp, compute_ms=0.0, notice="")
 
     def compute(self, request: Request) -> Outcome:
         self._settle = None  # a newer request supersedes the last one's settling layers
@@ -62,9 +72,10 @@ class ComputeEngine:
             result = self._encoder.encode(raw)
             self._last_key = request.key
             self._settle = (request, raw.settle) if raw.settle is not None else None
-            return Frame(request.stamp, request.operator, result, elapsed_ms(t0), notice, raw.settle is None)
+            self._last_frame = Frame(request.stamp, request.operator, result, elapsed_ms(t0), notice, raw.settle is None)
+            return self._last_frame
         except Exception as exc:  # failures are data: the window shows them, the app lives on
-            self._last_key = None
+            self._last_key, self._last_frame = None, None
             return Failure(request.stamp, request.operator, readable(exc), traceback.format_exc())
 
     @property
@@ -84,18 +95,19 @@ class ComputeEngine:
             self._synchronize()
             result = self._encoder.encode(raw)
             self._settle = (request, raw.settle) if raw.settle is not None else None
-            return Frame(request.stamp, request.operator, result, elapsed_ms(t0), "", raw.settle is None)
+            self._last_frame = Frame(request.stamp, request.operator, result, elapsed_ms(t0), "", raw.settle is None)
+            return self._last_frame
         except Exception as exc:
             if self.device.type != "cpu" and is_device_failure(exc):
                 self._fall_back_to_cpu(exc)
                 return self.compute(request)  # the whole request again, on the CPU
-            self._last_key = None
+            self._last_key, self._last_frame = None, None
             return Failure(request.stamp, request.operator, readable(exc), traceback.format_exc())
 
     def reset_operator(self, name: str) -> None:
         """Forget the operator's learned state and caches before its next request."""
         self._operators.pop(name, None)
-        self._last_key = None
+        self._last_key, self._last_frame = None, None
 
     # -- jobs ----------------------------------------------------------------------------------
     @property
@@ -139,7 +151,7 @@ class ComputeEngine:
             return None
         request, action = self._job
         job_iter, self._job, self._job_iter = self._job_iter, None, None
-        self._last_key = None  # the operator's learned state changed: recompute the next frame
+        self._last_key, self._last_frame = None, None  # learned state changed: recompute the next frame
         if job_iter is not None:
             try:
                 with torch.enable_grad():

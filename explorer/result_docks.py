@@ -117,7 +117,12 @@ class ResultDocks(QtCore.QObject):
         return next((lay.name for lay in result.layers if isinstance(lay, (ImageLayer, HeatmapLayer))), None)
 
     def _set_centre_name(self, name: Optional[str]) -> None:
-        self.centre = name
+        """A new centre: a panel already in a dock moves there; one still to come goes there
+        when it is made."""
+        if name is not None and name in self.docks:
+            self.promote(name)
+        else:
+            self.centre = name
 
     def promote(self, name: str) -> None:
         """Shows panel ``name`` in the centre; the panel there takes its dock, in its place."""
@@ -252,10 +257,11 @@ class ResultDocks(QtCore.QObject):
         self._deferred.pop(name, None)
         self._themes.pop(name, None)
         self._on_screen.pop(name, None)
-        if name == self.centre:
-            self._stage.set_result(None)
-            panel.deleteLater()
+        dock = self.docks.pop(name, None)
+        if dock is not None:
+            self._window.removeDockWidget(dock)
+            dock.deleteLater()
             return
-        dock = self.docks.pop(name)
-        self._window.removeDockWidget(dock)
-        dock.deleteLater()
+        if self._stage.result is panel:  # the centre's panel (or the last centre's, not yet replaced)
+            self._stage.set_result(None)
+        panel.deleteLater()

@@ -149,6 +149,7 @@ class ComputeWorker(QtCore.QObject):
 
     def _compute(self, request: Request, force: bool) -> None:
         if not force and self.engine.is_current(request):
+            self._emit(self.engine.repeat(request))
             return
         self.busy = True
         device = self.engine.device

@@ -117,10 +117,10 @@ def test_an_unchanged_request_is_not_recomputed_unless_forced(sync_worker):
     frames = []
     sync_worker.frameReady.connect(frames.append)
     sync_worker.submit(request(1))
-    sync_worker.submit(request(2))
-    assert [f.stamp for f in frames] == [1]
+    sync_worker.submit(request(2))  # answered with the last frame, not computed
+    assert [f.stamp for f in frames] == [1, 2] and len(Probe.runs) == 1
     sync_worker.submit(request(3), force=True)
-    assert [f.stamp for f in frames] == [1, 3]
+    assert [f.stamp for f in frames] == [1, 2, 3] and len(Probe.runs) == 2
 
 
 def test_an_operator_exception_comes_back_as_a_failure(worker, qtbot):
@@ -279,3 +279,22 @@ def test_failures_are_plain_data():
 def teardown_module():
     for name in ("_test_probe", "_test_gpu_failure", "_test_gpu_settle_failure"):
         unregister(name)
+
+
+def test_a_request_back_to_the_values_last_computed_is_answered_under_its_own_stamp(sync_worker):
+    """A slider moved away and back before the worker got to it: no compute, but the window
+    learns that its newest stamp is drawn (else it would wait for it forever)."""
+    frames = []
+    sync_worker.frameReady.connect(frames.append)
+    sync_worker.submit(request(1, tag=1))
+    sync_worker.submit(request(3, tag=1))  # stamp 2 (tag=2) was replaced before it ran
+    assert [f.stamp for f in frames] == [1, 3] and Probe.runs == [1]
+    assert frames[1].result is frames[0].result  # the same arrays: nothing is redrawn
+
+
+def test_a_repeated_request_with_layers_still_settling_gets_them_under_its_stamp():
+    engine = ComputeEngine(torch.device("cpu"))
+    first = engine.compute(request(1, tag=4, settle=1.0))
+    again = engine.repeat(request(2, tag=4, settle=1.0))
+    assert (first.settled, again.stamp, again.settled) == (False, 2, False)
+    assert engine.settle().stamp == 2

@@ -33,6 +33,14 @@ SWEEPS: dict[str, tuple[str, list]] = {
     "self_attention": ("temperature", [round(0.2 + 0.1 * i, 2) for i in range(15)]),
     "vae": ("z0", [round(-3 + 0.25 * i, 2) for i in range(25)]),
     "stylegan": ("smile", [round(-3 + 0.25 * i, 2) for i in range(25)]),
+    "conv_family": ("multiplier", [1, 2, 3, 4, 3, 2, 1]),
+    "upsampling": ("kernel_size", [1, 2, 3, 4, 5, 6, 7, 6, 5, 4, 3, 2]),
+    "reparam": ("mean_scale", [round(0.1 * i, 2) for i in range(21)]),
+    "deformable_kernels": ("strength", [round(-2 + 0.2 * i, 2) for i in range(21)]),
+    "aliasing": ("shift_x", [round(0.05 * i, 2) for i in range(21)]),
+    "feature_statistics": ("strength", [round(0.1 * i, 1) for i in range(11)]),
+    "position_embeddings": ("base_log10", [round(1 + 0.25 * i, 2) for i in range(21)]),
+    "efficient_attention": ("temperature", [round(0.5 + 0.25 * i, 2) for i in range(15)]),
 }
 ROOT = Path(__file__).resolve().parent.parent
 

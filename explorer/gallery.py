@@ -29,6 +29,23 @@ TELLING: dict[str, tuple[tuple[str, dict[str, object]], ...]] = {
     "vqvae": (("small tokens", {"size": 96}), ("paint code 5", {"replace_with": 5, "paint_radius": 3})),
     "maskgit": (("inpaint", {"mode": "inpaint input"}), ("linear schedule", {"schedule": "linear"})),
     "stylegan": (("psi 0.5", {"psi": 0.5}), ("smile +3", {"smile": 3.0})),
+    "conv_family": (("two group layers, no shuffle, g=4", {"variant": "group pair", "groups": "4", "shuffle": False}),
+                    ("depthwise x4, k=5", {"variant": "depthwise", "multiplier": 4, "kernel_size": "5"})),
+    "upsampling": (("k=4 bilinear, no checkerboard", {"kernel_size": 4, "kernel": "bilinear", "output_padding": 0}),
+                   ("pixel shuffle, s=3, random k=5", {"method": "pixel shuffle", "stride": 3, "kernel_size": 5,
+                                                       "kernel": "random"})),
+    "reparam": (("ACNet, depthwise", {"block": "acnet", "groups": "depthwise"}),
+                ("DiracNet in float64", {"block": "diracnet", "precision": "float64"})),
+    "deformable_kernels": (("rotate 90 degrees", {"deform": "rotate", "strength": 2.0}),
+                           ("shrink into a 15x15 space", {"strength": -1.3, "space_size": "15"})),
+    "aliasing": (("windowed sinc, cutoff 0.6", {"filter": "sinc", "cutoff": 0.6, "shift_y": 0.4}),
+                 ("3 layers, Gaussian, 4x", {"layers": 3, "filter": "gaussian", "oversampling": "4"})),
+    "feature_statistics": (("coffee's colours", {"target": "sample: coffee"}),
+                           ("filter bank, brick", {"features": "filter bank", "target": "sample: brick"})),
+    "position_embeddings": (("sinusoidal 1-D", {"scheme": "sinusoidal-1d"}),
+                            ("rotary, separate q k, base 100", {"scheme": "rotary-2d", "rotary_content": "separate q and k",
+                                                                "base_log10": 2.0, "similarity": "dot"})),
+    "efficient_attention": (("window 4", {"window": 4}), ("relu features, patch 8", {"feature_map": "relu", "patch": 8})),
 }
 
 

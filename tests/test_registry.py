@@ -67,3 +67,16 @@ def test_run_with_defaults_gives_well_formed_layers_and_its_primary_and_tabs(nam
                     assert np.isfinite(arr).all(), f"{layer.name}.{field} has non-finite values"
         bg = getattr(layer, "background", None)
         assert bg is None or isinstance(bg, np.ndarray) or bg is INPUT
+
+
+def test_gallery_settings_and_bench_sweeps_name_real_parameters_and_values():
+    from backends.params import validate
+    from explorer.bench import SWEEPS
+    from explorer.gallery import TELLING
+
+    for op, settings in TELLING.items():
+        for _title, values in settings:
+            validate(spec_of(op).params, values)
+    for op, (param, values) in SWEEPS.items():
+        for v in values:
+            validate(spec_of(op).params, {param: v})

@@ -229,13 +229,28 @@ def test_boxcar_tends_to_the_hard_crop_as_the_sharpness_grows():
     assert errors[0] > errors[1] > errors[2] and errors[2] < HARD_TOL
 
 
-def test_edge_gradients_sum_to_autograd_and_match_central_differences():
+def per_copy_autograd(values: torch.Tensor, box, k: float) -> list[torch.Tensor]:
+    """The edge gradients split by row and column by brute force: the mask built with one copy of
+    each edge per row (left, right) or column (top, bottom), differentiated by autograd."""
+    h, w = values.shape
+    xs, ys = torch.arange(w, dtype=values.dtype), torch.arange(h, dtype=values.dtype)
+    left, right = (torch.full((h, 1), v, dtype=values.dtype, requires_grad=True) for v in (box[0], box[2]))
+    top, bottom = (torch.full((1, w), v, dtype=values.dtype, requires_grad=True) for v in (box[1], box[3]))
+    m = ((torch.sigmoid(k * (xs[None] - left)) - torch.sigmoid(k * (xs[None] - right)))
+         * (torch.sigmoid(k * (ys[:, None] - top)) - torch.sigmoid(k * (ys[:, None] - bottom))))
+    grads = torch.autograd.grad((m * values).sum() / m.sum(), (left, top, right, bottom))
+    return [g.reshape(-1) for g in grads]
+
+
+def test_edge_gradients_are_the_per_copy_autograd_sum_to_the_edge_gradient_and_match_central_differences():
     torch.manual_seed(6)
     values = torch.rand(9, 15, dtype=torch.float64)
     box = torch.tensor(BOX, dtype=torch.float64, requires_grad=True)
     (full,) = torch.autograd.grad(soft_crop_mean(values, box, 0.9), box)
     mean, *parts = soft_crop_edge_gradients(values, BOX, 0.9)
     assert [p.shape[0] for p in parts] == [9, 15, 9, 15]
+    for ours, brute in zip(parts, per_copy_autograd(values, BOX, 0.9)):
+        torch.testing.assert_close(ours, brute, atol=NAIVE_TOL, rtol=0)
     torch.testing.assert_close(torch.stack([p.sum() for p in parts]), full, atol=NAIVE_TOL, rtol=0)
     assert float(mean) == pytest.approx(float(soft_crop_mean(values, torch.tensor(BOX, dtype=torch.float64), 0.9)))
     h = 1e-6

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from backends.functional.flow import flow_to_color
+from backends.layers import complete
 from backends.ops.optical_flow import OpticalFlow
 from backends.params import is_active, validate
 
@@ -31,8 +32,8 @@ def _image() -> torch.Tensor:
 
 
 def _compute(**values):
-    with torch.no_grad():
-        return OpticalFlow().compute(_image(), validate(OpticalFlow.spec.params, values), None)
+    with torch.no_grad():  # as the worker runs it; complete: the checks against the true flow settle
+        return complete(OpticalFlow().compute(_image(), validate(OpticalFlow.spec.params, values), None))
 
 
 SHIFT = dict(shift_x=4.0, shift_y=-2.0, rotate=0.0, scale=1.0, preset="medium")
@@ -95,6 +96,17 @@ def test_the_true_tile_is_the_colour_coding_of_the_motion_written_out():
     np.testing.assert_allclose(picture[:, W + gap:], expected, atol=1e-3)
     centre = picture[: H // 3, W - H // 3: W].reshape(-1, 3)  # the legend wheel, top right of the first tile
     assert (np.abs(centre - 1.0).max(axis=1) < 0.02).any()  # its centre: white, no motion
+
+
+def test_a_shift_brings_the_flow_first_and_the_checks_when_it_settles():
+    op, image = OpticalFlow(), _image()
+    with torch.no_grad():
+        first = op.compute(image, validate(OpticalFlow.spec.params, {"shift_x": 3.0}), None)
+        assert first.names[:3] == ("Flow colours", "Flow arrows", "Second image")
+        assert first.pending == ("Warped back", "Residual", "Endpoint error")
+        assert "median endpoint error px" in complete(first).layer("Metrics").values
+        denser = op.compute(image, validate(OpticalFlow.spec.params, {"shift_x": 3.0, "arrow_spacing": 16}), None)
+    assert denser.settle is None and "Residual" in denser.names  # the checks are cached
 
 
 def test_farneback_runs_and_parameters_say_when_they_act():

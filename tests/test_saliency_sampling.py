@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from backends.layers import complete
 from backends.ops.saliency_sampling import SaliencySampling
 from backends.params import is_active, validate
 
@@ -28,9 +29,9 @@ def _image() -> torch.Tensor:
 
 
 def _compute(image=None, query=QUERY, **values):
-    with torch.no_grad():
-        return SaliencySampling().compute(_image() if image is None else image,
-                                          validate(SaliencySampling.spec.params, values), query)
+    with torch.no_grad():  # as the worker runs it; complete: the downsampling panels settle
+        return complete(SaliencySampling().compute(_image() if image is None else image,
+                                                   validate(SaliencySampling.spec.params, values), query))
 
 
 def test_operator_returns_named_layers_and_metrics():
@@ -110,6 +111,17 @@ def test_uniform_downsampling_error_is_plain_bilinear_upsampling_and_the_bars_ar
     assert bars.labels == ("uniform", "denser near edges")
     rms = [float(np.sqrt((e.astype(np.float64) ** 2).mean())) * 255 for e in errors]
     np.testing.assert_allclose(bars.series["whole image"], rms, rtol=1e-4)
+
+
+def test_a_strength_change_brings_the_zoom_first_and_the_downsampling_when_it_settles():
+    op, image = SaliencySampling(), _image()
+    with torch.no_grad():
+        first = op.compute(image, validate(SaliencySampling.spec.params, {"strength": 5.0}), QUERY)
+        assert first.pending == ("Downsampled", "Reconstruction error", "Error by region")
+        assert "Warped output" in first.names and "Downsampled" not in first.names
+        assert "Downsampled" in complete(first).names
+        again = op.compute(image, validate(SaliencySampling.spec.params, {"strength": 5.0, "output_size": 64}), QUERY)
+    assert again.settle is None and "Downsampled" in again.names  # cached: all at once
 
 
 def test_parameters_say_when_they_act():

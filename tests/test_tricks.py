@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from backends.functional.tricks import blurred_delta, gaussian_lut
+from backends.layers import complete
 from backends.ops.tricks import Tricks
 from backends.params import is_active, validate
 
@@ -131,6 +132,19 @@ def test_cold_soft_argmax_reaches_the_hard_one():
     assert np.abs(np.asarray(sets[0].points) - np.asarray(sets[1].points)).max() < 0.05
     temps, gaps = result.layer("Error against temperature").series["|soft - hard| (px)"]
     assert gaps[0] < 0.01 and gaps[-1] > 1.0 and temps[0] < temps[-1]
+
+
+def test_a_large_window_brings_the_temperature_sweep_when_it_settles():
+    image = torch.rand(1, 3, 200, 210, generator=torch.Generator().manual_seed(5))
+    op = Tricks()
+    with torch.no_grad():
+        first = op.compute(image, validate(Tricks.spec.params, {"trick": "soft argmax", "window": 512}), (100, 90))
+        assert first.pending == ("Error against temperature",) and "Error against temperature" not in first.names
+        full = complete(first)
+        assert full.names[3] == "Error against temperature"
+        warmer = op.compute(image, validate(Tricks.spec.params, {"trick": "soft argmax", "window": 512,
+                                                                 "temperature": 0.3}), (100, 90))
+    assert warmer.settle is None and "Error against temperature" in warmer.names  # the sweep is cached
 
 
 def test_the_border_bias_pulls_a_peak_at_the_edge_inward():

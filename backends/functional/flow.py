@@ -144,16 +144,18 @@ def flow_to_color(flow: torch.Tensor, max_magnitude: Optional[float] = None) -> 
     u, v = flow[:, 0], flow[:, 1]
     rad = torch.sqrt(u * u + v * v)
     top = float(rad.max()) if max_magnitude is None else float(max_magnitude)
-    rad = (rad / max(top, 1e-9))[:, None]
+    rad = (rad / max(top, 1e-9))[:, None]  # (N, 1, H, W)
     wheel = wheel_colours(flow)
     n = wheel.shape[1]
     fk = (torch.atan2(-v, -u) * (1 / math.pi) + 1) * ((n - 1) / 2)
     k0 = fk.floor().long().clamp_(0, n - 1)
-    frac = (fk - k0)[:, None]
-    c0 = wheel[:, k0].transpose(0, 1)  # (N, 3, H, W)
-    c1 = wheel[:, (k0 + 1) % n].transpose(0, 1)
-    col = torch.lerp(c0, c1, frac)
-    return torch.where(rad <= 1, 1 - rad * (1 - col), col * 0.75)
+    shape = (3,) + tuple(k0.shape)
+    c0 = wheel.index_select(1, k0.reshape(-1)).view(shape).transpose(0, 1)  # (N, 3, H, W)
+    c1 = wheel.index_select(1, ((k0 + 1) % n).reshape(-1)).view(shape).transpose(0, 1)
+    col = torch.lerp(c0, c1, (fk - k0)[:, None])
+    inside = rad <= 1
+    # inside the unit length: 1 - rad (1 - col) = col rad + (1 - rad); beyond it: col 0.75
+    return torch.addcmul(torch.where(inside, 1 - rad, 0.0), col, torch.where(inside, rad, 0.75))
 
 
 def color_wheel(size: int, like: Optional[torch.Tensor] = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -243,8 +243,10 @@ def soft_crop_mean(values: torch.Tensor, box: torch.Tensor, sharpness: float) ->
 def soft_crop_edge_gradients(values: torch.Tensor, box: Sequence[float], sharpness: float) -> tuple[torch.Tensor, ...]:
     """Where along each edge the gradient of :func:`soft_crop_mean` comes from.
 
-    Each edge is given one copy per row (left, right) or column (top, bottom), so autograd returns
-    per-row and per-column parts whose sums are the gradients with respect to the four edges.
+    Give each edge one copy per row (left, right) or column (top, bottom): the derivatives with
+    respect to those copies are the edge's gradient split by row or column, and they sum to the
+    gradient with respect to the edge. The mask is a product of two profiles, so each part is one
+    matrix-vector product: for the left edge ``py_i sum_j dpx_j / dx0 (v_ij - mean) / sum(m)``.
 
     Args:
         values: (H, W).
@@ -257,15 +259,20 @@ def soft_crop_edge_gradients(values: torch.Tensor, box: Sequence[float], sharpne
         raise ValueError(f"values must be (H, W), got {tuple(values.shape)}")
     h, w = values.shape
     x0, y0, x1, y1 = (float(v) for v in box)
-    xs = torch.arange(w, device=values.device, dtype=values.dtype)
-    ys = torch.arange(h, device=values.device, dtype=values.dtype)
-    with torch.enable_grad():
-        left, right = (torch.full((h, 1), v, dtype=values.dtype, device=values.device, requires_grad=True) for v in (x0, x1))
-        top, bottom = (torch.full((1, w), v, dtype=values.dtype, device=values.device, requires_grad=True) for v in (y0, y1))
-        m = boxcar_profile(xs[None, :], left, right, sharpness) * boxcar_profile(ys[:, None], top, bottom, sharpness)
-        mean = (m * values).sum() / m.sum().clamp_min(1e-12)
-        grads = torch.autograd.grad(mean, (left, top, right, bottom))
-    return (mean.detach(), grads[0][:, 0], grads[1][0], grads[2][:, 0], grads[3][0])
+
+    def profile(n: int, low: float, high: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The profile and its derivatives with respect to its low and high edge."""
+        c = torch.arange(n, device=values.device, dtype=values.dtype)
+        a, b = torch.sigmoid(sharpness * (c - low)), torch.sigmoid(sharpness * (c - high))
+        return a - b, -sharpness * a * (1 - a), sharpness * b * (1 - b)
+
+    px, dx_low, dx_high = profile(w, x0, x1)
+    py, dy_low, dy_high = profile(h, y0, y1)
+    total = (py.sum() * px.sum()).clamp_min(1e-12)
+    mean = (py @ values @ px) / total
+    by_row = [py * (values @ d - mean * d.sum()) / total for d in (dx_low, dx_high)]
+    by_col = [px * (d @ values - mean * d.sum()) / total for d in (dy_low, dy_high)]
+    return (mean, by_row[0], by_col[0], by_row[1], by_col[1])
 
 
 # -- blurred delta -----------------------------------------------------------------------------------

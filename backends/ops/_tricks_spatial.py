@@ -7,7 +7,7 @@ down); extents and boxes are edge coordinates."""
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import torch
@@ -46,6 +46,7 @@ SHARPNESS_SWEEP = torch.logspace(-1.5, 1.3, 29, dtype=torch.float64)  # 0.03 .. 
 SWEEP = 2.0  # px each way the point moves in the score curve
 SWEEP_STEPS = 161
 DIVERGING = "CET-D1"
+SWEEP_PANEL = "Error against temperature"
 DECADES = 4  # the softmax weights are drawn over this many powers of ten below the largest
 HARD_COLOR, SOFT_COLOR = (255, 80, 80), (110, 240, 110)
 EDGE_NAMES = ("left edge", "top edge", "right edge", "bottom edge")
@@ -101,8 +102,9 @@ def border_bias(ww: int, wh: int, temperature: float) -> dict[str, tuple[np.ndar
     return out
 
 
-def soft_argmax_layers(study: dict[str, Any], sweep: torch.Tensor, bias: dict, heat: torch.Tensor,
+def soft_argmax_layers(study: dict[str, Any], sweep: Optional[torch.Tensor], bias: dict, heat: torch.Tensor,
                        params: Mapping[str, Any]) -> tuple[tuple, dict]:
+    """The soft argmax's panels; without ``sweep``, all but the error against temperature."""
     x0, y0, ww, wh = study["window"]
     box = (float(x0), float(y0), float(ww), float(wh))
     pad = 0.15 * max(ww, wh)
@@ -113,7 +115,6 @@ def soft_argmax_layers(study: dict[str, Any], sweep: torch.Tensor, bias: dict, h
     what = "brightness" if params["heatmap"] == "brightness" else "edge energy"
     temps = TEMPERATURES.numpy()
     top_log = float(study["log_probs"].max())
-    top = float(sweep.max()) or 1.0
     layers = (
         HeatmapLayer("Softmax weights", study["log_probs"], background=INPUT, extent=box, focus=focus, boxes=(box,),
                      levels=(top_log - DECADES, top_log), opacity=0.85,
@@ -129,18 +130,20 @@ def soft_argmax_layers(study: dict[str, Any], sweep: torch.Tensor, bias: dict, h
                     "window, boxed)"),
         ImageLayer("Scores", heat, levels=(0.0, 1.0), colormap="CET-L1", boxes=(box,),
                    caption=f"the heatmap the argmax reads: the {what} in 0..1; the window is boxed"),
-        CurveLayer("Error against temperature", {
-            "|soft - hard| (px)": (temps, sweep.numpy()),
-            "chosen temperature": (np.array([t, t]), np.array([0.0, top])),
-        }, x_label="temperature", y_label="|soft - hard| (px)", log_x=True,
-            caption="as the temperature falls the soft argmax goes to the hard one; high temperatures pull it "
-                    "towards the window's centre of mass"),
         CurveLayer("Border bias", bias, x_label="the peak's distance to the window's left edge (px)",
                    y_label="soft - true x (px)",
                    caption=f"a synthetic peak (sigma {PEAK_SIGMA:g} px, height 1 on a floor of 0) moved towards the left "
                            "edge of a window of this size: the softmax mass the border cuts off, and the floor's pull "
                            "towards the centre, bias the soft argmax inward; cold temperatures hardly at all"),
     )
+    if sweep is not None:
+        top = float(sweep.max()) or 1.0
+        layers = layers[:3] + (CurveLayer(SWEEP_PANEL, {
+            "|soft - hard| (px)": (temps, sweep.numpy()),
+            "chosen temperature": (np.array([t, t]), np.array([0.0, top])),
+        }, x_label="temperature", y_label="|soft - hard| (px)", log_x=True,
+            caption="as the temperature falls the soft argmax goes to the hard one; high temperatures pull it "
+                    "towards the window's centre of mass"),) + layers[3:]
     rows = {"soft argmax": f"({float(soft[0]):.2f}, {float(soft[1]):.2f})",
             "hard argmax": f"({float(hard[0]):.0f}, {float(hard[1]):.0f})",
             "soft - hard px": round(gap, 3), "pixels sharing the weight": round(study["effective"], 1),
@@ -159,18 +162,26 @@ def crop_box(q: tuple[int, int], params: Mapping[str, Any]) -> tuple[float, floa
 
 
 def soft_crop_study(image: torch.Tensor, grey: torch.Tensor, params: Mapping[str, Any], q: tuple[int, int]) -> dict:
+    """The mask, the soft crop, and the crop mean's gradient with respect to each edge (split by
+    row and column, and by central differences) at the chosen sharpness."""
     h, w = grey.shape
     box = crop_box(q, params)
     k = float(params["sharpness"])
     mask = boxcar_mask(h, w, grey.new_tensor(box), k)
     mean, *parts = soft_crop_edge_gradients(grey, box, k)
-    totals = [float(p.sum()) for p in parts]
-    hard = hard_box_mask(h, w, box, grey)
-    hard_mean = float((hard * grey).sum() / hard.sum().clamp_min(1))
-    sweep = torch.stack([_soft_mean(grey, box, float(s)) for s in SHARPNESS_SWEEP])
     return {"box": box, "mask": mask, "masked": hwc(image[0] * mask), "mean": float(mean), "parts": parts,
-            "totals": totals, "finite": finite_differences(grey, box, k), "hard": hard, "hard_mean": hard_mean,
-            "sweep": sweep}
+            "totals": [float(p.sum()) for p in parts], "finite": finite_differences(grey.double(), box, k)}
+
+
+def hard_crop_study(grey: torch.Tensor, params: Mapping[str, Any], q: tuple[int, int]) -> dict:
+    """The hard crop and the soft crop's mean over SHARPNESS_SWEEP: what the sharpness tends to."""
+    h, w = grey.shape
+    box = crop_box(q, params)
+    hard = hard_box_mask(h, w, box, grey)
+    px = boxcar_profile(torch.arange(w, dtype=grey.dtype)[:, None], box[0], box[2], SHARPNESS_SWEEP[None].to(grey.dtype))
+    py = boxcar_profile(torch.arange(h, dtype=grey.dtype)[:, None], box[1], box[3], SHARPNESS_SWEEP[None].to(grey.dtype))
+    sweep = (py * (grey @ px)).sum(0) / (py.sum(0) * px.sum(0)).clamp_min(1e-12)  # one mean per sharpness
+    return {"hard": hard, "hard_mean": float((hard * grey).sum() / hard.sum().clamp_min(1)), "sweep": sweep.double()}
 
 
 def _soft_mean(grey: torch.Tensor, box: tuple[float, ...], k: float) -> torch.Tensor:
@@ -188,7 +199,7 @@ def finite_differences(grey: torch.Tensor, box: tuple[float, ...], k: float, ste
         plus, minus = list(box), list(box)
         plus[i] += step
         minus[i] -= step
-        out.append(float(_soft_mean(grey.double(), tuple(plus), k) - _soft_mean(grey.double(), tuple(minus), k)) / (2 * step))
+        out.append(float(_soft_mean(grey, tuple(plus), k) - _soft_mean(grey, tuple(minus), k)) / (2 * step))
     return out
 
 
@@ -222,7 +233,7 @@ def around_box(box: tuple[float, ...], k: float, shape: tuple[int, int]) -> tupl
     return (x0, y0, max(x1, x0 + 1), max(y1, y0 + 1))
 
 
-def soft_crop_layers(study: dict[str, Any], params: Mapping[str, Any]) -> tuple[tuple, dict]:
+def soft_crop_layers(study: dict[str, Any], hard: dict[str, Any], params: Mapping[str, Any]) -> tuple[tuple, dict]:
     x0, y0, x1, y1 = study["box"]
     k = float(params["sharpness"])
     edge_box = (x0 + 0.5, y0 + 0.5, x1 - x0, y1 - y0)
@@ -234,7 +245,7 @@ def soft_crop_layers(study: dict[str, Any], params: Mapping[str, Any]) -> tuple[
     row = min(max(int(round((y0 + y1) / 2)), 0), study["mask"].shape[0] - 1)
     xs = np.arange(study["mask"].shape[1], dtype=np.float64)
     sharp = SHARPNESS_SWEEP.numpy()
-    means = study["sweep"].numpy()
+    means = hard["sweep"].numpy()
     layers = (
         HeatmapLayer("Soft crop mask", study["mask"], background=INPUT, levels=(0.0, 1.0), boxes=(edge_box,),
                      colormap="viridis", opacity=0.6,
@@ -247,11 +258,11 @@ def soft_crop_layers(study: dict[str, Any], params: Mapping[str, Any]) -> tuple[
                                  "an eighth of the edge)"),
         CurveLayer("Mask across the box", {
             "soft boxcar": (xs, study["mask"][row].double().numpy()),
-            "hard crop": (xs, study["hard"][row].double().numpy()),
+            "hard crop": (xs, hard["hard"][row].double().numpy()),
         }, x_label="x (px)", y_label="mask", caption=f"the mask along the box's middle row (y = {row})"),
         CurveLayer("Soft crop against sharpness", {
             "soft crop mean": (sharp, means),
-            "hard crop mean": (sharp[[0, -1]], np.array([study["hard_mean"]] * 2)),
+            "hard crop mean": (sharp[[0, -1]], np.array([hard["hard_mean"]] * 2)),
             "chosen sharpness": (np.array([k, k]), np.array([means.min(), means.max()])),
         }, x_label="sharpness k (1/px)", y_label="mean brightness", log_x=True,
             caption="the soft crop's mean brightness goes to the hard crop's as the sharpness grows"),
@@ -261,7 +272,7 @@ def soft_crop_layers(study: dict[str, Any], params: Mapping[str, Any]) -> tuple[
                           "raises the crop's mean brightness; by autograd and by central differences of ±0.05 px"),
     )
     rows = {"box": f"({x0:.0f}, {y0:.0f}) to ({x1:.0f}, {y1:.0f})", "soft crop mean": round(study["mean"], 5),
-            "hard crop mean": round(study["hard_mean"], 5),
+            "hard crop mean": round(hard["hard_mean"], 5),
             **{f"d mean / d {n}": f"{a:+.3g}" for n, a in zip(EDGE_NAMES, study["totals"])}}
     return layers, rows
 

@@ -25,7 +25,7 @@ from backends.functional.flow import (
     grey_uint8,
     warp_by_flow,
 )
-from backends.imaging import hwc, image_grid, long_side_size, luminance, resize
+from backends.imaging import hwc, long_side_size, luminance, resize
 from backends.layers import INPUT, HeatmapLayer, ImageLayer, MetricsLayer, Result, VectorFieldLayer
 from backends.params import ChoiceParam, FloatParam, IntParam
 from backends.registry import Operator, OperatorSpec, Query, register
@@ -40,6 +40,7 @@ EPE_LEVEL = 2.0  # px: the endpoint error drawn at full colour
 DARK = 0.12  # the backing of the legend wheel
 WHEEL_SHARE = 0.22  # the legend wheel's diameter as a share of the flow picture's short side
 ARROW_COLORMAP = "viridis"
+CHECK_LAYERS = ("Warped back", "Residual", "Endpoint error")
 
 
 @register
@@ -86,17 +87,34 @@ class OpticalFlow(Operator):
                                      lambda: _pair_member(second_image(first["rgb"], work_motion(motion, (h, w), size))))
         with timer("flow"):
             flow = self.memo.stage("flow", params, FLOW_INPUTS, lambda: _flow(first, second, params))
-        with timer("warp back"):
+        with timer("colours"):
             true = self.memo.stage("true", params, WORK_INPUTS,
                                    lambda: affine_flow(work_motion(motion, (h, w), size), *size, first["rgb"]))
-            checks = self.memo.stage("checks", params, FLOW_INPUTS, lambda: _checks(first["rgb"], second["rgb"], flow, true,
-                                                                                   (h, w)))
-        with timer("colours"):
             top = float(max(float(flow_length(true).max()), 1e-3))
             true_colours = self.memo.stage("true colours", params, WORK_INPUTS, lambda: flow_to_color(true, top))
+            wheel = self.memo.stage("legend", params, ("flow_size",), lambda: legend(size, true))
             colours = self.memo.stage("colours", params, FLOW_INPUTS, lambda: _colour_tiles(flow_to_color(flow, top),
-                                                                                          true_colours))
-        return Result(_layers(image, second["rgb"], params, flow, checks, colours, top, timer))
+                                                                                          true_colours, wheel))
+        fast = flow_layers(image, second["rgb"], params, flow, colours, top)
+        rows = {"method": method_name(params), "flow size": f"{size[1]} x {size[0]}"}
+
+        def with_checks() -> Result:
+            with timer("warp back"):
+                checks = self.memo.stage("checks", params, FLOW_INPUTS,
+                                         lambda: _checks(first["rgb"], second["rgb"], flow, true, (h, w)))
+            more, figures = check_layers(checks, (h, w), size)
+            return Result(fast + more + (MetricsLayer("Metrics", {**rows, **figures, **timer.metrics()}),))
+
+        if self.memo.stage_key("checks", params, FLOW_INPUTS) in self.memo:
+            return with_checks()
+        # A transform or method change: the flow now; warping back and the errors against the
+        # true flow (3-4 ms at the default size on one core) once the slider rests.
+        return Result(fast + (MetricsLayer("Metrics", {**rows, **timer.metrics()}),), settle=with_checks,
+                      pending=CHECK_LAYERS)
+
+
+def method_name(params: Mapping[str, Any]) -> str:
+    return params["method"] + (f" ({params['preset']})" if params["method"] == "DIS" else "")
 
 
 def work_motion(motion: torch.Tensor, frame: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
@@ -151,18 +169,27 @@ def _checks(first: torch.Tensor, second: torch.Tensor, flow: torch.Tensor, true:
     return {"epe": epe, "back": back, "residual": residual, "interior": interior}
 
 
-def _colour_tiles(estimated: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
-    """Estimated and true flow colours side by side, the legend wheel in the first tile's
-    top-right corner on a dark square."""
-    hw, ww = estimated.shape[-2:]
-    d = max(9, int(min(hw, ww) * WHEEL_SHARE)) | 1
-    wheel, mask = color_wheel(d, estimated)
+def legend(size: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
+    """(3, s, s): the colour wheel on a dark square, s about WHEEL_SHARE of the short side."""
+    d = max(9, int(min(size) * WHEEL_SHARE)) | 1
     pad = max(2, d // 10)
-    x0 = ww - d - 2 * pad
-    est = estimated.clone()
-    est[0, :, : d + 2 * pad, x0: x0 + d + 2 * pad] = DARK
-    est[0, :, pad: pad + d, x0 + pad: x0 + pad + d] = wheel + (1 - mask) * DARK
-    return hwc(image_grid(torch.cat([est, true]), columns=2, gap=max(2, ww // 40)))
+    wheel, mask = color_wheel(d, like)
+    out = like.new_full((3, d + 2 * pad, d + 2 * pad), DARK)
+    out[:, pad: pad + d, pad: pad + d] = wheel + (1 - mask) * DARK
+    return out
+
+
+def _colour_tiles(estimated: torch.Tensor, true: torch.Tensor, wheel: torch.Tensor) -> torch.Tensor:
+    """(h, 2 w + gap, 3): estimated and true flow colours side by side, the legend wheel in the
+    first tile's top-right corner."""
+    hw, ww = estimated.shape[-2:]
+    gap = max(2, ww // 40)
+    canvas = estimated.new_full((3, hw, 2 * ww + gap), 0.08)
+    canvas[:, :, :ww] = estimated[0]
+    canvas[:, :, ww + gap:] = true[0]
+    s = wheel.shape[-1]
+    canvas[:, :s, ww - s: ww] = wheel
+    return hwc(canvas)
 
 
 def _arrows(flow: torch.Tensor, frame: tuple[int, int], spacing: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,22 +206,15 @@ def _arrows(flow: torch.Tensor, frame: tuple[int, int], spacing: int) -> tuple[t
     return torch.stack([gx, gy], -1).reshape(-1, 2), vec.reshape(-1, 2)
 
 
-def _layers(image: torch.Tensor, second: torch.Tensor, params: Mapping[str, Any], flow: torch.Tensor,
-            checks: dict[str, Any], colours: torch.Tensor, top: float, timer: StageTimer) -> tuple:
+def flow_layers(image: torch.Tensor, second: torch.Tensor, params: Mapping[str, Any], flow: torch.Tensor,
+                colours: torch.Tensor, top: float) -> tuple:
+    """The flow's own panels: colours beside the true flow, arrows, and the second image."""
     _, _, h, w = image.shape
     hw, ww = flow.shape[-2:]
-    full = (0.0, 0.0, float(w), float(h))
-    method = params["method"] + (f" ({params['preset']})" if params["method"] == "DIS" else "")
-    inside = checks["interior"]
-    epe = checks["epe"][inside] if bool(inside.any()) else checks["epe"].reshape(-1)
-    median, mean = float(epe.median()), float(epe.mean())
-    res = checks["residual"]
-    res_mean = [float(r[inside].mean()) if bool(inside.any()) else float(r.mean()) for r in res]
     origins, vectors = _arrows(flow, (h, w), int(params["arrow_spacing"]))
     transform = (f"turned {params['rotate']:g} deg, scaled {params['scale']:g}, shifted ({params['shift_x']:g}, "
                  f"{params['shift_y']:g}) px")
-    at = f" (computed at {ww} x {hw} px)" if (hw, ww) != (h, w) else ""
-    res_hi = float(robust_max(res[0], 0.99)) or 1.0
+    at = computed_at((h, w), (hw, ww))
     return (
         ImageLayer("Flow colours", colours, levels=(0.0, 1.0),
                    column_labels=(f"estimated by {params['method']}", "true (from the transform)"),
@@ -203,9 +223,30 @@ def _layers(image: torch.Tensor, second: torch.Tensor, params: Mapping[str, Any]
                            f"{top * w / ww:.1f} px{at}"),
         VectorFieldLayer("Flow arrows", origins, vectors, background=INPUT, colormap=ARROW_COLORMAP,
                          caption=f"where each pixel's content went in the second image, every {params['arrow_spacing']}"
-                                 f" px, true length, coloured by length ({method})"),
-        ImageLayer("Second image", hwc(second[0]), levels=(0.0, 1.0), extent=full,
+                                 f" px, true length, coloured by length ({method_name(params)})"),
+        ImageLayer("Second image", hwc(second[0]), levels=(0.0, 1.0), extent=(0.0, 0.0, float(w), float(h)),
                    caption=f"the input's content {transform}; black: where none of the input lands{at}"),
+    )
+
+
+def computed_at(frame: tuple[int, int], size: tuple[int, int]) -> str:
+    return f" (computed at {size[1]} x {size[0]} px)" if tuple(size) != tuple(frame) else ""
+
+
+def check_layers(checks: dict[str, Any], frame: tuple[int, int], size: tuple[int, int]) -> tuple[tuple, dict[str, Any]]:
+    """The second image warped back, the residuals and the endpoint error, and their figures away
+    from the borders."""
+    h, w = frame
+    full = (0.0, 0.0, float(w), float(h))
+    at = computed_at(frame, size)
+    inside = checks["interior"]
+    some = bool(inside.any())
+    epe = checks["epe"][inside] if some else checks["epe"].reshape(-1)
+    median, mean = float(epe.median()), float(epe.mean())
+    res = checks["residual"]
+    res_mean = [float(r[inside].mean()) if some else float(r.mean()) for r in res]
+    res_hi = float(robust_max(res[0], 0.99))
+    return (
         ImageLayer("Warped back", hwc(checks["back"][0]), levels=(0.0, 1.0), extent=full,
                    caption=f"the second image read at p + flow(p) by grid_sample: back on the first where the flow "
                            f"is right{at}"),
@@ -216,15 +257,11 @@ def _layers(image: torch.Tensor, second: torch.Tensor, params: Mapping[str, Any]
         HeatmapLayer("Endpoint error", checks["epe"], extent=full, levels=(0.0, EPE_LEVEL), colormap="magma",
                      caption=f"|estimated - true flow| in input px, {EPE_LEVEL:g} px and more at full colour: median "
                              f"{median:.2f} px away from the borders (where both images hold the content)"),
-        MetricsLayer("Metrics", {
-            "method": method,
-            "flow size": f"{ww} x {hw}",
-            "median endpoint error px": round(median, 3),
-            "mean endpoint error px": round(mean, 3),
-            "residual before": round(res_mean[0], 4),
-            "residual after (estimated flow)": round(res_mean[1], 4),
-            "residual after (true flow)": round(res_mean[2], 4),
-            "interior share": f"{float(inside.float().mean()):.0%}",
-            **timer.metrics(),
-        }),
-    )
+    ), {
+        "median endpoint error px": round(median, 3),
+        "mean endpoint error px": round(mean, 3),
+        "residual before": round(res_mean[0], 4),
+        "residual after (estimated flow)": round(res_mean[1], 4),
+        "residual after (true flow)": round(res_mean[2], 4),
+        "interior share": f"{float(inside.float().mean()):.0%}",
+    }

@@ -37,8 +37,9 @@ NEAR_EDGE_SHARE = 0.2  # "near edges": the pixels of the strongest 20% edge ener
 LEVELS = 255.0
 SALIENCY_INPUTS = ("source", "strength", "spread")
 GRID_INPUTS = SALIENCY_INPUTS + ("kernel_width", "extend_border", "output_size")
-DOWN_INPUTS = ("strength", "kernel_width", "extend_border", "downsample")
+DOWN_INPUTS = ("strength", "extend_border", "downsample")
 NAMES = ("uniform", "denser near edges")
+DOWN_LAYERS = ("Downsampled", "Reconstruction error", "Error by region")
 
 
 @register
@@ -65,7 +66,8 @@ class SaliencySampling(Operator):
             BoolParam("extend_border", True, help="Continue the saliency past the frame so a uniform saliency gives "
                       "the plain resize up to the border; off, the one-sided sums pull border samples inward."),
             IntParam("output_size", 192, 32, 512, step=16, help="Long side of the warped output, px."),
-            IntParam("downsample", 8, 2, 16, help="Factor of the downsampling comparison (edge saliency against uniform)."),
+            IntParam("downsample", 8, 2, 16, help="Factor of the downsampling comparison: a grid denser near edges (the "
+                     "edge saliency at the small size, with this strength) against a uniform one."),
         ),
         primary="Warped output",
         tabs=(("zoom", ("Sampling grid", "Saliency", "Magnification")),
@@ -82,7 +84,9 @@ class SaliencySampling(Operator):
         long = max(h, w)
         sigma = float(params["kernel_width"]) * long
         with timer("saliency"):
-            edges = self.memo.stage("edges", params, (), lambda: _edge_cells(image, cells))
+            fine = self.memo.stage("fine edges", params, (), lambda: edge_energy(resize_long_side(luminance(image),
+                                                                                                 EDGE_SIDE), EDGE_BLUR))
+            edges = self.memo.stage("edges", params, (), lambda: _edge_cells(fine, cells))
             point = params["source"] == "point"
             saliency = self.memo.stage("saliency", params, SALIENCY_INPUTS,
                                        lambda: _saliency(params, edges, cells, (h, w), q), extra=q if point else ())
@@ -96,15 +100,25 @@ class SaliencySampling(Operator):
                 extra=q if point else ())
             zoom = self.memo.stage("zoom", params, GRID_INPUTS, lambda: magnification(grid, (h, w))[0],
                                    extra=q if point else ())
-        with timer("downsampling"):
-            down = self.memo.stage("down", params, DOWN_INPUTS, lambda: _downsampling(image, edges, params, sigma))
-        return Result(layers(image, params, saliency, grid, warped, zoom, down, q, sigma, timer))
+        fast = layers(image, params, saliency, grid, warped, zoom, q, sigma)
+
+        def with_downsampling() -> Result:
+            with timer("downsampling"):
+                down = self.memo.stage("down", params, DOWN_INPUTS, lambda: _downsampling(image, fine, params))
+            more, rows = downsampling_layers(down, params)
+            return Result(fast[:-1] + more + (MetricsLayer("Metrics", {**fast[-1].values, **rows, **timer.metrics()}),))
+
+        if self.memo.stage_key("down", params, DOWN_INPUTS) in self.memo:
+            return with_downsampling()
+        # A strength or kernel change: the zoom now, the downsampling (two grids inverted and two
+        # full-size reconstructions, 25-30 ms at 512 px on one core) once the slider rests.
+        metrics = MetricsLayer("Metrics", {**fast[-1].values, **timer.metrics()})
+        return Result(fast[:-1] + (metrics,), settle=with_downsampling, pending=DOWN_LAYERS)
 
 
-def _edge_cells(image: torch.Tensor, cells: tuple[int, int]) -> torch.Tensor:
-    """(1, 1, h, w) edge energy averaged into the saliency cells, scaled to a maximum of 1."""
-    grey = resize_long_side(luminance(image), EDGE_SIDE)
-    e = resize(edge_energy(grey, EDGE_BLUR), cells)
+def _edge_cells(fine: torch.Tensor, cells: tuple[int, int]) -> torch.Tensor:
+    """(1, 1, h, w) the edge energy averaged into the saliency cells, scaled to a maximum of 1."""
+    e = resize(fine, cells)
     return e / e.max().clamp_min(1e-12)
 
 
@@ -123,14 +137,20 @@ def _saliency(params: Mapping[str, Any], edges: torch.Tensor, cells: tuple[int, 
     return (1 + float(params["strength"]) * disc)[None, None]
 
 
-def _downsampling(image: torch.Tensor, edges: torch.Tensor, params: Mapping[str, Any], sigma: float) -> dict[str, Any]:
+def _downsampling(image: torch.Tensor, fine: torch.Tensor, params: Mapping[str, Any]) -> dict[str, Any]:
     """Uniform and edge-saliency downsampling by ``downsample``, each upsampled back through its
-    grid's inverse; the reconstructions' errors over the whole image and near edges."""
+    grid's inverse; the reconstructions' errors over the whole image and near edges. The edge
+    saliency is taken on the small image's own pixels and pulls over one of them (sigma = the
+    factor, in input px): boundary-aware downsampling is local (wider kernels, as the zoom uses,
+    leave whole bands of the input unsampled)."""
     _, _, h, w = image.shape
     f = int(params["downsample"])
     low_size = (max(2, round(h / f)), max(2, round(w / f)))
+    edges = resize(fine, low_size)
+    saliency = 1 + float(params["strength"]) * edges / edges.max().clamp_min(1e-12)
+    sigma = max(h / low_size[0], w / low_size[1])
     grids = (uniform_grid((h, w), low_size, image),
-             saliency_sampling_grid(1 + float(params["strength"]) * edges, (h, w), low_size, sigma, params["extend_border"]))
+             saliency_sampling_grid(saliency, (h, w), low_size, sigma, params["extend_border"]))
     lattice = uniform_grid((h, w), long_side_size(h, w, INVERSE_SIDE), image)
     lows, errors = [], []
     for grid in grids:
@@ -141,7 +161,7 @@ def _downsampling(image: torch.Tensor, edges: torch.Tensor, params: Mapping[str,
                             mode="bilinear", padding_mode="border", align_corners=False)
         lows.append(low[0])
         errors.append((rec - image).abs().mean(1)[0])
-    strong = resize(edges, (h, w))[0, 0]
+    strong = resize(fine, (h, w))[0, 0]
     near = strong >= robust_max(strong, 1 - NEAR_EDGE_SHARE, samples=65536)
     rms = [float(e.pow(2).mean().sqrt()) * LEVELS for e in errors]
     rms_near = [float(e[near].pow(2).mean().sqrt()) * LEVELS for e in errors]
@@ -152,22 +172,17 @@ def _downsampling(image: torch.Tensor, edges: torch.Tensor, params: Mapping[str,
 
 
 def layers(image: torch.Tensor, params: Mapping[str, Any], saliency: torch.Tensor, grid: torch.Tensor,
-           warped: torch.Tensor, zoom: torch.Tensor, down: dict[str, Any], q: tuple[int, int], sigma: float,
-           timer: StageTimer) -> tuple:
+           warped: torch.Tensor, zoom: torch.Tensor, q: tuple[int, int], sigma: float) -> tuple:
+    """The zoom's panels, then its metrics (timings are added by the caller)."""
     _, _, h, w = image.shape
     oh, ow = grid.shape[1:3]
     rows = torch.linspace(0, oh - 1, min(oh, GRID_LINES)).round().long()
     cols = torch.linspace(0, ow - 1, min(ow, GRID_LINES)).round().long()
     step = (ow - 1) / max(len(cols) - 1, 1)
-    source = params["source"]
-    about = {"edges": "edge energy", "point": f"a disc around ({q[0]}, {q[1]})", "uniform": "uniform"}[source]
+    about = {"edges": "edge energy", "point": f"a disc around ({q[0]}, {q[1]})", "uniform": "uniform"}[params["source"]]
     border = ("the saliency continues past the frame" if params["extend_border"]
               else "no saliency past the frame: border samples are pulled inward")
     top, low = float(zoom.max()), float(zoom.min())
-    f = int(params["downsample"])
-    lh, lw = down["low_size"]
-    err_hi = float(robust_max(down["errors"], 0.99))
-    winner = NAMES[int(down["rms_near"][1] < down["rms_near"][0])]
     return (
         ImageLayer("Warped output", hwc(warped), levels=(0.0, 1.0),
                    caption=f"the input read through the saliency's grid at {ow} x {oh} px (saliency: {about}); "
@@ -182,9 +197,26 @@ def layers(image: torch.Tensor, params: Mapping[str, Any], saliency: torch.Tenso
         ImageLayer("Magnification", zoom, levels=(0.0, max(top, 1.0)), colormap="magma",
                    caption=f"on the output's frame: how many times larger than a plain resize each part shows the "
                            f"input (inverse Jacobian determinant, relative), from {low:.2f} to {top:.2f}"),
+        MetricsLayer("Metrics", {
+            "output size": f"{ow} x {oh}",
+            "saliency cells": f"{saliency.shape[-1]} x {saliency.shape[-2]}",
+            "kernel sigma px": round(sigma, 1),
+            "largest magnification": round(top, 3),
+            "smallest magnification": round(low, 3),
+        }),
+    )
+
+
+def downsampling_layers(down: dict[str, Any], params: Mapping[str, Any]) -> tuple[tuple, dict[str, Any]]:
+    f = int(params["downsample"])
+    lh, lw = down["low_size"]
+    err_hi = float(robust_max(down["errors"], 0.99))
+    winner = NAMES[int(down["rms_near"][1] < down["rms_near"][0])]
+    return (
         ImageLayer("Downsampled", down["tiles"], levels=(0.0, 1.0), column_labels=NAMES,
                    caption=f"{lw} x {lh} px (1/{f}), drawn x{down['scale']}: left a uniform grid, right a grid "
-                           "denser near edges (the edge saliency)"),
+                           f"denser near edges (the edge saliency at this size, pulling over one of its pixels, "
+                           f"strength {params['strength']:g})"),
         HeatmapLayer("Reconstruction error", down["errors"], labels=NAMES, levels=(0.0, err_hi), colormap="inferno",
                      caption="|input - reconstruction| per pixel, each downsampled image upsampled back through its "
                              "grid's inverse (bilinear)"),
@@ -192,17 +224,9 @@ def layers(image: torch.Tensor, params: Mapping[str, Any], saliency: torch.Tenso
                   value_label="RMS error (levels of 255)",
                   caption=f"reconstruction error of each 1/{f} downsampling; near edges: the {NEAR_EDGE_SHARE:.0%} "
                           f"of pixels with the strongest edges, where '{winner}' does better"),
-        MetricsLayer("Metrics", {
-            "output size": f"{ow} x {oh}",
-            "saliency cells": f"{saliency.shape[-1]} x {saliency.shape[-2]}",
-            "kernel sigma px": round(sigma, 1),
-            "largest magnification": round(top, 3),
-            "smallest magnification": round(low, 3),
-            "RMS error uniform": round(down["rms"][0], 2),
-            "RMS error denser near edges": round(down["rms"][1], 2),
-            "near-edge RMS uniform": round(down["rms_near"][0], 2),
-            "near-edge RMS denser near edges": round(down["rms_near"][1], 2),
-            **timer.metrics(),
-        }),
-    )
-
+    ), {
+        "RMS error uniform": round(down["rms"][0], 2),
+        "RMS error denser near edges": round(down["rms"][1], 2),
+        "near-edge RMS uniform": round(down["rms_near"][0], 2),
+        "near-edge RMS denser near edges": round(down["rms_near"][1], 2),
+    }

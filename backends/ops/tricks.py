@@ -18,9 +18,11 @@ from backends.imaging import luminance
 from backends.layers import MetricsLayer, Result
 from backends.ops._tricks_estimators import estimator_layers, estimator_study
 from backends.ops._tricks_spatial import (
+    SWEEP_PANEL,
     border_bias,
     delta_layers,
     delta_study,
+    hard_crop_study,
     soft_argmax_layers,
     soft_argmax_study,
     soft_crop_layers,
@@ -34,6 +36,8 @@ from backends.timing import StageTimer
 TRICKS = ("reparameterization", "soft argmax", "soft crop", "blurred delta")
 ESTIMATOR_INPUTS = ("function", "mu", "sigma", "samples", "baseline", "seed")
 ARGMAX_INPUTS = ("heatmap", "temperature", "window")
+SWEEP_INPUTS = ("heatmap", "window")
+SWEEP_AT_ONCE = 160 * 160  # window pixels up to which the temperature sweep is computed at once
 CROP_INPUTS = ("box_width", "box_height", "sharpness")
 DELTA_INPUTS = ("heatmap", "blur_sigma", "phases", "subpixel_x", "subpixel_y")
 EDGE_BLUR = 2.0  # px: the edge-energy heatmap's smoothing
@@ -100,30 +104,48 @@ class Tricks(Operator):
                 study = self.memo.stage("estimators", params, ESTIMATOR_INPUTS, lambda: estimator_study(params))
             layers, rows = estimator_layers(study, params)
         elif trick == "soft argmax":
-            heat = self._heat(image, params)
-            with timer("soft argmax"):
-                study = self.memo.stage("soft argmax", params, ARGMAX_INPUTS, lambda: soft_argmax_study(heat, params, q),
-                                        extra=q)
-            with timer("temperature sweep"):
-                sweep = self.memo.stage("sweep", params, ("heatmap", "window"),
-                                        lambda: temperature_sweep(heat, study["window"]), extra=q)
-            with timer("border bias"):
-                _, _, ww, wh = study["window"]
-                bias = self.memo.stage("bias", params, ("temperature",), lambda: border_bias(ww, wh, params["temperature"]),
-                                       extra=(ww, wh))
-            layers, rows = soft_argmax_layers(study, sweep, bias, heat, params)
+            return self._soft_argmax(image, params, q, timer)
         elif trick == "soft crop":
             with timer("soft crop"):
                 grey = self.memo.stage("luma", params, (), lambda: luminance(image)[0, 0])
                 study = self.memo.stage("soft crop", params, CROP_INPUTS, lambda: soft_crop_study(image, grey, params, q),
                                         extra=q)
-            layers, rows = soft_crop_layers(study, params)
+            with timer("sharpness sweep"):
+                hard = self.memo.stage("hard crop", params, ("box_width", "box_height"),
+                                       lambda: hard_crop_study(grey, params, q), extra=q)
+            layers, rows = soft_crop_layers(study, hard, params)
         else:
             heat = self._heat(image, params)
             with timer("blurred delta"):
                 study = self.memo.stage("delta", params, DELTA_INPUTS, lambda: delta_study(heat, params, q), extra=q)
             layers, rows = delta_layers(study, params)
         return Result(layers + (MetricsLayer("Metrics", {**rows, **timer.metrics()}),))
+
+    def _soft_argmax(self, image: torch.Tensor, params: Mapping[str, Any], q: tuple[int, int], timer: StageTimer) -> Result:
+        """The soft argmax's panels; the error-against-temperature sweep (31 softmaxes over the
+        window: 60 ms for a 512 px window on one core) settles when it is not cached and the window
+        is large."""
+        heat = self._heat(image, params)
+        with timer("soft argmax"):
+            study = self.memo.stage("soft argmax", params, ARGMAX_INPUTS, lambda: soft_argmax_study(heat, params, q),
+                                    extra=q)
+        _, _, ww, wh = study["window"]
+        with timer("border bias"):
+            bias = self.memo.stage("bias", params, ("temperature",), lambda: border_bias(ww, wh, params["temperature"]),
+                                   extra=(ww, wh))
+
+        def with_sweep() -> Result:
+            with timer("temperature sweep"):
+                sweep = self.memo.stage("sweep", params, SWEEP_INPUTS, lambda: temperature_sweep(heat, study["window"]),
+                                        extra=q)
+            layers, rows = soft_argmax_layers(study, sweep, bias, heat, params)
+            return Result(layers + (MetricsLayer("Metrics", {**rows, **timer.metrics()}),))
+
+        if ww * wh <= SWEEP_AT_ONCE or self.memo.stage_key("sweep", params, SWEEP_INPUTS, q) in self.memo:
+            return with_sweep()
+        layers, rows = soft_argmax_layers(study, None, bias, heat, params)
+        return Result(layers + (MetricsLayer("Metrics", {**rows, **timer.metrics()}),), settle=with_sweep,
+                      pending=(SWEEP_PANEL,))
 
     def _heat(self, image: torch.Tensor, params: Mapping[str, Any]) -> torch.Tensor:
         """(H, W) scores in [0, 1]: the luma, or the edge energy over its robust maximum."""

@@ -223,9 +223,29 @@ class ImageCanvas(pg.GraphicsView):
             item = pg.TextItem(text, color=tuple(color), anchor=(0, 0), fill=(0, 0, 0, 150))  # readable on light tiles
             item.setPos(x, y)
             item.setZValue(15)
+            item.full_text = text
             self.view.addItem(item, ignoreBounds=True)
             self._labels.append(item)
         self._labels_key = key
+        self._fit_tile_labels()
+
+    def _fit_tile_labels(self) -> None:
+        """Each tile caption cut (with an ellipsis) to its tile's width on screen, so captions of
+        narrow tiles never run into each other."""
+        if not self._labels or self._shape is None:
+            return
+        scale = self.display_scale()
+        metrics = QtGui.QFontMetrics(self.font())
+        xs = [item.pos().x() for item in self._labels]
+        right = float(self._shape[1])
+        for i, item in enumerate(self._labels):
+            following = [x for x in xs if x > xs[i] + 1e-6]
+            room_px = (min(following) if following else right) - xs[i]
+            width = max(int(room_px * scale) - 6, 0)
+            text = metrics.elidedText(item.full_text, QtCore.Qt.TextElideMode.ElideRight, width) if width else ""
+            item.setVisible(bool(text))
+            if item.textItem.toPlainText() != text:
+                item.setText(text)
 
     def set_grid_labels(self, rows: Sequence[str], columns: Sequence[str], titles: tuple[str, str] = ("", "")) -> None:
         """Names the rows and columns of a picture that is a uniform grid of tiles, outside the
@@ -416,6 +436,8 @@ class ImageCanvas(pg.GraphicsView):
         super().resizeEvent(event)
         if getattr(self, "_shape", None) is not None and not self._manual and self._focus is None:
             self.fit()  # a picture sized to the panel follows the panel (resizes come during construction too)
+        if getattr(self, "_labels", None):
+            self._fit_tile_labels()
 
     def _on_mouse_moved(self, pos: QtCore.QPointF) -> None:
         if not self.view.sceneBoundingRect().contains(pos):

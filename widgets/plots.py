@@ -27,6 +27,19 @@ def legend_html(names: Sequence[str], colors: Sequence[tuple[int, int, int]]) ->
     return "<span style='font-size:9pt; color:#ddd'>" + "<br>".join("&nbsp;&nbsp;&nbsp;".join(r) for r in rows) + "</span>"
 
 
+def set_key(plot: pg.PlotWidget, names: Sequence[str], colors: Sequence[tuple[int, int, int]]) -> None:
+    """The series key in the plot's title row, the row as tall as the key's lines (pyqtgraph fixes
+    it at 30 px, which cut a wrapped key's first line); no key for a single series."""
+    if len(names) < 2:
+        plot.setTitle(None)
+        return
+    html = legend_html(names, colors)
+    plot.setTitle(html)
+    height = (html.count("<br>") + 1) * plot.fontMetrics().height() + 10
+    plot.plotItem.titleLabel.setMaximumHeight(height)
+    plot.plotItem.layout.setRowFixedHeight(0, height)
+
+
 def _escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
@@ -110,7 +123,7 @@ class BarsView(pg.PlotWidget):
                                        brush=pg.mkBrush(*color), pen=pg.mkPen(None))
                 self.addItem(item)
                 self._items.append(item)
-            self.setTitle(legend_html(list(series), colors) if len(series) > 1 else None)
+            set_key(self, list(series), colors)
             self.getAxis("left" if horizontal else "bottom").setTicks(None)
             self.getAxis("bottom" if horizontal else "left").setTicks(None)
             self.setLabel("bottom" if horizontal else "left", value_label)
@@ -200,7 +213,7 @@ class CurveView(pg.PlotWidget):
             self._legend_key = (names, right)
             colors = [SERIES_COLORS[i % len(SERIES_COLORS)] for i in range(len(names))]
             shown = [f"{n} (right)" if n in right else n for n in names]
-            self.setTitle(legend_html(shown, colors) if len(names) > 1 else None)
+            set_key(self, shown, colors)
         empty = all(len(np.asarray(x)) < 2 for x, _ in series.values())
         if empty != self._empty:  # no line yet: a plain 0..1 frame, not auto-range's -400..400
             self._empty = empty

@@ -138,26 +138,14 @@ def reference_colours(u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """The Middlebury colour code (Baker et al.), as its reference implementation writes it,
     without the final rounding to bytes: (..., 3) in [0, 1] for a flow already divided by the
     longest vector."""
-    ry, yg, gc, cb, bm, mr = 15, 6, 4, 11, 13, 6
-    wheel = np.zeros((ry + yg + gc + cb + bm + mr, 3))
-    c = 0
-    wheel[0:ry, 0] = 255
-    wheel[0:ry, 1] = 255 * np.arange(ry) / ry
-    c += ry
-    wheel[c:c + yg, 0] = 255 - 255 * np.arange(yg) / yg
-    wheel[c:c + yg, 1] = 255
-    c += yg
-    wheel[c:c + gc, 1] = 255
-    wheel[c:c + gc, 2] = 255 * np.arange(gc) / gc
-    c += gc
-    wheel[c:c + cb, 1] = 255 - 255 * np.arange(cb) / cb
-    wheel[c:c + cb, 2] = 255
-    c += cb
-    wheel[c:c + bm, 2] = 255
-    wheel[c:c + bm, 0] = 255 * np.arange(bm) / bm
-    c += bm
-    wheel[c:c + mr, 2] = 255 - 255 * np.arange(mr) / mr
-    wheel[c:c + mr, 0] = 255
+    segments = []  # (length, the channel held at 255, the channel that ramps, whether it rises)
+    for length, held, ramp, rises in ((15, 0, 1, True), (6, 1, 0, False), (4, 1, 2, True), (11, 2, 1, False),
+                                      (13, 2, 0, True), (6, 0, 2, False)):
+        seg = np.zeros((length, 3))
+        seg[:, held] = 255
+        seg[:, ramp] = 255 * np.arange(length) / length if rises else 255 - 255 * np.arange(length) / length
+        segments.append(seg)
+    wheel = np.concatenate(segments)
     n = wheel.shape[0]
     rad = np.sqrt(u**2 + v**2)
     a = np.arctan2(-v, -u) / np.pi

@@ -113,6 +113,15 @@ def test_uniform_downsampling_error_is_plain_bilinear_upsampling_and_the_bars_ar
     np.testing.assert_allclose(bars.series["whole image"], rms, rtol=1e-4)
 
 
+def test_downsampling_denser_near_edges_reconstructs_a_disc_better_near_its_rim():
+    ys, xs = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
+    disc = (((xs - 90) ** 2 + (ys - 50) ** 2).sqrt() < 30).float()
+    image = (0.1 + 0.8 * disc).expand(1, 3, H, W).contiguous()
+    bars = _compute(image, downsample=8, strength=20.0).layer("Error by region").series
+    uniform, edges = bars["near edges"]
+    assert edges < 0.9 * uniform and bars["whole image"][1] < bars["whole image"][0]
+
+
 def test_a_strength_change_brings_the_zoom_first_and_the_downsampling_when_it_settles():
     op, image = SaliencySampling(), _image()
     with torch.no_grad():

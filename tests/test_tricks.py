@@ -25,8 +25,8 @@ FLOAT_TOL = 1e-4  # float32 panels against float64 arithmetic here
 
 def _compute(image=None, query=(50, 30), **values):
     image = torch.rand(1, 3, H, W, generator=torch.Generator().manual_seed(0)) if image is None else image
-    with torch.no_grad():
-        return Tricks().compute(image, validate(Tricks.spec.params, values), query)
+    with torch.no_grad():  # as the worker runs it; complete: with the panels that settle
+        return complete(Tricks().compute(image, validate(Tricks.spec.params, values), query))
 
 
 def test_each_trick_draws_its_panels_and_metrics():
@@ -78,7 +78,7 @@ def test_the_histograms_hold_every_reparameterized_draw_and_mark_the_closed_form
     _, reparam = series["reparameterization"]
     _, score = series["score function"]
     assert sum(reparam) == pytest.approx(100.0, abs=1e-6)
-    assert 97.5 <= sum(score) <= 100.0  # the outer 2% of the score function left out
+    assert 97.5 <= sum(score) <= 100.0 + 1e-9  # the outer 2% of the score function left out
     x, _ = series["closed form"]
     v = 1 + SIGMA**2  # E[exp(-z^2 / 2)] = exp(-mu^2 / 2v) / sqrt(v); its derivative in mu:
     truth = -MU / v * math.exp(-MU * MU / (2 * v)) / math.sqrt(v)

@@ -6,7 +6,7 @@ density."""
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import numpy as np
 import torch
@@ -24,6 +24,8 @@ BINS = 48
 TAIL = 0.01  # the histograms span the central 98% of the score-function estimates (and every reparameterized one)
 CURVE_POINTS = 241
 SERIES = ("reparameterization", "score function")
+VARIANCE_PANEL = "Variance against draws"
+MU_LIMIT = 2.0  # mu's range, -2..2: the plots' axes cover it, so dragging mu leaves them alone
 
 
 def estimator_study(params: Mapping[str, Any]) -> dict[str, Any]:
@@ -34,9 +36,14 @@ def estimator_study(params: Mapping[str, Any]) -> dict[str, Any]:
     f = objective(params["function"])
     estimates = {SERIES[0]: reparameterized_gradients(f, mu, sigma, eps),
                  SERIES[1]: score_function_gradients(f, mu, sigma, eps, bool(params["baseline"]))}
+    return {"estimates": estimates, "truth": expected_value_gradient(params["function"], mu, sigma)}
+
+
+def variance_study(study: dict[str, Any]) -> dict[str, Any]:
+    """The variance of the mean of N draws, N = 1, 2, 4, ... up to an eighth of the draws."""
+    n = study["estimates"][SERIES[0]].numel()
     sizes = [2**k for k in range(int(math.log2(n // 8)) + 1)]
-    return {"estimates": estimates, "truth": expected_value_gradient(params["function"], mu, sigma),
-            "sizes": sizes, "variance": {k: batch_mean_variance(v, sizes) for k, v in estimates.items()}}
+    return {"sizes": sizes, "variance": {k: batch_mean_variance(v, sizes) for k, v in study["estimates"].items()}}
 
 
 def summary(estimates: torch.Tensor, truth: float) -> dict[str, float]:
@@ -48,14 +55,22 @@ def summary(estimates: torch.Tensor, truth: float) -> dict[str, float]:
             "variance": sd * sd}
 
 
+def nice_bounds(lo: float, hi: float) -> tuple[float, float]:
+    """``lo`` and ``hi`` rounded outward to multiples of half a power of ten of their span: a
+    plot's range that a small slider step leaves alone (a moving axis costs ~10 ms to lay out)."""
+    if hi - lo < 1e-9:
+        lo, hi = lo - 1.0, hi + 1.0
+    unit = 10.0 ** math.floor(math.log10(hi - lo)) / 2
+    return math.floor(lo / unit) * unit, math.ceil(hi / unit) * unit
+
+
 def histograms(estimates: dict[str, torch.Tensor], truth: float) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], float]:
     """Each estimator's share of draws per bin (%) on common bins, and the tallest bar."""
     score = estimates[SERIES[1]]
     reparam = estimates[SERIES[0]]
     lo = min(float(torch.quantile(score, TAIL)), float(reparam.min()), truth)
     hi = max(float(torch.quantile(score, 1 - TAIL)), float(reparam.max()), truth)
-    if hi - lo < 1e-9:
-        lo, hi = lo - 1.0, hi + 1.0
+    lo, hi = nice_bounds(lo, hi)
     edges = torch.linspace(lo, hi, BINS + 1, dtype=torch.float64)
     centres = ((edges[1:] + edges[:-1]) / 2).numpy()
     out, top = {}, 0.0
@@ -66,7 +81,10 @@ def histograms(estimates: dict[str, torch.Tensor], truth: float) -> tuple[dict[s
     return out, top
 
 
-def estimator_layers(study: dict[str, Any], params: Mapping[str, Any]) -> tuple[tuple, dict[str, Any]]:
+def estimator_layers(study: dict[str, Any], spread: Optional[dict[str, Any]],
+                     params: Mapping[str, Any]) -> tuple[tuple, dict[str, Any]]:
+    """The estimators' panels; without ``spread`` (:func:`variance_study`), all but the variance
+    against draws."""
     truth, estimates = study["truth"], study["estimates"]
     stats = {k: summary(v, truth) for k, v in estimates.items()}
     fname = params["function"]
@@ -82,8 +100,9 @@ def estimator_layers(study: dict[str, Any], params: Mapping[str, Any]) -> tuple[
     else:
         verdict = (f"the score function's per-draw variance is {ratio:.3g} times the reparameterized one's"
                    if ratio >= 1 else f"here the score function's per-draw variance is lower ({ratio:.2f} times)")
-    variance = {name: (np.asarray(study["sizes"], np.float64), v.numpy())
-                for name, v in zip((SERIES[0], score_name), study["variance"].values()) if float(v.min()) > 0}
+    means = [stats[SERIES[0]]["mean"], stats[SERIES[1]]["mean"], truth]
+    reach = [expected_value_gradient(fname, float(m), float(params["sigma"]))  # the closed form over mu's range
+             for m in np.linspace(-MU_LIMIT, MU_LIMIT, 41)]
     zs = " and ".join(f"{abs(stats[k]['z']):.1f}" for k in SERIES if math.isfinite(stats[k]["z"]))
     layers = (
         CurveLayer("Gradient estimates", series, x_label="one draw's estimate of d/dmu E[f(z)]",
@@ -92,18 +111,21 @@ def estimator_layers(study: dict[str, Any], params: Mapping[str, Any]) -> tuple[
                            f"function's outer {2 * TAIL:.0%} left out; the vertical line is the closed form "
                            f"{truth:.4g}; {verdict}"),
         BarsLayer("Mean of the estimates", ("reparameterization", "score function", "closed form"),
-                  {"d/dmu E[f(z)]": [stats[SERIES[0]]["mean"], stats[SERIES[1]]["mean"], truth]},
-                  value_label="d/dmu E[f(z)]",
+                  {"d/dmu E[f(z)]": means}, value_label="d/dmu E[f(z)]",
+                  y_range=nice_bounds(min(0.0, *means, *reach), max(0.0, *means, *reach)),
                   caption=f"means of {n} draws: {stats[SERIES[0]]['mean']:.4g} ± {stats[SERIES[0]]['se']:.2g} and "
                           f"{stats[SERIES[1]]['mean']:.4g} ± {stats[SERIES[1]]['se']:.2g} (± one standard error) "
                           f"against {truth:.4g}" + (f": {zs} standard errors off" if zs else "")),
-        CurveLayer("Variance against draws", variance, x_label="draws averaged (N)", y_label="variance of the mean",
-                   log_x=True, log_y=True,
-                   caption="the variance of an N-draw mean, measured over disjoint batches: both fall as 1/N, the gap "
-                           "between the lines is the per-draw variance ratio"
-                           + ("; the reparameterized estimates are all 0 (no line)" if flat else "")),
         function_layer(params),
     )
+    if spread is not None:
+        variance = {name: (np.asarray(spread["sizes"], np.float64), v.numpy())
+                    for name, v in zip((SERIES[0], score_name), spread["variance"].values()) if float(v.min()) > 0}
+        layers = layers[:2] + (CurveLayer(
+            VARIANCE_PANEL, variance, x_label="draws averaged (N)", y_label="variance of the mean", log_x=True,
+            log_y=True, caption="the variance of an N-draw mean, measured over disjoint batches: both fall as 1/N, "
+                                "the gap between the lines is the per-draw variance ratio"
+                                + ("; the reparameterized estimates are all 0 (no line)" if flat else "")),) + layers[2:]
     rows = {
         "closed form d/dmu E[f]": round(truth, 5),
         "reparameterized mean": round(stats[SERIES[0]]["mean"], 5),
@@ -120,7 +142,7 @@ def estimator_layers(study: dict[str, Any], params: Mapping[str, Any]) -> tuple[
 def function_layer(params: Mapping[str, Any]) -> CurveLayer:
     """f over the draws' range, with the draws' density on a right axis."""
     mu, sigma = float(params["mu"]), float(params["sigma"])
-    lo, hi = min(-3.0, mu - 4 * sigma), max(3.0, mu + 4 * sigma)
+    lo, hi = -MU_LIMIT - 4 * sigma, MU_LIMIT + 4 * sigma  # wherever mu goes: dragging it leaves the axis alone
     z = torch.linspace(lo, hi, CURVE_POINTS, dtype=torch.float64)
     density = torch.exp(-0.5 * ((z - mu) / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
     fz = objective(params["function"])(z)

@@ -16,7 +16,13 @@ from backends.functional.saliency_sampling import edge_energy
 from backends.functional.tricks import FUNCTIONS
 from backends.imaging import luminance
 from backends.layers import MetricsLayer, Result
-from backends.ops._tricks_estimators import estimator_layers, estimator_study
+from backends.ops._tricks_estimators import (
+    MU_LIMIT,
+    VARIANCE_PANEL,
+    estimator_layers,
+    estimator_study,
+    variance_study,
+)
 from backends.ops._tricks_spatial import (
     SWEEP_PANEL,
     border_bias,
@@ -62,7 +68,7 @@ class Tricks(Operator):
             ChoiceParam("trick", "reparameterization", TRICKS, help="Which trick the panels show."),
             ChoiceParam("function", "square", FUNCTIONS, help="f in E[f(z)]: z^2, a bump exp(-z^2/2), or a step "
                         "(1 for z > 0), which autograd sees as flat.", enabled_when=_when("reparameterization")),
-            FloatParam("mu", 0.8, -2.0, 2.0, step=0.05, help="Mean of z, the parameter the gradient is taken for.",
+            FloatParam("mu", 0.8, -MU_LIMIT, MU_LIMIT, step=0.05, help="Mean of z, the parameter the gradient is taken for.",
                        enabled_when=_when("reparameterization")),
             FloatParam("sigma", 1.0, 0.1, 2.0, step=0.05, help="Standard deviation of z.",
                        enabled_when=_when("reparameterization")),
@@ -100,12 +106,10 @@ class Tricks(Operator):
         q = query_point(query, w, h)
         trick = params["trick"]
         if trick == "reparameterization":
-            with timer("estimators"):
-                study = self.memo.stage("estimators", params, ESTIMATOR_INPUTS, lambda: estimator_study(params))
-            layers, rows = estimator_layers(study, params)
-        elif trick == "soft argmax":
+            return self._estimators(params, timer)
+        if trick == "soft argmax":
             return self._soft_argmax(image, params, q, timer)
-        elif trick == "soft crop":
+        if trick == "soft crop":
             with timer("soft crop"):
                 grey = self.memo.stage("luma", params, (), lambda: luminance(image)[0, 0])
                 study = self.memo.stage("soft crop", params, CROP_INPUTS, lambda: soft_crop_study(image, grey, params, q),
@@ -120,6 +124,24 @@ class Tricks(Operator):
                 study = self.memo.stage("delta", params, DELTA_INPUTS, lambda: delta_study(heat, params, q), extra=q)
             layers, rows = delta_layers(study, params)
         return Result(layers + (MetricsLayer("Metrics", {**rows, **timer.metrics()}),))
+
+    def _estimators(self, params: Mapping[str, Any], timer: StageTimer) -> Result:
+        """The estimators' panels; the variance against draws settles when not cached (its plot
+        is the fourth of a drag's frame: 3-4 ms of drawing)."""
+        with timer("estimators"):
+            study = self.memo.stage("estimators", params, ESTIMATOR_INPUTS, lambda: estimator_study(params))
+
+        def with_variance() -> Result:
+            with timer("variance"):
+                spread = self.memo.stage("variance", params, ESTIMATOR_INPUTS, lambda: variance_study(study))
+            layers, rows = estimator_layers(study, spread, params)
+            return Result(layers + (MetricsLayer("Metrics", {**rows, **timer.metrics()}),))
+
+        if self.memo.stage_key("variance", params, ESTIMATOR_INPUTS) in self.memo:
+            return with_variance()
+        layers, rows = estimator_layers(study, None, params)
+        return Result(layers + (MetricsLayer("Metrics", {**rows, **timer.metrics()}),), settle=with_variance,
+                      pending=(VARIANCE_PANEL,))
 
     def _soft_argmax(self, image: torch.Tensor, params: Mapping[str, Any], q: tuple[int, int], timer: StageTimer) -> Result:
         """The soft argmax's panels; the error-against-temperature sweep (31 softmaxes over the

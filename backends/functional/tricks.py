@@ -302,7 +302,7 @@ def lut_kernel(table: torch.Tensor, phases: int, radius: int, offsets: torch.Ten
     if table.dim() != 1 or table.numel() != 2 * radius * phases + 1:
         raise ValueError(f"table must be ({2 * radius * phases + 1},) for radius {radius} and {phases} phases, "
                          f"got {tuple(table.shape)}")
-    t = F.pad(table.to(offsets.dtype), (1, 1))  # a zero entry past each end
+    t = F.pad(table.to(offsets), (1, 1))  # a zero entry past each end
     last = t.numel() - 1
     pos = (offsets + radius) * phases + 1
     inside = (pos >= 0) & (pos <= last)

@@ -161,7 +161,7 @@ def crop_box(q: tuple[int, int], params: Mapping[str, Any]) -> tuple[float, floa
     return (x0, y0, x0 + bw, y0 + bh)
 
 
-def soft_crop_study(image: torch.Tensor, grey: torch.Tensor, params: Mapping[str, Any], q: tuple[int, int]) -> dict:
+def soft_crop_study(rgb: torch.Tensor, grey: torch.Tensor, params: Mapping[str, Any], q: tuple[int, int]) -> dict:
     """The mask, the soft crop, and the crop mean's gradient with respect to each edge (split by
     row and column, and by central differences) at the chosen sharpness."""
     h, w = grey.shape
@@ -169,7 +169,7 @@ def soft_crop_study(image: torch.Tensor, grey: torch.Tensor, params: Mapping[str
     k = float(params["sharpness"])
     mask = boxcar_mask(h, w, grey.new_tensor(box), k)
     mean, *parts = soft_crop_edge_gradients(grey, box, k)
-    return {"box": box, "mask": mask, "masked": hwc(image[0] * mask), "mean": float(mean), "parts": parts,
+    return {"box": box, "mask": mask, "masked": hwc(rgb * mask), "mean": float(mean), "parts": parts,
             "totals": [float(p.sum()) for p in parts], "finite": finite_differences(grey.double(), box, k)}
 
 

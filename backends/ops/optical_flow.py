@@ -161,8 +161,8 @@ def _checks(first: torch.Tensor, second: torch.Tensor, flow: torch.Tensor, true:
     residual = torch.stack([(first - second).abs().mean(1)[0], (first - back).abs().mean(1)[0],
                             (first - warp_by_flow(second, true)).abs().mean(1)[0]])
     m = BORDER_MARGIN * max(sx, sy)
-    ys = torch.arange(hw, dtype=first.dtype).view(-1, 1)
-    xs = torch.arange(ww, dtype=first.dtype).view(1, -1)
+    ys = torch.arange(hw, dtype=first.dtype, device=first.device).view(-1, 1)
+    xs = torch.arange(ww, dtype=first.dtype, device=first.device).view(1, -1)
     tx, ty = xs + true[0, 0], ys + true[0, 1]
     interior = ((xs >= m) & (xs <= ww - 1 - m) & (ys >= m) & (ys <= hw - 1 - m)
                 & (tx >= m) & (tx <= ww - 1 - m) & (ty >= m) & (ty <= hw - 1 - m))
@@ -197,8 +197,8 @@ def _arrows(flow: torch.Tensor, frame: tuple[int, int], spacing: int) -> tuple[t
     h, w = frame
     hw, ww = flow.shape[-2:]
     sx, sy = ww / w, hw / h
-    ys = torch.arange(spacing / 2, h, spacing, dtype=flow.dtype)
-    xs = torch.arange(spacing / 2, w, spacing, dtype=flow.dtype)
+    ys = torch.arange(spacing / 2, h, spacing, dtype=flow.dtype, device=flow.device)
+    xs = torch.arange(spacing / 2, w, spacing, dtype=flow.dtype, device=flow.device)
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     iy = ((gy + 0.5) * sy - 0.5).round().long().clamp(0, hw - 1)
     ix = ((gx + 0.5) * sx - 0.5).round().long().clamp(0, ww - 1)

@@ -111,8 +111,9 @@ class Tricks(Operator):
             return self._soft_argmax(image, params, q, timer)
         if trick == "soft crop":
             with timer("soft crop"):
-                grey = self.memo.stage("luma", params, (), lambda: luminance(image)[0, 0])
-                study = self.memo.stage("soft crop", params, CROP_INPUTS, lambda: soft_crop_study(image, grey, params, q),
+                rgb = self.memo.stage("rgb", params, (), lambda: image[0].cpu())  # the panels are small: CPU
+                grey = self.memo.stage("luma", params, (), lambda: luminance(image)[0, 0].cpu())
+                study = self.memo.stage("soft crop", params, CROP_INPUTS, lambda: soft_crop_study(rgb, grey, params, q),
                                         extra=q)
             with timer("sharpness sweep"):
                 hard = self.memo.stage("hard crop", params, ("box_width", "box_height"),
@@ -170,11 +171,11 @@ class Tricks(Operator):
                       pending=(SWEEP_PANEL,))
 
     def _heat(self, image: torch.Tensor, params: Mapping[str, Any]) -> torch.Tensor:
-        """(H, W) scores in [0, 1]: the luma, or the edge energy over its robust maximum."""
+        """(H, W) scores in [0, 1] on the CPU: the luma, or the edge energy over its robust maximum."""
         def make() -> torch.Tensor:
             grey = luminance(image)
             if params["heatmap"] == "brightness":
-                return grey[0, 0]
+                return grey[0, 0].cpu()
             e = edge_energy(grey, EDGE_BLUR)[0, 0]
-            return (e / robust_max(e, 0.999)).clamp(0, 1)
+            return (e / robust_max(e, 0.999)).clamp(0, 1).cpu()
         return self.memo.stage("heat", params, ("heatmap",), make)

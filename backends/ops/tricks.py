@@ -3,7 +3,7 @@ noisy one. The reparameterization trick against the score-function estimator (RE
 d/dmu E[f(z)]; a soft argmax over a heatmap of the image against the hard argmax; a crop with a
 soft two-dimensional boxcar whose edges get gradients; and a point drawn at a sub-pixel location
 as a blur kernel read from a lookup table. The cores are :mod:`backends.functional.tricks`; the
-panels are in ``_tricks_estimators`` and ``_tricks_spatial``."""
+panels are in ``_tricks_estimators``, ``_tricks_spatial`` and ``_tricks_delta``."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from backends.functional.saliency_sampling import edge_energy
 from backends.functional.tricks import FUNCTIONS
 from backends.imaging import luminance
 from backends.layers import MetricsLayer, Result
+from backends.ops._tricks_delta import delta_layers, delta_study
 from backends.ops._tricks_estimators import (
     MU_LIMIT,
     VARIANCE_PANEL,
@@ -26,8 +27,6 @@ from backends.ops._tricks_estimators import (
 from backends.ops._tricks_spatial import (
     SWEEP_PANEL,
     border_bias,
-    delta_layers,
-    delta_study,
     hard_crop_study,
     soft_argmax_layers,
     soft_argmax_study,

@@ -81,9 +81,28 @@ class Operator:
     # -- what callers use ----------------------------------------------------------------------
     def compute(self, image: torch.Tensor, params: Mapping[str, Any], query: Query,
                 image_key: Hashable = None) -> Result:
-        """Binds the memo to ``image_key`` and runs. ``params`` are validated values."""
+        """Binds the memo to ``image_key`` and runs. ``params`` are validated values. The image an
+        operator sees is finite and in [0, 1] (NaN as 0, infinities clipped), checked once per image."""
+        image = self._finite(image)
         self.bind_image(image, image_key)
-        return self.run(image, params, query)
+        try:
+            return self.run(image, params, query)
+        except ParamError:
+            raise
+        except ValueError as exc:  # a core's refusal (a shape, a size): said to the user in its own words
+            raise ParamError(f"{self.spec.title}: {exc}") from exc
+
+    def _finite(self, image: torch.Tensor) -> torch.Tensor:
+        cached = self.__dict__.get("_finite_cache")
+        if cached is not None and cached[0] is image:
+            return cached[1]
+        if image.dim() != 4 or image.shape[1] != 3 or image.shape[2] < 1 or image.shape[3] < 1:
+            raise ParamError(f"{self.spec.name}: expected an image (1, 3, H, W), got {tuple(image.shape)}")
+        finite = image
+        if not torch.isfinite(image).all():
+            finite = torch.nan_to_num(image, nan=0.0, posinf=1.0, neginf=0.0).clamp_(0.0, 1.0)
+        self._finite_cache = (image, finite)
+        return finite
 
     def start(self, action: str, image: torch.Tensor, params: Mapping[str, Any], query: Query,
               image_key: Hashable = None) -> Iterator[JobUpdate]:
@@ -92,6 +111,7 @@ class Operator:
         if action not in names:
             known = ", ".join(names) if names else "none"
             raise ParamError(f"{self.spec.name} has no action {action!r} (its actions: {known})")
+        image = self._finite(image)
         self.bind_image(image, image_key)
         return getattr(self, f"job_{action}")(image, params, query)
 

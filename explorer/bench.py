@@ -41,6 +41,9 @@ SWEEPS: dict[str, tuple[str, list]] = {
     "feature_statistics": ("strength", [round(0.1 * i, 1) for i in range(11)]),
     "position_embeddings": ("base_log10", [round(1 + 0.25 * i, 2) for i in range(21)]),
     "efficient_attention": ("temperature", [round(0.5 + 0.25 * i, 2) for i in range(15)]),
+    "tricks": ("mu", [round(-1.5 + 0.25 * i, 2) for i in range(13)]),
+    "saliency_sampling": ("strength", [float(2 * i) for i in range(1, 21)]),
+    "optical_flow": ("shift_x", [float(v) for v in range(-12, 13, 2)]),
 }
 ROOT = Path(__file__).resolve().parent.parent
 

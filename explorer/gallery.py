@@ -46,6 +46,12 @@ TELLING: dict[str, tuple[tuple[str, dict[str, object]], ...]] = {
                             ("rotary, separate q k, base 100", {"scheme": "rotary-2d", "rotary_content": "separate q and k",
                                                                 "base_log10": 2.0, "similarity": "dot"})),
     "efficient_attention": (("window 4", {"window": 4}), ("relu features, patch 8", {"feature_map": "relu", "patch": 8})),
+    "tricks": (("step: reparameterization fails", {"trick": "reparameterization", "function": "step"}),
+               ("soft argmax on edges", {"trick": "soft argmax", "heatmap": "edges", "temperature": 0.02})),
+    "saliency_sampling": (("edge saliency", {"source": "edges", "strength": 25}),
+                          ("sharp zoom", {"source": "point", "strength": 30, "spread": 0.06})),
+    "optical_flow": (("turn and zoom", {"rotate": 8, "scale": 1.1, "shift_x": 0, "shift_y": 0}),
+                     ("Farneback, large shift", {"method": "Farneback", "shift_x": 12, "shift_y": -6, "rotate": 0})),
 }
 
 

@@ -201,4 +201,6 @@ def test_grey_uint8_and_shape_errors():
     with pytest.raises(ValueError, match=r"\(10, 10\) uint8.*\(10, 12\)"):
         dense_flow(np.zeros((10, 10), np.uint8), np.zeros((10, 12), np.uint8))
     with pytest.raises(ValueError, match="method must be one of"):
-        dense_flow(np.zeros((10, 10), np.uint8), np.zeros((10, 10), np.uint8), method="Lucas")
+        dense_flow(np.zeros((20, 20), np.uint8), np.zeros((20, 20), np.uint8), method="Lucas")
+    with pytest.raises(ValueError, match="at least 16 x 16 px, got 40 x 3"):  # OpenCV itself fails or crashes
+        dense_flow(np.zeros((3, 40), np.uint8), np.zeros((3, 40), np.uint8))

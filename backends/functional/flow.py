@@ -30,6 +30,7 @@ DIS_PRESETS = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DI
 # The wheel's segments (Baker et al.): red-yellow, yellow-green, green-cyan, cyan-blue, blue-magenta, magenta-red.
 WHEEL_SEGMENTS = (15, 6, 4, 11, 13, 6)
 AXIS_HUES = {"right": 0.0, "down": 54.0, "left": 191.0, "up": 261.0}  # hue (degrees) of each direction, about
+MIN_SIDE = 16  # OpenCV's DIS refuses images under 12 px, and its Farneback pyramid can crash on tiny ones
 
 
 def dense_flow(first: np.ndarray, second: np.ndarray, method: str = "DIS", preset: str = "medium", levels: int = 5,
@@ -47,6 +48,9 @@ def dense_flow(first: np.ndarray, second: np.ndarray, method: str = "DIS", prese
     if first.shape != second.shape or first.ndim != 2 or first.dtype != np.uint8 or second.dtype != np.uint8:
         raise ValueError(f"first and second must be (H, W) uint8 of one size, got {first.shape} {first.dtype} "
                          f"and {second.shape} {second.dtype}")
+    if min(first.shape) < MIN_SIDE:
+        raise ValueError(f"dense optical flow needs an image at least {MIN_SIDE} x {MIN_SIDE} px, "
+                         f"got {first.shape[1]} x {first.shape[0]}")
     if method == "DIS":
         if preset not in DIS_PRESETS:
             raise ValueError(f"preset must be one of {tuple(DIS_PRESETS)}, got {preset!r}")

@@ -197,6 +197,7 @@ def _arrows(flow: torch.Tensor, frame: tuple[int, int], spacing: int) -> tuple[t
     h, w = frame
     hw, ww = flow.shape[-2:]
     sx, sy = ww / w, hw / h
+    spacing = max(1, min(spacing, h, w))  # at least one arrow on an image smaller than the spacing
     ys = torch.arange(spacing / 2, h, spacing, dtype=flow.dtype, device=flow.device)
     xs = torch.arange(spacing / 2, w, spacing, dtype=flow.dtype, device=flow.device)
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")

@@ -90,7 +90,7 @@ class Operator:
         except ParamError:
             raise
         except ValueError as exc:  # a core's refusal (a shape, a size): said to the user in its own words
-            raise ParamError(f"{self.spec.title}: {exc}") from exc
+            raise ParamError(str(exc)) from exc
 
     def _finite(self, image: torch.Tensor) -> torch.Tensor:
         cached = self.__dict__.get("_finite_cache")
@@ -99,7 +99,8 @@ class Operator:
         if image.dim() != 4 or image.shape[1] != 3 or image.shape[2] < 1 or image.shape[3] < 1:
             raise ParamError(f"{self.spec.name}: expected an image (1, 3, H, W), got {tuple(image.shape)}")
         finite = image
-        if not torch.isfinite(image).all():
+        if image.device.type == "cpu" and not torch.isfinite(image).all():  # (an accelerator's image was made
+            # finite before it was uploaded: the engine checks the pixels once per image)
             finite = torch.nan_to_num(image, nan=0.0, posinf=1.0, neginf=0.0).clamp_(0.0, 1.0)
         self._finite_cache = (image, finite)
         return finite

@@ -170,7 +170,10 @@ class ComputeEngine:
     def _image_tensor(self, request: Request) -> torch.Tensor:
         key = (request.image_key, str(self.device))
         if key != self._tensor_key:
-            pixels = torch.from_numpy(np.ascontiguousarray(request.image)).permute(2, 0, 1)[None]
+            pixels = np.ascontiguousarray(request.image)
+            if not np.isfinite(pixels).all():  # images are normalized on load; this guards any other source
+                pixels = np.clip(np.nan_to_num(pixels, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+            pixels = torch.from_numpy(pixels).permute(2, 0, 1)[None]
             self._tensor = pixels.to(self.device, torch.float32).contiguous()
             self._tensor_key = key
         return self._tensor

@@ -140,7 +140,8 @@ class Monkey:
             self.report.problems.append(
                 f"no answer within {ANSWER_TIMEOUT_S:.0f} s after action {self.report.actions} "
                 f"({self.app.session.operator}: drawn {scheduler.frame_drawn()}, settled {scheduler.frame_settled()}, "
-                f"waiting {scheduler.waiting_ms()}, job running {self.app.worker.job_running}; last actions {self.trail})")
+                f"waiting {scheduler.waiting_ms()}, job running {self.app.worker.job_running}, worker busy "
+                f"{self.app.worker.busy}, alive {self.app.worker.alive}; last actions {self.trail})")
         elif not scheduler.frame_drawn() and not self.report.failures:
             self.report.problems.append(f"action {self.report.actions}: the drawn frame is not the newest request")
 

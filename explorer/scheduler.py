@@ -140,7 +140,8 @@ class Scheduler(QtCore.QObject):
     def _on_failure(self, failure: Failure) -> None:
         if self._closed or failure.operator != self.session.operator:
             return
-        self._submitted.pop(failure.stamp, None)
+        for stamp in [s for s in self._submitted if s <= failure.stamp]:  # older ones were replaced, unrun
+            del self._submitted[stamp]
         self._settling = False
         self._last_key = None  # the same request may be retried
         self.failed.emit(failure)

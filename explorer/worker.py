@@ -104,6 +104,11 @@ class ComputeWorker(QtCore.QObject):
             self.engine.end_job("stopped")
 
     @property
+    def alive(self) -> bool:
+        """Whether the compute thread runs (always, in the synchronous mode)."""
+        return self._thread is None or self._thread.is_alive()
+
+    @property
     def job_running(self) -> bool:
         return self._job_request is not None or self.engine.job_running
 

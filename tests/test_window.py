@@ -513,3 +513,4 @@ def test_an_unwritable_settings_folder_falls_back_to_a_temporary_one(monkeypatch
     settings.setValue("probe", 1)
     settings.sync()
     assert settings.status() == settings.Status.NoError and str(blocker) not in settings.fileName()
+

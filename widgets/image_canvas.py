@@ -56,6 +56,7 @@ class ImageCanvas(pg.GraphicsView):
         self._labels: list[pg.TextItem] = []
         self._labels_key: tuple = ()
         self._grid_items: list[pg.TextItem] = []
+        self._text_pool: list[pg.TextItem] = []  # hidden text items, reused
         self._grid_key: tuple = ()
         self._row_items: list = []
         self._column_items: list = []
@@ -217,14 +218,13 @@ class ImageCanvas(pg.GraphicsView):
         if key == self._labels_key:
             return
         for item in self._labels:
-            self.view.removeItem(item)
+            self._text_pool.append(item)
+            item.setVisible(False)
         self._labels = []
         for text, (x, y) in zip(labels, positions):
-            item = pg.TextItem(text, color=tuple(color), anchor=(0, 0), fill=(0, 0, 0, 150))  # readable on light tiles
+            item = self._text_item(text, (0, 0), tuple(color), fill=(0, 0, 0, 150))  # readable on light tiles
             item.setPos(x, y)
-            item.setZValue(15)
             item.full_text = text
-            self.view.addItem(item, ignoreBounds=True)
             self._labels.append(item)
         self._labels_key = key
         self._fit_tile_labels()
@@ -256,7 +256,8 @@ class ImageCanvas(pg.GraphicsView):
             return
         self._grid_key = key
         for item in self._grid_items:
-            self.view.removeItem(item)
+            self._text_pool.append(item)
+            item.setVisible(False)
         self._grid_items, self._row_items, self._column_items, self._title_items = [], [], [], []
         if self._shape is None:
             return
@@ -321,10 +322,24 @@ class ImageCanvas(pg.GraphicsView):
         return float(self._heat_key[3]) if self.heat_item.isVisible() and self._heat_key else 0.0
 
     def _grid_text(self, text: str, anchor: tuple[float, float], color, angle: float = 0) -> pg.TextItem:
-        item = pg.TextItem(text, color=color, anchor=anchor, angle=angle)
-        item.setZValue(15)
-        self.view.addItem(item, ignoreBounds=True)
+        item = self._text_item(text, anchor, color, angle=angle)
         self._grid_items.append(item)
+        return item
+
+    def _text_item(self, text: str, anchor, color, angle: float = 0, fill=None) -> pg.TextItem:
+        """A text item from the pool of hidden ones, or a new one: making a TextItem costs about a
+        millisecond, re-texting one a tenth of that (captions that change every frame)."""
+        item = self._text_pool.pop() if self._text_pool else None
+        if item is None:
+            item = pg.TextItem(text, color=color, anchor=anchor, angle=angle, fill=fill)
+            item.setZValue(15)
+            self.view.addItem(item, ignoreBounds=True)
+        else:
+            item.setText(text, color=color)
+            item.setAnchor(anchor)
+            item.setAngle(angle)
+            item.fill = pg.mkBrush(fill) if fill is not None else pg.mkBrush(None)
+            item.setVisible(True)
         return item
 
     def _add(self, item: pg.GraphicsObject, z: float) -> None:

@@ -63,6 +63,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.images = ImageInputs(self.settings, max_side, self)
         self.images.loaded.connect(self.set_image)
         self.images.rejected.connect(self.reject_image)
+        self.images.loading.connect(lambda name: self.banner.show_message(f"Loading {name}…", "notice"))
         self._closed = False
         self.last_apply_ms = 0.0
         self._busy_timer = QtCore.QTimer(self, singleShot=True, interval=BUSY_AFTER_MS)
@@ -383,6 +384,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
         self._closed = True
         self.scheduler.close()
+        self.images.wait(5.0)
         if self.docks.docks:
             self.layout_store.save_operator(self.session.operator)
         self.layout_store.save_geometry()

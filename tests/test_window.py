@@ -514,3 +514,18 @@ def test_an_unwritable_settings_folder_falls_back_to_a_temporary_one(monkeypatch
     settings.sync()
     assert settings.status() == settings.Status.NoError and str(blocker) not in settings.fileName()
 
+
+
+def test_a_large_image_loads_in_the_background_and_the_window_says_so(app, qtbot, tmp_path):
+    import cv2
+
+    big = np.zeros((2000, 4200, 3), np.uint8)  # 8.4 MP: decoded off the UI thread
+    big[:, 2100:] = 255
+    path = tmp_path / "big.png"
+    cv2.imwrite(str(path), big)
+    w = app.window
+    with qtbot.waitSignal(w.images.loaded, timeout=30_000):
+        assert w.open_path(path)
+        assert "Loading big.png" in w.banner.text()  # said at once, before the decode ends
+    assert app.session.image.original_size == (4200, 2000) and max(app.session.pixels.shape) == 2048
+    assert "downscaled" in w.banner.text()

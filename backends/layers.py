@@ -11,7 +11,7 @@ another size (a strided output) on that frame.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields, replace
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Union
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Optional, Union, get_args
 
 import numpy as np
 
@@ -206,17 +206,7 @@ Layer = Union[
     MetricsLayer,
 ]
 
-LAYER_TYPES: tuple[type, ...] = (
-    ImageLayer,
-    FeatureMapsLayer,
-    VectorFieldLayer,
-    SamplingGridLayer,
-    PointsLayer,
-    HeatmapLayer,
-    BarsLayer,
-    CurveLayer,
-    MetricsLayer,
-)
+LAYER_TYPES: tuple[type, ...] = get_args(Layer)
 LAYER_KINDS = tuple(t.kind for t in LAYER_TYPES)  # the names, for exports and documentation
 
 

@@ -80,15 +80,11 @@ def check_result(result) -> None:
                 assert np.isfinite(arr).all(), f"{layer.name}.{field} is not finite"
 
 
-@pytest.mark.parametrize("name", OPERATORS)
-@SETTINGS
-@given(image=images(), query=st.tuples(st.integers(-5, 70), st.integers(-5, 70)))
-def test_odd_images_give_layers_or_a_message(name, image, query):
-    op = operator_class(name)()
-    params = defaults(spec_of(name).params)
+def compute_or_explain(name: str, image: torch.Tensor, params: dict, query) -> None:
+    """Layers of the promised kinds, or a ParamError saying in a sentence what cannot be done here."""
     try:
         with torch.no_grad():
-            result = op.compute(image, params, query)
+            result = operator_class(name)().compute(image, params, query)
     except ParamError as exc:
         assert str(exc) and len(str(exc)) < 400
         return
@@ -97,18 +93,16 @@ def test_odd_images_give_layers_or_a_message(name, image, query):
 
 @pytest.mark.parametrize("name", OPERATORS)
 @SETTINGS
+@given(image=images(), query=st.tuples(st.integers(-5, 70), st.integers(-5, 70)))
+def test_odd_images_give_layers_or_a_message(name, image, query):
+    compute_or_explain(name, image, defaults(spec_of(name).params), query)
+
+
+@pytest.mark.parametrize("name", OPERATORS)
+@SETTINGS
 @given(data=st.data())
 def test_parameters_anywhere_in_their_ranges_compute_or_explain(name, data):
-    params = data.draw(valid_values(name))
-    op = operator_class(name)()
-    image = _image(24, 40, "random", 0)
-    try:
-        with torch.no_grad():
-            result = op.compute(image, params, (30, 10))
-    except ParamError as exc:  # a combination the operator cannot use here, said in a sentence
-        assert str(exc) and len(str(exc)) < 400
-        return
-    check_result(result)
+    compute_or_explain(name, _image(24, 40, "random", 0), data.draw(valid_values(name)), (30, 10))
 
 
 @pytest.mark.parametrize("name", OPERATORS)

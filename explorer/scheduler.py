@@ -46,11 +46,13 @@ class Scheduler(QtCore.QObject):
         worker.deviceChanged.connect(self.deviceChanged)
 
     # -- requests ------------------------------------------------------------------------------
-    def make_request(self) -> Optional[Request]:
-        """The session's current request with a new stamp; None before there is an image."""
+    def make_request(self, new_stamp: bool = True) -> Optional[Request]:
+        """The session's current request, with a new stamp for a frame (a job's request takes the
+        current one: no frame answers it); None before there is an image."""
         if self.session.pixels is None:
             return None
-        self._stamp += 1
+        if new_stamp:
+            self._stamp += 1
         return Request(self._stamp, self.session.operator, freeze(self.session.params()),
                        self.session.effective_query(), self.session.image_key, self.session.pixels)
 
@@ -68,7 +70,7 @@ class Scheduler(QtCore.QObject):
         return request.stamp
 
     def start_job(self, action: str) -> bool:
-        request = self.make_request()
+        request = self.make_request(new_stamp=False)
         if request is None:
             return False
         self.worker.start_job(request, action)

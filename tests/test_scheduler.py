@@ -64,3 +64,12 @@ def test_a_frame_drawn_settles_its_stamp_and_every_older_one(qtbot):
     assert [f.stamp for f in drawn] == [2]
     scheduler.applied(drawn[0])
     assert scheduler.frame_settled() and scheduler.waiting_ms() is None
+
+
+def test_starting_a_job_leaves_the_drawn_frame_current(qtbot):
+    scheduler, session, worker = scheduler_with_image(qtbot)
+    worker.start_job = lambda request, action: worker.requests.append(request)
+    scheduler.schedule()
+    frame = Frame(1, "dilated", result=None, compute_ms=1.0)
+    scheduler.applied(frame)
+    assert scheduler.start_job("anything") and scheduler.frame_settled()

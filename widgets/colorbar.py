@@ -32,7 +32,9 @@ class ColorBar(QtWidgets.QWidget):
         column = np.ascontiguousarray(np.repeat(rgba[:, None, :], 12, axis=1))
         self._image = QtGui.QImage(column.data, 12, 256, 12 * 4, QtGui.QImage.Format.Format_RGBA8888).copy()
         self._levels = (float(levels[0]), float(levels[1]))
-        self.setFixedWidth(self._width_for(self._levels))
+        width = self._width_for(self._levels)
+        if width > self.width():  # only grows: a bar that narrows and widens with its labels would
+            self.setFixedWidth(width)  # re-lay its panel out, and repaint the picture, every frame
         self.update()
 
     def _width_for(self, levels: tuple[float, float]) -> int:

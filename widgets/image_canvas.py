@@ -395,6 +395,7 @@ class ImageCanvas(pg.GraphicsView):
         self._manual = False
         if self._shape is None or self._extent is not None:
             self.view.autoRange(padding=0.01)
+            self.view.updateMatrix()
             return
         h, w = self._shape
         vw, vh = max(self.view.width(), 1.0), max(self.view.height(), 1.0)
@@ -414,6 +415,7 @@ class ImageCanvas(pg.GraphicsView):
         else:
             self.view.setRange(QtCore.QRectF(x0, y0, width, height), padding=0.01)
             self._place_grid_labels(scale / 1.02)
+        self.view.updateMatrix()  # the new range applies now, not during the paint (which then paints twice)
 
     def display_scale(self) -> float:
         """Screen pixels per image pixel, as shown now."""

@@ -27,7 +27,9 @@ class CategoryLegend(QtWidgets.QWidget):
         self._names, self._colors = tuple(names), colors
         metrics = self.fontMetrics()
         width = max((metrics.horizontalAdvance(n) for n in self._names), default=0) + SWATCH_PX + 14
-        self.setFixedWidth(min(max(width, 60), 180))
+        width = min(max(width, 60), 180)
+        if width > self.width() or not self.isVisible():  # only grows: a legend that narrows and widens
+            self.setFixedWidth(width)  # as categories change would re-lay the panel out every frame
         self.update()
 
     @property

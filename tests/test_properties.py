@@ -7,6 +7,7 @@ Hypothesis draws the cases from a fixed seed (derandomized), so a failure reprod
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -19,7 +20,8 @@ from backends.params import ChoiceParam, FloatParam, IntParam, ParamError, defau
 from backends.registry import operator_class, operator_names, spec_of
 
 OPERATORS = [n for n in operator_names() if not n.startswith("_")]
-EXAMPLES = 12  # per operator and property: the suite's time budget, not a statement of coverage
+EXAMPLES = int(os.environ.get("OPSCOPE_PROPERTY_EXAMPLES", 12))  # per operator and property: the suite's
+# time budget, not a statement of coverage; set more for a long local run
 SETTINGS = settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 

@@ -75,9 +75,10 @@ def offset_field(offsets: torch.Tensor, params: Mapping[str, Any], frame: tuple[
         mode = "tap pattern" if params["offsets"] == "edges" else "mean offset"
     per_side = PATTERNS_PER_SIDE if mode == "tap pattern" else ARROWS_PER_SIDE
     step = max(1, round(max(work) / per_side))
-    sel = offsets_to_xy(offsets[..., step // 2:: step, step // 2:: step])  # (K, ny, nx, 2) of (dx, dy)
-    ys = torch.arange(step // 2, work[1], step, device=sel.device)
-    xs = torch.arange(step // 2, work[0], step, device=sel.device)
+    oy, ox = min(step // 2, work[1] - 1), min(step // 2, work[0] - 1)  # a 1-pixel-high image keeps a row
+    sel = offsets_to_xy(offsets[..., oy:: step, ox:: step])  # (K, ny, nx, 2) of (dx, dy)
+    ys = torch.arange(oy, work[1], step, device=sel.device)
+    xs = torch.arange(ox, work[0], step, device=sel.device)
     gy, gx = torch.meshgrid(ys.to(sel.dtype), xs.to(sel.dtype), indexing="ij")
     centres = to_frame(torch.stack([gx, gy], -1), frame, work)
     s = sel.new_tensor([frame[0] / work[0], frame[1] / work[1]])

@@ -31,16 +31,17 @@ from widgets.sketchpad import Sketchpad
 from widgets.stage import Stage
 
 Area = QtCore.Qt.DockWidgetArea
-DEFAULT_SIZE = (1600, 1000)
+DEFAULT_SIZE = (1600, 1000)  # without a screen to measure
+LARGEST_SIZE = (2560, 1600)  # on a larger screen the window stays a window, not a wall
 SCREEN_SHARE = 0.96  # of the screen's available area, leaving room for the frame
 
 
 def fitting_size(screen: Optional[QtGui.QScreen]) -> tuple[int, int]:
-    """The default window size, shrunk to the screen's available area (a 1366x768 laptop)."""
+    """Most of the screen's available area (a 1366x768 laptop, a 1920x1080 desktop), capped."""
     if screen is None:
         return DEFAULT_SIZE
     area = screen.availableGeometry()
-    return (min(DEFAULT_SIZE[0], int(area.width() * SCREEN_SHARE)), min(DEFAULT_SIZE[1], int(area.height() * SCREEN_SHARE)))
+    return (min(LARGEST_SIZE[0], int(area.width() * SCREEN_SHARE)), min(LARGEST_SIZE[1], int(area.height() * SCREEN_SHARE)))
 
 
 MOUSE_HELP = ("Click   set the query point", "Wheel   zoom, drag to pan", "Right-click a panel   export it",

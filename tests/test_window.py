@@ -384,7 +384,7 @@ def test_a_panel_behind_another_tab_does_no_work_until_its_tab_is_chosen(app, qt
 
 
 def test_the_window_fits_the_screen_it_opens_on():
-    from explorer.main_window import DEFAULT_SIZE, fitting_size
+    from explorer.main_window import LARGEST_SIZE, fitting_size
 
     class Screen:
         def __init__(self, w, h):
@@ -394,8 +394,9 @@ def test_the_window_fits_the_screen_it_opens_on():
             return self.area
 
     width, height = fitting_size(Screen(1366, 740))
-    assert width <= 1366 and height <= 740 and (width, height) != DEFAULT_SIZE
-    assert fitting_size(Screen(2560, 1440)) == DEFAULT_SIZE
+    assert 1300 <= width <= 1366 and 700 <= height <= 740
+    assert fitting_size(Screen(1920, 1050)) == (1843, 1008)
+    assert fitting_size(Screen(5120, 2880)) == LARGEST_SIZE
 
 
 def test_a_failed_jobs_message_stays_after_the_frames_that_follow(app, qtbot):

@@ -31,6 +31,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--render", metavar="OUT.png", help="render the window with its panels to a PNG and exit")
     p.add_argument("--size", default="1600x1000", metavar="WxH", help="window size for --render")
     p.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, help="downscale larger images for the live view")
+    p.add_argument("--sweep", metavar="NAME=START:STOP:COUNT", help="sweep a parameter (or NAME=A,B,C) into --video")
+    p.add_argument("--video", metavar="OUT.mp4", help="with --sweep: the MP4 to write, one frame per value")
+    p.add_argument("--panel", metavar="NAME", help="with --sweep: film this panel instead of the window")
     p.add_argument("--list", action="store_true", help="list operators and their parameters, then exit")
     return p.parse_args(argv)
 
@@ -108,6 +111,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise ParamError(f"--max-side {args.max_side}: at least {MIN_MAX_SIDE}")
         if args.render:
             _check_render_path(args.render)
+        sweep = None
+        if args.sweep or args.video:
+            from explorer.sweep import check_video_path, parse_sweep
+
+            if not (args.sweep and args.video):
+                raise ParamError("--sweep and --video go together")
+            sweep = parse_sweep(args.op, args.sweep)
+            check_video_path(args.video)
         from explorer.image_sources import sample_path
 
         path = Path(args.image) if args.image else sample_path()
@@ -117,7 +128,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"opscope: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
-    if args.render:
+    if args.render or sweep:
         os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     else:
         from explorer.app import platform_problem
@@ -130,12 +141,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from explorer.app import build
 
     try:
-        app = build(image, str(path), args.op, params, args.device, args.max_side, restore_layout=not args.render)
+        app = build(image, str(path), args.op, params, args.device, args.max_side,
+                    restore_layout=not (args.render or sweep))
     except DeviceError as exc:
         print(f"opscope: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if query is not None:
         app.session.set_query(*query)
+    if sweep:
+        return film(app, sweep, args.video, args.panel, size)
     if args.render:
         return render(app, args.render, size)
     app.window.show()
@@ -171,6 +185,23 @@ def wait_for_frame(app, timeout_s: float = RENDER_TIMEOUT_S) -> Optional[str]:
     if not window.frame_settled() and "error" not in outcome:
         return f"no frame within {timeout_s:.0f} s"
     return outcome.get("error")
+
+
+def film(app, sweep: tuple[str, list], out: str, panel: Optional[str], size: tuple[int, int]) -> int:
+    """The sweep as a video, headless; one line said, the exit code says how it went."""
+    from explorer.sweep import write_sweep
+
+    app.window.resize(*size)
+    app.window.show()
+    try:
+        frames = write_sweep(app, sweep[0], sweep[1], out, panel)
+    except (ParamError, OSError) as exc:
+        print(f"opscope: error: {exc}", file=sys.stderr)
+        app.close()
+        return 1
+    print(f"wrote {out} ({frames} frames)")
+    app.close()
+    return 0
 
 
 def render(app, out: str, size: tuple[int, int]) -> int:

@@ -80,3 +80,35 @@ def test_an_unwritable_render_path_fails_before_computing(tmp_path, target, frag
     proc = run_cli("--render", str(tmp_path / target), timeout=60)
     assert proc.returncode == 2 and fragment in proc.stderr
     assert "wrote" not in proc.stdout
+
+
+def test_a_sweep_becomes_a_video_with_one_frame_per_value(tmp_path):
+    import cv2
+
+    out = tmp_path / "sweep.mp4"
+    proc = run_cli("--op", "dilated", "--sweep", "dilation=1:7:4", "--video", str(out), "--panel", "Dilated kernel",
+                   "--size", "1366x768")
+    assert proc.returncode == 0, proc.stderr
+    video = cv2.VideoCapture(str(out))
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
+    frames = [video.read()[1] for _ in range(4)]
+    assert all(f is not None for f in frames)
+    assert np.abs(frames[0].astype(int) - frames[-1].astype(int)).mean() > 1  # the kernel grew: frames differ
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sweep.mp4"]  # no temporary file left
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--sweep", "dilation=1:7:4"], "--sweep and --video go together"),
+        (["--sweep", "colour=1:2:3", "--video", "v.mp4"], "no parameter 'colour'"),
+        (["--sweep", "dilation=1:99:3", "--video", "v.mp4"], "dilation: 50 is outside"),
+        (["--sweep", "kernel=1:2:3", "--video", "v.mp4"], "a range needs a number parameter"),
+        (["--sweep", "dilation=3:3:5", "--video", "v.mp4"], "at least two different values"),
+        (["--sweep", "dilation=1:4:4", "--video", "v.avi"], "must end in .mp4"),
+    ],
+)
+def test_a_bad_sweep_gives_one_line(tmp_path, args, fragment):
+    args = [str(tmp_path / a) if a.endswith((".mp4", ".avi")) else a for a in args]
+    proc = run_cli(*args, timeout=60)
+    assert proc.returncode == 2 and fragment in proc.stderr, proc.stderr

@@ -34,6 +34,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--sweep", metavar="NAME=START:STOP:COUNT", help="sweep a parameter (or NAME=A,B,C) into --video")
     p.add_argument("--video", metavar="OUT.mp4", help="with --sweep: the MP4 to write, one frame per value")
     p.add_argument("--panel", metavar="NAME", help="with --sweep: film this panel instead of the window")
+    p.add_argument("--batch", metavar="DIR", help="apply the operator to every image in DIR (with --out), then exit")
+    p.add_argument("--out", metavar="DIR", help="with --batch: where the results and manifest.json go")
     p.add_argument("--list", action="store_true", help="list operators and their parameters, then exit")
     return p.parse_args(argv)
 
@@ -119,6 +121,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 raise ParamError("--sweep and --video go together")
             sweep = parse_sweep(args.op, args.sweep)
             check_video_path(args.video)
+        if args.batch or args.out:
+            return batch(args, params)
         from explorer.image_sources import sample_path
 
         path = Path(args.image) if args.image else sample_path()
@@ -185,6 +189,29 @@ def wait_for_frame(app, timeout_s: float = RENDER_TIMEOUT_S) -> Optional[str]:
     if not window.frame_settled() and "error" not in outcome:
         return f"no frame within {timeout_s:.0f} s"
     return outcome.get("error")
+
+
+def batch(args: argparse.Namespace, params: dict) -> int:
+    """``--batch DIR --out DIR``: one line per failed image, a summary, exit 1 if any failed."""
+    from backends.device import DeviceError, pick_device
+    from explorer.batch import run_batch
+
+    if not (args.batch and args.out):
+        raise ParamError("--batch and --out go together")
+    folder, out = Path(args.batch), Path(args.out)
+    if not folder.is_dir():
+        raise ParamError(f"--batch {args.batch!r}: no such folder")
+    try:
+        device = pick_device(args.device)
+    except DeviceError as exc:
+        raise ParamError(str(exc)) from None
+    report = run_batch(folder, out, args.op, params, args.max_side, device)
+    for item in report.failed:
+        said = item.error if item.error.startswith(item.file) else f"{item.file}: {item.error}"
+        print(f"opscope: {said}", file=sys.stderr)
+    done = len(report.items) - len(report.failed)
+    print(f"processed {done} of {len(report.items)} images into {out} (manifest.json lists each)")
+    return 1 if report.failed else 0
 
 
 def film(app, sweep: tuple[str, list], out: str, panel: Optional[str], size: tuple[int, int]) -> int:

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 # The CPU build of torch; set TORCH_SPEC for another build (see README, "GPU").
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: run test setup bench gallery samples lint clean
+.PHONY: run test setup bench gallery samples lint clean install-desktop
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,9 @@ bench: setup
 
 gallery: setup
 	QT_QPA_PLATFORM=offscreen $(BIN)/python -m explorer.gallery --out out/gallery
+
+install-desktop: setup
+	$(BIN)/python main.py --install-desktop
 
 samples: setup
 	$(BIN)/python -m assets.make_samples

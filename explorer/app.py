@@ -38,6 +38,12 @@ def qt_app():
         app.setApplicationName("OpScope")
         app.setOrganizationName("OpScope")
         app.setStyle("Fusion")
+        app.setDesktopFileName("opscope")  # the window belongs to the menu entry (explorer/desktop.py)
+        icon = ROOT / "assets" / "icon.png"
+        if icon.is_file():
+            from PySide6 import QtGui
+
+            app.setWindowIcon(QtGui.QIcon(str(icon)))
         _dark_palette(app)
     return app
 

@@ -36,6 +36,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--panel", metavar="NAME", help="with --sweep: film this panel instead of the window")
     p.add_argument("--batch", metavar="DIR", help="apply the operator to every image in DIR (with --out), then exit")
     p.add_argument("--out", metavar="DIR", help="with --batch: where the results and manifest.json go")
+    p.add_argument("--install-desktop", action="store_true", help="add OpScope to the desktop's menu, then exit")
+    p.add_argument("--uninstall-desktop", action="store_true", help="remove it from the menu, then exit")
     p.add_argument("--list", action="store_true", help="list operators and their parameters, then exit")
     return p.parse_args(argv)
 
@@ -101,6 +103,15 @@ def _check_render_path(out: str) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parse_args(argv)
+    if args.install_desktop or args.uninstall_desktop:
+        from explorer.desktop import install_desktop, uninstall_desktop
+
+        if args.install_desktop:
+            print(f"wrote {install_desktop()}")
+        else:
+            removed = uninstall_desktop()
+            print("removed " + ", ".join(map(str, removed)) if removed else "no desktop entry to remove")
+        return 0
     if args.list:
         print(list_operators())
         return 0

@@ -112,3 +112,17 @@ def test_a_bad_sweep_gives_one_line(tmp_path, args, fragment):
     args = [str(tmp_path / a) if a.endswith((".mp4", ".avi")) else a for a in args]
     proc = run_cli(*args, timeout=60)
     assert proc.returncode == 2 and fragment in proc.stderr, proc.stderr
+
+
+def test_the_desktop_entry_is_installed_for_this_environment_and_removed_again(tmp_path):
+    env_home = {"XDG_DATA_HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "--install-desktop"], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, **env_home}, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr
+    entry = tmp_path / "applications" / "opscope.desktop"
+    text = entry.read_text()
+    assert f'Exec="{sys.executable}" "{ROOT / "main.py"}" %f' in text and "MimeType=image/png;" in text
+    assert (tmp_path / "icons/hicolor/256x256/apps/opscope.png").stat().st_size > 1000
+    proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "--uninstall-desktop"], capture_output=True,
+                          text=True, timeout=60, env={**os.environ, **env_home}, cwd=ROOT)
+    assert proc.returncode == 0 and not entry.exists()

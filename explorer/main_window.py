@@ -14,6 +14,7 @@ from backends.imageio import DEFAULT_MAX_SIDE, LoadedImage
 from backends.params import ParamError, inactive_reason, is_active
 from backends.registry import families, spec_of
 from backends.timing import elapsed_ms, now
+from explorer.history import History
 from explorer.image_inputs import ImageInputs
 from explorer.layout_store import LayoutStore
 from explorer.menus import WindowMenus
@@ -62,6 +63,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.settings = make_settings()
         self.layout_store = LayoutStore(self, self.settings, persist=restore_layout)
         self.images = ImageInputs(self.settings, max_side, self)
+        self.history = History(session, self)
         self.images.loaded.connect(self.set_image)
         self.images.rejected.connect(self.reject_image)
         self.images.loading.connect(lambda name: self.banner.show_message(f"Loading {name}…", "notice"))
@@ -191,6 +193,15 @@ class MainWindow(QtWidgets.QMainWindow):
         self.banner.show_message(f"Image not loaded: {message}. The current image is kept.", "error")
         self.statusBar().showMessage(message, 8000)
         self.imageRejected.emit(message)
+
+    def show_history(self) -> None:
+        """Edit > History: every step, the current one selected; clicking a step goes back to it."""
+        if getattr(self, "history_dock", None) is None:
+            self.history_dock = self._side_dock("History", QtWidgets.QUndoView(self.history.stack))
+            self.addDockWidget(Area.LeftDockWidgetArea, self.history_dock)
+            self.tabifyDockWidget(self.params_dock, self.history_dock)
+        self.history_dock.setVisible(True)
+        self.history_dock.raise_()
 
     def show_sketchpad(self) -> None:
         self.sketch_dock.setVisible(True)

@@ -33,6 +33,14 @@ class WindowMenus:
         self.action(file_menu, "&Quit", w.close, QtGui.QKeySequence.StandardKey.Quit)
 
         edit_menu = mb.addMenu("&Edit")
+        undo = w.history.stack.createUndoAction(w, "&Undo")
+        undo.setShortcut(QtGui.QKeySequence("Ctrl+Z"))
+        redo = w.history.stack.createRedoAction(w, "&Redo")
+        redo.setShortcut(QtGui.QKeySequence("Ctrl+Shift+Z"))
+        edit_menu.addAction(undo)
+        edit_menu.addAction(redo)
+        self.action(edit_menu, "&History", w.show_history, "Ctrl+H")
+        edit_menu.addSeparator()
         self.action(edit_menu, "&Reset Parameters", w.reset_operator, "Ctrl+R")
         self.action(edit_menu, "&Forget Learned State", w.forget_learned_state)
 

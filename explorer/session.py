@@ -41,11 +41,23 @@ class SessionState:
         )
 
 
+@dataclass(frozen=True)
+class Edit:
+    """One change of the state, with what it replaced: what undo takes back."""
+
+    kind: str  # "operator", "params" (an operator's edited values, whole) or "query"
+    operator: str
+    before: Any
+    after: Any
+    name: str = ""  # the parameter, for a single parameter's change (merged while a slider drags)
+
+
 class Session(QtCore.QObject):
     imageChanged = QtCore.Signal()
     operatorChanged = QtCore.Signal(str)
     paramsChanged = QtCore.Signal(str)  # the name that changed, or "" for several
     queryChanged = QtCore.Signal()
+    edited = QtCore.Signal(object)  # Edit, after every change of operator, parameters or query
 
     def __init__(self, operator: str = "dilated", parent: Optional[QtCore.QObject] = None) -> None:
         super().__init__(parent)
@@ -80,8 +92,9 @@ class Session(QtCore.QObject):
         if name == self.state.operator:
             return
         spec_of(name)
-        self.state.operator = name
+        before, self.state.operator = self.state.operator, name
         self.operatorChanged.emit(name)
+        self.edited.emit(Edit("operator", name, before, name))
 
     def params(self, operator: Optional[str] = None) -> dict[str, Any]:
         """The full, validated parameter values of ``operator`` (the current one by default)."""
@@ -99,21 +112,45 @@ class Session(QtCore.QObject):
         if checked[name] == self.params()[name]:
             return
         edited[name] = checked[name]
+        before = dict(self.state.params.get(op, {}))
         self.state.params[op] = edited
         self._validated[op] = checked  # one validation per edit: the request reuses it
         self.paramsChanged.emit(name)
+        self.edited.emit(Edit("params", op, before, dict(edited), name))
 
     def set_params(self, values: dict[str, Any]) -> None:
         op = self.state.operator
         edited = {**self.state.params.get(op, {}), **values}
         self._validated[op] = validate(spec_of(op).params, edited)
+        before = dict(self.state.params.get(op, {}))
         self.state.params[op] = edited
         self.paramsChanged.emit("")
+        self.edited.emit(Edit("params", op, before, dict(edited)))
 
     def reset_params(self) -> None:
-        self.state.params.pop(self.state.operator, None)
+        before = self.state.params.pop(self.state.operator, None) or {}
         self._validated.pop(self.state.operator, None)
         self.paramsChanged.emit("")
+        self.edited.emit(Edit("params", self.state.operator, dict(before), {}))
+
+    def restore(self, edit: Edit, side: str) -> None:
+        """Puts back ``edit.before`` (side "before") or ``edit.after``: what undo and redo do.
+        Emits the same change signals, and ``edited`` again (a history applying it ignores that)."""
+        value = getattr(edit, side)
+        if edit.kind == "operator":
+            self.set_operator(value)
+        elif edit.kind == "query":
+            before, self.state.query = self.state.query, value
+            self.queryChanged.emit()
+            self.edited.emit(Edit("query", self.state.operator, before, value))
+        elif edit.kind == "params":
+            if self.state.operator != edit.operator:
+                self.set_operator(edit.operator)
+            before = dict(self.state.params.get(edit.operator, {}))
+            self._validated[edit.operator] = validate(spec_of(edit.operator).params, value)
+            self.state.params[edit.operator] = dict(value)
+            self.paramsChanged.emit("")
+            self.edited.emit(Edit("params", edit.operator, before, dict(value)))
 
     def default_params(self) -> dict[str, Any]:
         return defaults(spec_of(self.state.operator).params)
@@ -131,8 +168,9 @@ class Session(QtCore.QObject):
             return
         q = (int(x), int(y))
         if q != self.state.query:
-            self.state.query = q
+            before, self.state.query = self.state.query, q
             self.queryChanged.emit()
+            self.edited.emit(Edit("query", self.state.operator, before, q))
 
     def effective_query(self) -> Optional[tuple[int, int]]:
         """The clicked point, or the image centre before any click."""

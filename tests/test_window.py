@@ -530,3 +530,27 @@ def test_a_large_image_loads_in_the_background_and_the_window_says_so(app, qtbot
         assert "Loading big.png" in w.banner.text()  # said at once, before the decode ends
     assert app.session.image.original_size == (4200, 2000) and max(app.session.pixels.shape) == 2048
     assert "downscaled" in w.banner.text()
+
+
+def test_undo_takes_back_a_whole_drag_a_click_and_an_operator_switch(app, qtbot):
+    w = app.window
+    stack = w.history.stack
+    row = w.form.rows["dilation"]
+    for value in (3, 4, 5, 6):  # one drag: changes far closer together than separate edits
+        row.spin.setValue(value)
+    w.canvas.clicked.emit(50.5, 40.5)
+    app.session.set_operator("spatial_transformer")
+    wait_for_frame(qtbot, w)
+    stack.undo()  # the switch
+    assert app.session.operator == "dilated"
+    stack.undo()  # the click
+    assert app.session.query is None
+    stack.undo()  # the whole drag, in one step
+    assert app.session.params()["dilation"] == 2 and w.form.rows["dilation"].spin.value() == 2  # a new form
+    wait_for_frame(qtbot, w)
+    assert "5x5" in w.docks.panels["Dilated kernel"].caption.text()  # the frame follows: dilation 2 again
+    stack.redo()
+    assert app.session.params()["dilation"] == 6
+    keys = {a.text().replace("&", "").split(" ")[0]: a.shortcut().toString() for a in w.findChildren(QtGui.QAction)
+            if a.text().replace("&", "").startswith(("Undo", "Redo"))}
+    assert keys == {"Undo": "Ctrl+Z", "Redo": "Ctrl+Shift+Z"}

@@ -5,6 +5,7 @@ It wires the session to the views and the scheduler's frames to the docks; it ne
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -14,6 +15,8 @@ from backends.imageio import DEFAULT_MAX_SIDE, LoadedImage
 from backends.params import ParamError, inactive_reason, is_active
 from backends.registry import families, spec_of
 from backends.timing import elapsed_ms, now
+from explorer import session_actions
+from explorer.autosave import Autosave
 from explorer.history import History
 from explorer.image_inputs import ImageInputs
 from explorer.layout_store import LayoutStore
@@ -64,6 +67,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.layout_store = LayoutStore(self, self.settings, persist=restore_layout)
         self.images = ImageInputs(self.settings, max_side, self)
         self.history = History(session, self)
+        self.autosave: Optional[Autosave] = None
+        if restore_layout:  # a window that keeps the user's settings keeps their session too
+            self.autosave = Autosave(self, Path(self.settings.fileName()).parent, self)
         self.images.loaded.connect(self.set_image)
         self.images.rejected.connect(self.reject_image)
         self.images.loading.connect(lambda name: self.banner.show_message(f"Loading {name}…", "notice"))
@@ -97,6 +103,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self._show_operator_form()
         self.resize(*fitting_size(self.screen()))
         self.layout_store.restore_geometry()
+        session_actions.offer_recovery(self)
 
     # -- construction --------------------------------------------------------------------------
     def _build_central(self) -> None:
@@ -397,6 +404,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self._closed = True
         self.scheduler.close()
         self.images.wait(5.0)
+        if self.autosave is not None:
+            self.autosave.clean_exit()
         if self.docks.docks:
             self.layout_store.save_operator(self.session.operator)
         self.layout_store.save_geometry()

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from PySide6 import QtGui, QtWidgets
 
 from backends.registry import families
-from explorer import image_sources
+from explorer import image_sources, session_actions
 
 if TYPE_CHECKING:
     from explorer.main_window import MainWindow
@@ -27,6 +27,10 @@ class WindowMenus:
             samples_menu.addAction(name, lambda p=path: w.open_path(p))
         self.action(file_menu, "&Paste Image", w.images.paste, QtGui.QKeySequence.StandardKey.Paste)
         self.action(file_menu, "&Sketch…", w.show_sketchpad, "Ctrl+K")
+        file_menu.addSeparator()
+        self.action(file_menu, "Open Sessio&n…", lambda: session_actions.open_dialog(w))
+        self.action(file_menu, "Save Sess&ion…", lambda: session_actions.save_dialog(w))
+        self.action(file_menu, "Recover &Last Session", lambda: session_actions.recover(w))
         file_menu.addSeparator()
         self.action(file_menu, "&Export Window as PNG…", w.export_window_dialog, "Ctrl+E")
         file_menu.addSeparator()

@@ -133,6 +133,13 @@ class Session(QtCore.QObject):
         self.paramsChanged.emit("")
         self.edited.emit(Edit("params", self.state.operator, dict(before), {}))
 
+    def load_params(self, operator: str, values: dict[str, Any]) -> None:
+        """An operator's edited values as a session file has them (already validated)."""
+        self.state.params[operator] = dict(values)
+        self._validated.pop(operator, None)
+        if operator == self.state.operator:
+            self.paramsChanged.emit("")
+
     def restore(self, edit: Edit, side: str) -> None:
         """Puts back ``edit.before`` (side "before") or ``edit.after``: what undo and redo do.
         Emits the same change signals, and ``edited`` again (a history applying it ignores that)."""

@@ -1,8 +1,13 @@
-"""OpScope: ``python main.py [IMAGE] [--op NAME] [--set k=v ...] [--device D] [--render OUT.png]``."""
+"""OpScope: ``python main.py [IMAGE] [--op NAME] [--set k=v ...] [--device D] [--render OUT.png]``.
+
+A splash shows before the heavy imports (torch, the operators) when a window is to open."""
 
 import sys
 
-from explorer.cli import main
-
 if __name__ == "__main__":
-    sys.exit(main())
+    from explorer.splash import early_splash
+
+    splash = early_splash(sys.argv[1:])
+    from explorer.cli import main
+
+    sys.exit(main(splash=splash))

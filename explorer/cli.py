@@ -101,7 +101,8 @@ def _check_render_path(out: str) -> None:
         raise ParamError(f"--render {_short(out)!r}: not writable")
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Optional[Sequence[str]] = None, splash=None) -> int:
+    """``splash``: a splash screen shown before the imports (main.py), closed when the window shows."""
     args = parse_args(argv)
     if args.install_desktop or args.uninstall_desktop:
         from explorer.desktop import install_desktop, uninstall_desktop
@@ -168,6 +169,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.render:
         return render(app, args.render, size)
     app.window.show()
+    from explorer.splash import finish
+
+    finish(splash, app.window)
     code = app.qapp.exec()
     app.worker.shutdown()
     return code

@@ -126,3 +126,11 @@ def test_the_desktop_entry_is_installed_for_this_environment_and_removed_again(t
     proc = subprocess.run([sys.executable, str(ROOT / "main.py"), "--uninstall-desktop"], capture_output=True,
                           text=True, timeout=60, env={**os.environ, **env_home}, cwd=ROOT)
     assert proc.returncode == 0 and not entry.exists()
+
+
+def test_only_a_window_launch_gets_the_early_splash():
+    from explorer.splash import opens_a_window
+
+    assert opens_a_window([]) and opens_a_window(["img.png", "--op", "vae"])
+    for flags in (["--render", "x.png"], ["--list"], ["--batch", "d", "--out", "o"], ["--sweep=a=1:2:3"], ["-h"]):
+        assert not opens_a_window(flags), flags

@@ -25,7 +25,7 @@ from backends.layers import (
     SamplingGridLayer,
     VectorFieldLayer,
 )
-from widgets.colormaps import lookup_table
+from widgets.colormaps import indexed_table, lookup_table
 from widgets.encoding import auto_levels, rgb_to_uint8
 from widgets.image_canvas import ImageCanvas
 from widgets.mosaic import tile
@@ -298,3 +298,22 @@ VIEWS: dict[type, tuple[type, bool, Callable[[Panel, Layer], None]]] = {
     CurveLayer: (CurveView, False, _show_curve),
     MetricsLayer: (MetricsView, False, _show_metrics),
 }
+
+
+def picture(layer: Layer) -> Optional[np.ndarray]:
+    """A picture layer in display form as (H, W, 3) uint8 RGB at its data's resolution (what A/B
+    compares), or None for a layer that is not a picture."""
+    if isinstance(layer, ImageLayer):
+        data, colormap = layer.image, layer.colormap
+    elif isinstance(layer, (HeatmapLayer, FeatureMapsLayer)):
+        data, colormap = layer.maps, layer.colormap
+        if data.ndim == 3:
+            data, _ = tile(data, fill=0)
+    else:
+        return None
+    data = np.asarray(data)
+    if data.ndim == 3 and data.shape[-1] == 3:
+        return data if data.dtype == np.uint8 else rgb_to_uint8(np.clip(data, 0, 1))
+    if data.dtype == np.uint8:  # palette indices (display form)
+        return indexed_table(colormap)[data][..., :3]
+    return None

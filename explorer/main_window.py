@@ -201,6 +201,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self.statusBar().showMessage(message, 8000)
         self.imageRejected.emit(message)
 
+    def pin_result(self) -> None:
+        """View > Pin Result: the centre's picture now becomes A; the live one is B."""
+        if (live := self.docks.centre_picture()) is not None:
+            self.stage.pin(live)
+
     def show_history(self) -> None:
         """Edit > History: every step, the current one selected; clicking a step goes back to it."""
         if getattr(self, "history_dock", None) is None:
@@ -342,6 +347,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self.frameFailed.emit(message)
             return
         self._on_query_changed(schedule=False)
+        if self.stage.has_pin:
+            self.stage.compare_with(self.docks.centre_picture())
         self.last_apply_ms = elapsed_ms(t0)
         self.scheduler.applied(frame)
         if self.banner.level == "error":

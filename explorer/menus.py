@@ -75,6 +75,8 @@ class WindowMenus:
         self.action(menu, "Zoom &1:1", w.canvas.one_to_one, "Ctrl+1")
         self.action(menu, "Show &Input", w.stage.toggle_input, "Ctrl+I")
         self.action(menu, "Input and Result &Side by Side", lambda: w.stage.set_mode("side by side"), "Ctrl+Shift+I")
+        self.action(menu, "&Pin Result for A/B", w.pin_result, "Ctrl+P")
+        self.action(menu, "A/B &Difference", lambda: w.stage.set_mode("A-B"), "Ctrl+Shift+P")
         self.action(menu, "Reset &Layout", w.reset_layout)
         menu.addSeparator()
         for dock in (w.picker_dock, w.params_dock, w.sketch_dock, *w.docks.docks.values()):

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Optional, Sequence
 
+import numpy as np
 from PySide6 import QtCore, QtWidgets
 
 from backends.layers import (
@@ -105,6 +106,11 @@ class ResultDocks(QtCore.QObject):
         self.centre = None
         self._deferred.clear()
         self.docksChanged.emit()
+
+    def centre_picture(self) -> Optional[np.ndarray]:
+        """The centre panel's picture as last drawn, (H, W, 3) uint8, or None (not a picture)."""
+        shown = getattr(self.panels.get(self.centre), "last_shown", None) if self.centre else None
+        return None if shown is None else layer_views.picture(shown[0])
 
     def canvases(self) -> Iterable[ImageCanvas]:
         return (p.view for p in self.panels.values() if isinstance(p.view, ImageCanvas))

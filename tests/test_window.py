@@ -554,3 +554,25 @@ def test_undo_takes_back_a_whole_drag_a_click_and_an_operator_switch(app, qtbot)
     keys = {a.text().replace("&", "").split(" ")[0]: a.shortcut().toString() for a in w.findChildren(QtGui.QAction)
             if a.text().replace("&", "").startswith(("Undo", "Redo"))}
     assert keys == {"Undo": "Ctrl+Z", "Redo": "Ctrl+Shift+Z"}
+
+
+def test_a_pinned_result_is_compared_with_the_live_one(app, qtbot):
+    from explorer import layer_views
+
+    w = app.window
+    assert not w.stage.buttons["A/B"].isEnabled()  # nothing pinned yet
+    w.pin_result()
+    assert w.stage.mode == "A/B" and w.stage.pinned.isVisible() and w.stage.result.isVisible()
+    pinned = layer_views.picture(w.docks.panels["Output"].last_shown[0]).copy()
+    app.session.set_param("dilation", 9)
+    wait_for_frame(qtbot, w)
+    live = layer_views.picture(w.docks.panels["Output"].last_shown[0])
+    w.stage.set_mode("A-B")
+    shown = w.stage.pinned.pixmap().toImage()
+    assert shown.width() > 50 and not np.array_equal(pinned, live)
+    from widgets.stage import difference
+
+    diff = difference(pinned, live)
+    expected = np.abs(pinned.astype(int) - live.astype(int)).max(axis=2)
+    assert (diff[..., 0] == 255).sum() == (expected == expected.max()).sum()  # brightest where A and B differ most
+    assert not difference(live, live).any()

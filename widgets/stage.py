@@ -1,15 +1,18 @@
 """The centre of the window: the operator's primary result large, the input one keystroke away
-(shown instead, or side by side), and a banner above both for errors and notices."""
+(shown instead, or side by side), a pinned result to compare with the live one (A/B side by side,
+or their difference), and a banner above them for errors and notices."""
 
 from __future__ import annotations
 
 from typing import Optional
 
-from PySide6 import QtCore, QtWidgets
+import numpy as np
+from PySide6 import QtCore, QtGui, QtWidgets
 
 from widgets.banner import Banner
 
-MODES = ("result", "input", "side by side")
+MODES = ("result", "input", "side by side", "A/B", "A-B")
+PINNED_MODES = ("A/B", "A-B")
 
 
 class Stage(QtWidgets.QWidget):
@@ -38,6 +41,11 @@ class Stage(QtWidgets.QWidget):
         self._split = QtWidgets.QSplitter(QtCore.Qt.Orientation.Horizontal)
         self._split.setChildrenCollapsible(False)
         self._split.addWidget(input_view)
+        self.pinned = QtWidgets.QLabel(alignment=QtCore.Qt.AlignmentFlag.AlignCenter)  # A: the pinned picture
+        self.pinned.setMinimumSize(120, 90)
+        self.pinned.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Ignored)
+        self._pinned_image: Optional[QtGui.QImage] = None
+        self._split.insertWidget(0, self.pinned)
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.setSpacing(2)
@@ -68,6 +76,36 @@ class Stage(QtWidgets.QWidget):
         self._apply()
         self.modeChanged.emit(mode)
 
+    def pin(self, picture: np.ndarray) -> None:
+        """Keeps ``picture`` ((H, W, 3) uint8: the result's data now) as A, to compare B with."""
+        self._pinned_image = np.ascontiguousarray(picture)
+        self._live: Optional[np.ndarray] = None
+        self.set_mode("A/B")
+
+    @property
+    def has_pin(self) -> bool:
+        return self._pinned_image is not None
+
+    def compare_with(self, live: Optional[np.ndarray]) -> None:
+        """The live picture B (same layout as A): A is shown beside it, or |A - B| in "A-B"."""
+        self._live = live
+        self.refresh_comparison()
+
+    def refresh_comparison(self) -> None:
+        if self._pinned_image is None or self.mode not in PINNED_MODES:
+            return
+        picture = self._pinned_image
+        if self.mode == "A-B":
+            live = getattr(self, "_live", None)
+            if live is None or live.shape != picture.shape:
+                self.pinned.setText("A and B differ in size: no difference to show")
+                return
+            picture = difference(picture, live)
+        h, w = picture.shape[:2]
+        image = QtGui.QImage(picture.data, w, h, 3 * w, QtGui.QImage.Format.Format_RGB888).copy()
+        self.pinned.setPixmap(QtGui.QPixmap.fromImage(image).scaled(
+            self.pinned.size(), QtCore.Qt.AspectRatioMode.KeepAspectRatio, QtCore.Qt.TransformationMode.FastTransformation))
+
     def toggle_input(self) -> None:
         """Between the result and the input (side by side goes back to the result)."""
         self.set_mode("input" if self.mode == "result" else "result")
@@ -79,12 +117,27 @@ class Stage(QtWidgets.QWidget):
     def _apply(self) -> None:
         has_result = self.result is not None
         mode = self.mode if has_result else "input"
+        if mode in PINNED_MODES and self._pinned_image is None:
+            mode = "result"
         self.input_view.setVisible(mode in ("input", "side by side"))
+        self.pinned.setVisible(mode in PINNED_MODES)
         if has_result:
-            self.result.setVisible(mode in ("result", "side by side"))
-            if mode == "side by side":
-                half = max(1, self._split.width() // 2)
-                self._split.setSizes([half, half])
+            self.result.setVisible(mode in ("result", "side by side") + PINNED_MODES)
+            if mode in ("side by side",) + PINNED_MODES:
+                third = max(1, self._split.width() // 2)
+                self._split.setSizes([third, third, third])
         for name, button in self.buttons.items():
             button.setEnabled(has_result or name == "input")
+            if name in PINNED_MODES:
+                button.setEnabled(has_result and self._pinned_image is not None)
             button.setChecked(name == mode)
+        if mode in PINNED_MODES:
+            QtCore.QTimer.singleShot(0, self.refresh_comparison)  # once the split has its sizes
+
+
+def difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """|A - B| of two (H, W, 3) uint8 pictures as grey, the largest difference at full white."""
+    diff = np.abs(a.astype(np.int16) - b.astype(np.int16)).max(axis=2)
+    top = max(int(diff.max()), 1)
+    grey = (diff.astype(np.float32) * (255.0 / top)).astype(np.uint8) if diff.any() else diff.astype(np.uint8)
+    return np.ascontiguousarray(np.repeat(grey[..., None], 3, 2))

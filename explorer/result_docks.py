@@ -109,7 +109,8 @@ class ResultDocks(QtCore.QObject):
 
     def centre_picture(self) -> Optional[np.ndarray]:
         """The centre panel's picture as last drawn, (H, W, 3) uint8, or None (not a picture)."""
-        shown = getattr(self.panels.get(self.centre), "last_shown", None) if self.centre else None
+        panel = self.panels.get(self.centre) if self.centre else None
+        shown = panel.last_shown if panel is not None else None
         return None if shown is None else layer_views.picture(shown[0])
 
     def canvases(self) -> Iterable[ImageCanvas]:

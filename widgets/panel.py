@@ -22,6 +22,7 @@ class Panel(QtWidgets.QWidget):
         super().__init__(parent)
         self.title = title
         self.view = view
+        self.last_shown: Optional[tuple] = None  # (layer, input pixels) last drawn: redraws and A/B read it
         self.caption = QtWidgets.QLabel()
         self.caption.setWordWrap(True)
         self.caption.setTextFormat(QtCore.Qt.TextFormat.PlainText)

@@ -44,7 +44,8 @@ class Stage(QtWidgets.QWidget):
         self.pinned = QtWidgets.QLabel(alignment=QtCore.Qt.AlignmentFlag.AlignCenter)  # A: the pinned picture
         self.pinned.setMinimumSize(120, 90)
         self.pinned.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Ignored)
-        self._pinned_image: Optional[QtGui.QImage] = None
+        self._pinned_image: Optional[np.ndarray] = None  # A, (H, W, 3) uint8
+        self._live: Optional[np.ndarray] = None  # B, as last drawn
         self._split.insertWidget(0, self.pinned)
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
@@ -79,7 +80,7 @@ class Stage(QtWidgets.QWidget):
     def pin(self, picture: np.ndarray) -> None:
         """Keeps ``picture`` ((H, W, 3) uint8: the result's data now) as A, to compare B with."""
         self._pinned_image = np.ascontiguousarray(picture)
-        self._live: Optional[np.ndarray] = None
+        self._live = None
         self.set_mode("A/B")
 
     @property
@@ -96,7 +97,7 @@ class Stage(QtWidgets.QWidget):
             return
         picture = self._pinned_image
         if self.mode == "A-B":
-            live = getattr(self, "_live", None)
+            live = self._live
             if live is None or live.shape != picture.shape:
                 self.pinned.setText("A and B differ in size: no difference to show")
                 return

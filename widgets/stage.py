@@ -33,7 +33,7 @@ class Stage(QtWidgets.QWidget):
         header.addWidget(self.title, 1)
         group = QtWidgets.QButtonGroup(self)
         for mode in MODES:
-            button = QtWidgets.QToolButton(text=mode.capitalize(), checkable=True, autoRaise=True)
+            button = QtWidgets.QToolButton(text=mode[0].upper() + mode[1:], checkable=True, autoRaise=True)
             button.clicked.connect(lambda _=False, m=mode: self.set_mode(m))
             group.addButton(button)
             header.addWidget(button)

@@ -30,7 +30,6 @@ from widgets.actions_bar import ActionItem, ActionsBar
 from widgets.image_canvas import ImageCanvas
 from widgets.operator_picker import OperatorPicker
 from widgets.param_form import ParamForm
-from widgets.save_png import save_png
 from widgets.sketchpad import Sketchpad
 from widgets.stage import Stage
 
@@ -200,25 +199,6 @@ class MainWindow(QtWidgets.QMainWindow):
         self.banner.show_message(f"Image not loaded: {message}. The current image is kept.", "error")
         self.statusBar().showMessage(message, 8000)
         self.imageRejected.emit(message)
-
-    def pin_result(self) -> None:
-        """View > Pin Result: the centre's picture now becomes A; the live one is B."""
-        if (live := self.docks.centre_picture()) is not None:
-            self.stage.pin(live)
-
-    def show_history(self) -> None:
-        """Edit > History: every step, the current one selected; clicking a step goes back to it."""
-        if getattr(self, "history_dock", None) is None:
-            self.history_dock = self._side_dock("History", QtWidgets.QUndoView(self.history.stack))
-            self.addDockWidget(Area.LeftDockWidgetArea, self.history_dock)
-            self.tabifyDockWidget(self.params_dock, self.history_dock)
-        self.history_dock.setVisible(True)
-        self.history_dock.raise_()
-
-    def show_sketchpad(self) -> None:
-        self.sketch_dock.setVisible(True)
-        self.sketch_dock.raise_()
-        self.images.from_sketch(self.sketchpad.canvas.pixels())
 
     def dragEnterEvent(self, event: QtGui.QDragEnterEvent) -> None:
         if event.mimeData().hasUrls() or event.mimeData().hasImage():
@@ -401,11 +381,6 @@ class MainWindow(QtWidgets.QMainWindow):
         self.layout_store.forget_operator(self.session.operator)
         self._place_side_docks()
         self.docks.arrange()
-
-    def export_window_dialog(self) -> None:
-        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export window", "opscope.png", "PNG image (*.png)")
-        if path and not save_png(self.grab(), path):
-            self.banner.show_message(f"Could not write {path}", "error")
 
     def closeEvent(self, event: QtGui.QCloseEvent) -> None:
         self._closed = True

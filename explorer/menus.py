@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from PySide6 import QtGui, QtWidgets
 
 from backends.registry import families
-from explorer import image_sources, session_actions
+from explorer import image_sources, session_actions, window_actions
 
 if TYPE_CHECKING:
     from explorer.main_window import MainWindow
@@ -26,13 +26,13 @@ class WindowMenus:
         for name, path in image_sources.samples().items():
             samples_menu.addAction(name, lambda p=path: w.open_path(p))
         self.action(file_menu, "&Paste Image", w.images.paste, QtGui.QKeySequence.StandardKey.Paste)
-        self.action(file_menu, "&Sketch…", w.show_sketchpad, "Ctrl+K")
+        self.action(file_menu, "&Sketch…", lambda: window_actions.show_sketchpad(w), "Ctrl+K")
         file_menu.addSeparator()
         self.action(file_menu, "Open Sessio&n…", lambda: session_actions.open_dialog(w))
         self.action(file_menu, "Save Sess&ion…", lambda: session_actions.save_dialog(w))
         self.action(file_menu, "Recover &Last Session", lambda: session_actions.recover(w))
         file_menu.addSeparator()
-        self.action(file_menu, "&Export Window as PNG…", w.export_window_dialog, "Ctrl+E")
+        self.action(file_menu, "&Export Window as PNG…", lambda: window_actions.export_window_dialog(w), "Ctrl+E")
         file_menu.addSeparator()
         self.action(file_menu, "&Quit", w.close, QtGui.QKeySequence.StandardKey.Quit)
 
@@ -43,7 +43,7 @@ class WindowMenus:
         redo.setShortcut(QtGui.QKeySequence("Ctrl+Shift+Z"))
         edit_menu.addAction(undo)
         edit_menu.addAction(redo)
-        self.action(edit_menu, "&History", w.show_history, "Ctrl+H")
+        self.action(edit_menu, "&History", lambda: window_actions.show_history(w), "Ctrl+H")
         edit_menu.addSeparator()
         self.action(edit_menu, "&Reset Parameters", w.reset_operator, "Ctrl+R")
         self.action(edit_menu, "&Forget Learned State", w.forget_learned_state)
@@ -75,7 +75,7 @@ class WindowMenus:
         self.action(menu, "Zoom &1:1", w.canvas.one_to_one, "Ctrl+1")
         self.action(menu, "Show &Input", w.stage.toggle_input, "Ctrl+I")
         self.action(menu, "Input and Result &Side by Side", lambda: w.stage.set_mode("side by side"), "Ctrl+Shift+I")
-        self.action(menu, "&Pin Result for A/B", w.pin_result, "Ctrl+P")
+        self.action(menu, "&Pin Result for A/B", lambda: window_actions.pin_result(w), "Ctrl+P")
         self.action(menu, "A/B &Difference", lambda: w.stage.set_mode("A-B"), "Ctrl+Shift+P")
         self.action(menu, "Reset &Layout", w.reset_layout)
         menu.addSeparator()

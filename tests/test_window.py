@@ -5,6 +5,7 @@ import pytest
 from PySide6 import QtCore, QtGui
 
 from backends.imageio import normalize_array
+from explorer import window_actions
 from tests.conftest import wait_for_frame
 
 
@@ -210,7 +211,7 @@ def test_view_menu_toggles_every_dock(app):
 
 def test_a_sketch_becomes_the_working_image_and_undo_takes_a_stroke_back(app, qtbot):
     w = app.window
-    w.show_sketchpad()
+    window_actions.show_sketchpad(w)
     pad = w.sketchpad.canvas
     assert app.session.state.image_source == "sketch"
     assert app.session.pixels.shape == (256, 256, 3) and app.session.pixels.min() == 1.0
@@ -561,7 +562,7 @@ def test_a_pinned_result_is_compared_with_the_live_one(app, qtbot):
 
     w = app.window
     assert not w.stage.buttons["A/B"].isEnabled()  # nothing pinned yet
-    w.pin_result()
+    window_actions.pin_result(w)
     assert w.stage.mode == "A/B" and w.stage.pinned.isVisible() and w.stage.result.isVisible()
     pinned = layer_views.picture(w.docks.panels["Output"].last_shown[0]).copy()
     app.session.set_param("dilation", 9)

@@ -73,20 +73,29 @@ def sample_glyphs(n: int, seed: int) -> tuple[torch.Tensor, dict[str, np.ndarray
     return torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(), labels
 
 
+def draw_glyph(text: str, font: int, thickness: int, height: float, canvas: int) -> tuple[np.ndarray, float, float]:
+    """``text`` drawn upright in a Hershey ``font`` (cv2 flags, italic included) with cap height
+    ``height`` near the middle of a ``canvas`` x ``canvas`` uint8 image (ink 255, antialiased).
+
+    Returns the image and the centre (x, y) of the ink's bounding box: fonts place glyphs
+    differently around their origin, so callers centre on the ink, not on the text box.
+    """
+    (w, h), base = cv2.getTextSize(text, font, 1.0, thickness)
+    font_scale = height / max(h, 1)
+    (w, h), base = cv2.getTextSize(text, font, font_scale, thickness)
+    image = np.zeros((canvas, canvas), np.uint8)
+    org = (int(round((canvas - w) / 2)), int(round((canvas + h) / 2)))
+    cv2.putText(image, text, org, font, font_scale, 255, thickness, cv2.LINE_AA)
+    ys, xs = np.nonzero(image)
+    if not len(xs):
+        return image, canvas / 2, canvas / 2
+    return image, (xs.min() + xs.max()) / 2, (ys.min() + ys.max()) / 2
+
+
 def _mask(labels: dict[str, np.ndarray], i: int) -> np.ndarray:
     """The glyph's ink at 64x64, centred and affine-warped: (64, 64) float32 in [0, 1]."""
     font = FONTS[int(labels["font"][i])] | (cv2.FONT_ITALIC if labels["italic"][i] else 0)
-    text = CHARSET[int(labels["label"][i])]
-    thickness = int(labels["thickness"][i])
-    (w, h), base = cv2.getTextSize(text, font, 1.0, thickness)
-    font_scale = GLYPH_HEIGHT / max(h, 1)
-    (w, h), base = cv2.getTextSize(text, font, font_scale, thickness)
-    canvas = np.zeros((CANVAS, CANVAS), np.uint8)
-    org = (int(round((CANVAS - w) / 2)), int(round((CANVAS + h) / 2)))
-    cv2.putText(canvas, text, org, font, font_scale, 255, thickness, cv2.LINE_AA)
-    # Centre the ink's bounding box (fonts place glyphs differently around the origin).
-    ys, xs = np.nonzero(canvas)
-    cx, cy = (xs.min() + xs.max()) / 2 if len(xs) else CANVAS / 2, (ys.min() + ys.max()) / 2 if len(ys) else CANVAS / 2
+    canvas, cx, cy = draw_glyph(CHARSET[int(labels["label"][i])], font, int(labels["thickness"][i]), GLYPH_HEIGHT, CANVAS)
     angle = float(labels["angle"][i])
     scale = float(labels["scale"][i])
     rot = cv2.getRotationMatrix2D((float(cx), float(cy)), angle, scale)

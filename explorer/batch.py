@@ -1,7 +1,8 @@
 """The current operator and parameters applied to a folder of images: each result written as a
 PNG beside a JSON manifest; an unreadable file or a failing image is reported by name and the
-rest are processed. No window and no thread: the same call serves the command line, and a task
-on another machine later.
+rest are processed. No window and no thread: the same call serves the command line, the window's
+File > Batch… (explorer/batch_dialog.py, which runs it on a thread of its own), and a task on
+another machine later: ``process_one`` is one image, plain data in and out.
 
     python main.py --op dilated --set dilation=4 --batch photos/ --out results/
 """
@@ -21,7 +22,7 @@ from backends.imageio import READABLE_SUFFIXES, ImageLoadError, load_image
 from backends.layers import FeatureMapsLayer, HeatmapLayer, ImageLayer, Layer, Result, complete, materialize
 from backends.models.weights import write_atomically
 from backends.params import ParamError
-from backends.registry import operator_class, spec_of
+from backends.registry import Operator, operator_class, spec_of, validated_params
 
 MANIFEST = "manifest.json"
 
@@ -43,6 +44,8 @@ class BatchReport:
     device: str
     version: str
     items: list[Item] = field(default_factory=list)
+    total: int = 0  # images found in the folder
+    cancelled: bool = False  # stopped before every image was processed
 
     @property
     def failed(self) -> list[Item]:
@@ -56,27 +59,38 @@ def images_in(folder: Path) -> list[Path]:
 
 def run_batch(folder: Path, out: Path, operator: str, params: Mapping[str, Any], max_side: int,
               device: torch.device, progress: Optional[Callable[[int, int, str], bool]] = None) -> BatchReport:
-    """Every image of ``folder`` through ``operator``; ``progress(done, total, name)`` may return
-    False to cancel (the images done so far stay written, and the manifest says so)."""
+    """Every image of ``folder`` through ``operator``. ``progress(done, total, name)`` is called
+    before each image (and once at the end, with name "") and may return False to cancel: the
+    images done so far stay written, and the manifest says ``"cancelled": true``. ``params`` may
+    name only the values that differ from the defaults."""
     from explorer import __version__
 
+    params = validated_params(operator, params)  # the defaults filled in; a bad value raises ParamError here
     out.mkdir(parents=True, exist_ok=True)
     report = BatchReport(operator, dict(params), str(device), __version__)
     files = images_in(folder)
+    report.total = len(files)
     op = operator_class(operator)()
     for n, path in enumerate(files):
         if progress is not None and progress(n, len(files), path.name) is False:
+            report.cancelled = True
             break
-        report.items.append(_one(op, operator, path, out, params, max_side, device))
+        report.items.append(process_one(operator, path, out, params, max_side, device, op))
         _write_manifest(out, report)  # after every image: a killed run keeps what it finished
     _write_manifest(out, report)
+    if progress is not None and not report.cancelled:
+        progress(len(files), len(files), "")
     return report
 
 
-def _one(op, operator: str, path: Path, out: Path, params: Mapping[str, Any], max_side: int,
-         device: torch.device) -> Item:
+def process_one(operator: str, path: Path, out: Path, params: Mapping[str, Any], max_side: int,
+                device: torch.device | str = "cpu", op: Optional[Operator] = None) -> Item:
+    """One image through ``operator`` (``params`` validated), its primary picture written to ``out`` as PNG; every
+    failure is caught and said in the returned item. ``op`` reuses an operator instance (its
+    caches and models) across images; without it one is made."""
     item = Item(file=path.name, status="failed")
     try:
+        op = op if op is not None else operator_class(operator)()
         item.sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
         image = load_image(path, max_side)
         tensor = torch.from_numpy(image.pixels).permute(2, 0, 1)[None].to(device)

@@ -32,7 +32,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--size", default="1600x1000", metavar="WxH", help="window size for --render")
     p.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE, help="downscale larger images for the live view")
     p.add_argument("--sweep", metavar="NAME=START:STOP:COUNT", help="sweep a parameter (or NAME=A,B,C) into --video")
-    p.add_argument("--video", metavar="OUT.mp4", help="with --sweep: the MP4 to write, one frame per value")
+    p.add_argument("--video", metavar="OUT.mp4", help="with --sweep: the MP4 or GIF to write, one frame per value")
     p.add_argument("--panel", metavar="NAME", help="with --sweep: film this panel instead of the window")
     p.add_argument("--batch", metavar="DIR", help="apply the operator to every image in DIR (with --out), then exit")
     p.add_argument("--out", metavar="DIR", help="with --batch: where the results and manifest.json go")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from PySide6 import QtGui, QtWidgets
 
 from backends.registry import families
-from explorer import image_sources, session_actions, window_actions
+from explorer import batch_dialog, image_sources, session_actions, sweep_dialog, window_actions
 
 if TYPE_CHECKING:
     from explorer.main_window import MainWindow
@@ -33,6 +33,8 @@ class WindowMenus:
         self.action(file_menu, "Recover &Last Session", lambda: session_actions.recover(w))
         file_menu.addSeparator()
         self.action(file_menu, "&Export Window as PNG…", lambda: window_actions.export_window_dialog(w), "Ctrl+E")
+        self.action(file_menu, "Record S&weep…", lambda: sweep_dialog.show_dialog(w))
+        self.action(file_menu, "&Batch…", lambda: batch_dialog.show_dialog(w))
         file_menu.addSeparator()
         self.action(file_menu, "&Quit", w.close, QtGui.QKeySequence.StandardKey.Quit)
 

@@ -105,7 +105,7 @@ def test_a_sweep_becomes_a_video_with_one_frame_per_value(tmp_path):
         (["--sweep", "dilation=1:99:3", "--video", "v.mp4"], "dilation: 50 is outside"),
         (["--sweep", "kernel=1:2:3", "--video", "v.mp4"], "a range needs a number parameter"),
         (["--sweep", "dilation=3:3:5", "--video", "v.mp4"], "at least two different values"),
-        (["--sweep", "dilation=1:4:4", "--video", "v.avi"], "must end in .mp4"),
+        (["--sweep", "dilation=1:4:4", "--video", "v.avi"], "must end in .mp4 or .gif"),
     ],
 )
 def test_a_bad_sweep_gives_one_line(tmp_path, args, fragment):

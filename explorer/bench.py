@@ -44,6 +44,7 @@ SWEEPS: dict[str, tuple[str, list]] = {
     "tricks": ("mu", [round(-1.5 + 0.25 * i, 2) for i in range(13)]),
     "saliency_sampling": ("strength", [float(2 * i) for i in range(1, 21)]),
     "optical_flow": ("shift_x", [float(v) for v in range(-12, 13, 2)]),
+    "lab_mtcnn": ("onet_threshold", [round(0.5 + 0.05 * i, 2) for i in range(10)]),
 }
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -52,6 +52,8 @@ TELLING: dict[str, tuple[tuple[str, dict[str, object]], ...]] = {
                           ("sharp zoom", {"source": "point", "strength": 30, "spread": 0.06})),
     "optical_flow": (("turn and zoom", {"rotate": 8, "scale": 1.1, "shift_x": 0, "shift_y": 0}),
                      ("Farneback, large shift", {"method": "Farneback", "shift_x": 12, "shift_y": -6, "rotate": 0})),
+    "lab_mtcnn": (("permissive cascade", {"pnet_threshold": 0.4, "rnet_threshold": 0.4, "onet_threshold": 0.5}),
+                  ("first-layer maps, small faces", {"feature_layer": "conv1", "scale": 1, "min_face": 16})),
 }
 
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from backends.functional.boxes import (
+    BLOCK,
     box_area,
     crop_boxes,
     nms,
@@ -67,14 +68,15 @@ def test_nms_equals_the_naive_loop(mode, threshold):
 
 
 def test_batched_nms_keeps_groups_apart_and_equals_the_naive_loop():
-    boxes, scores = random_boxes(240, seed=3)
-    groups = torch.arange(240) % 3
+    boxes, scores = random_boxes(600, seed=3, span=150.0)  # more than one block of rows
+    groups = torch.arange(600) % 3
     got = nms(boxes, scores, 0.4, groups=groups).tolist()
     assert got == naive_nms(boxes, scores, 0.4, groups=groups)
     for k in range(3):  # each group alone gives the same survivors
         idx = torch.nonzero(groups == k)[:, 0]
         alone = idx[nms(boxes[idx], scores[idx], 0.4)].tolist()
         assert sorted(alone) == sorted(i for i in got if groups[i] == k)
+    assert BLOCK < 600
     assert len(got) > len(nms(boxes, scores, 0.4))  # across groups, more survive
 
 
@@ -86,11 +88,14 @@ def test_nms_ties_keep_the_lower_index_and_identical_boxes_collapse():
 
 
 def test_overlap_by_hand():
-    a = torch.tensor([0.0, 0, 10, 10], dtype=torch.float64)
+    a = torch.tensor([[0.0, 0, 10, 10], [0.0, 0, 4, 2]], dtype=torch.float64)
     b = torch.tensor([[5.0, 0, 15, 20], [2.0, 2, 4, 4], [20.0, 20, 30, 30]], dtype=torch.float64)
-    # intersections 50, 4, 0; areas 100 and 200, 4, 100
-    assert torch.allclose(overlap(a, b, "union"), torch.tensor([50 / 250, 4 / 100, 0.0], dtype=torch.float64), atol=ATOL)
-    assert torch.allclose(overlap(a, b, "min"), torch.tensor([50 / 100, 4 / 4, 0.0], dtype=torch.float64), atol=ATOL)
+    # first row: intersections 50, 4, 0 with areas 100 and 200, 4, 100; second row (area 8): 0, 0, 0
+    union = torch.tensor([[50 / 250, 4 / 100, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    smaller = torch.tensor([[50 / 100, 4 / 4, 0.0], [0.0, 0.0, 0.0]], dtype=torch.float64)
+    assert torch.allclose(overlap(a, b, "union"), union, atol=ATOL)
+    assert torch.allclose(overlap(a, b, "min"), smaller, atol=ATOL)
+    assert torch.allclose(overlap(b, a, "union"), union.T, atol=ATOL)  # symmetric: nms relies on it
     assert box_area(torch.tensor([[3.0, 4, 1, 9]])).item() == 0.0  # x2 < x1: empty
 
 

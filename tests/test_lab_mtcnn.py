@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from backends.imageio import load_image
-from backends.layers import materialize
+from backends.layers import complete, materialize
 from backends.models.mtcnn import load_mtcnn
 from backends.models.mtcnn_detect import detect
 from backends.params import ParamError
@@ -24,7 +24,7 @@ def picture(name):
 def run(image, op=None, **values):
     op = op or operator_class("lab_mtcnn")()
     with torch.no_grad():
-        return op.compute(image, validated_params("lab_mtcnn", values), None), op
+        return complete(op.compute(image, validated_params("lab_mtcnn", values), None)), op
 
 
 @pytest.fixture(scope="module")
@@ -125,3 +125,17 @@ def test_thresholds_reuse_the_pyramid_and_scale_beyond_the_last_says_so(astronau
 def test_an_image_too_small_for_the_smallest_face_is_refused():
     with pytest.raises(ParamError, match="min_face"):
         run(torch.rand(1, 3, 30, 40), min_face=40)
+
+
+def test_a_new_p_net_threshold_shows_p_nets_panels_first_and_the_cascade_when_it_settles():
+    image = picture("camera")
+    op = operator_class("lab_mtcnn")()
+    with torch.no_grad():
+        fast = op.compute(image, validated_params("lab_mtcnn", {"pnet_threshold": 0.7}), None)
+        assert set(fast.pending) == {"Faces", "After R-Net", "Boxes per stage"}
+        assert not set(fast.pending) & set(fast.names) and "P-Net heatmap" in fast.names
+        full = complete(fast)
+        assert len(full.layer("Faces").boxes) == 1  # the cameraman
+        # only O-Net's threshold moved: R-Net and O-Net are cached, the frame is complete at once
+        again = op.compute(image, validated_params("lab_mtcnn", {"pnet_threshold": 0.7, "onet_threshold": 0.9}), None)
+    assert again.settle is None and again.layer("After R-Net").boxes == full.layer("After R-Net").boxes

@@ -27,21 +27,23 @@ def box_area(boxes: torch.Tensor) -> torch.Tensor:
     return (boxes[:, 2] - boxes[:, 0]).clamp(min=0) * (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
 
 
-def overlap(box: torch.Tensor, boxes: torch.Tensor, mode: str = "union") -> torch.Tensor:
-    """Overlap of one box (4,) with each of ``boxes`` (N, 4): intersection over union (``mode =
-    "union"``), or over the smaller of the two areas (``"min"``, which also suppresses a small box
-    lying inside a big one). A zero denominator gives 0."""
+def overlap(a: torch.Tensor, b: torch.Tensor, mode: str = "union") -> torch.Tensor:
+    """Pairwise overlap (M, N) of boxes ``a`` (M, 4) and ``b`` (N, 4): intersection over union
+    (``mode = "union"``), or over the smaller of the two areas (``"min"``, which also suppresses a
+    small box lying inside a big one). A zero denominator gives 0. Symmetric in a and b."""
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    _check_boxes(boxes)
-    if box.shape != (4,):
-        raise ValueError(f"box must be (4,), got {tuple(box.shape)}; boxes are {tuple(boxes.shape)}")
-    iw = (torch.minimum(box[2], boxes[:, 2]) - torch.maximum(box[0], boxes[:, 0])).clamp(min=0)
-    ih = (torch.minimum(box[3], boxes[:, 3]) - torch.maximum(box[1], boxes[:, 1])).clamp(min=0)
-    inter = iw * ih
-    a, b = box_area(box[None])[0], box_area(boxes)
-    denom = a + b - inter if mode == "union" else torch.minimum(a, b)
+    _check_boxes(a, "a")
+    _check_boxes(b, "b")
+    lo = torch.maximum(a[:, None, :2], b[None, :, :2])
+    hi = torch.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = (hi - lo).clamp(min=0).prod(2)
+    area_a, area_b = box_area(a)[:, None], box_area(b)[None, :]
+    denom = area_a + area_b - inter if mode == "union" else torch.minimum(area_a, area_b)
     return torch.where(denom > 0, inter / denom.clamp(min=torch.finfo(denom.dtype).tiny), torch.zeros_like(inter))
+
+
+BLOCK = 256  # rows of the overlap matrix made at once: memory BLOCK x N, not N x N
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, groups: torch.Tensor | None = None,
@@ -51,7 +53,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, groups: tor
     Repeatedly keeps the best-scoring box left and drops every box of the same group whose overlap
     with it (see :func:`overlap`) exceeds ``threshold``. Boxes of different groups (pyramid levels,
     images) never suppress each other. Ties in score keep the lower index first. Overlaps are
-    computed in float64.
+    computed in float64, ``BLOCK`` rows at a time.
 
     Args:
         boxes: (N, 4) x1, y1, x2, y2.
@@ -71,19 +73,23 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, threshold: float, groups: tor
     order = torch.sort(scores, descending=True, stable=True).indices
     b = boxes.double()[order]
     g = groups[order] if groups is not None else None
-    alive = torch.arange(len(order), device=boxes.device)
-    keep = []
-    while len(alive):
-        top = alive[0]
-        keep.append(top)
-        rest = alive[1:]
-        drop = overlap(b[top], b[rest], mode) > threshold
+    n = len(order)
+    removed = torch.zeros(n, dtype=torch.bool, device=boxes.device)
+    keep: list[int] = []
+    for start in range(0, n, BLOCK):
+        rows = torch.arange(start, min(start + BLOCK, n), device=boxes.device)
+        live = rows[~removed[rows]]
+        if not len(live):
+            continue
+        suppress = overlap(b[live], b, mode) > threshold  # (L, N)
         if g is not None:
-            drop &= g[rest] == g[top]
-        alive = rest[~drop]
-    if not keep:
-        return torch.zeros(0, dtype=torch.long, device=boxes.device)
-    return order[torch.stack(keep)]
+            suppress &= g[live][:, None] == g[None, :]
+        for r, i in enumerate(live.tolist()):
+            if removed[i]:  # dropped by a box kept earlier in this block
+                continue
+            keep.append(i)
+            removed |= suppress[r]  # overlap is symmetric, so no box kept before i is in this row
+    return order[torch.tensor(keep, dtype=torch.long, device=boxes.device)]
 
 
 def regress(boxes: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:

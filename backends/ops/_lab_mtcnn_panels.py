@@ -122,7 +122,7 @@ def filters_layer(weight: torch.Tensor) -> ImageLayer:
 
 
 def features_layer(maps: torch.Tensor, layer: str, level: Level) -> FeatureMapsLayer:
-    return FeatureMapsLayer("P-Net feature maps", maps, tuple(f"channel {i + 1}" for i in range(len(maps))),
-                            caption=f"P-Net's {layer} output ({len(maps)} channels after PReLU) on the image resized "
+    return FeatureMapsLayer("P-Net feature maps", maps, tuple(str(i + 1) for i in range(len(maps))),
+                            caption=f"P-Net's {layer} output ({len(maps)} channels after PReLU, numbered) on the image resized "
                                     f"by {level.scale:.3f} ({level.size[1]} x {level.size[0]}), one shared colour "
                                     "scale.")

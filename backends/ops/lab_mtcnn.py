@@ -32,6 +32,10 @@ from backends.timing import StageTimer
 
 FEATURE_LAYERS = ("conv1", "pool1", "conv2", "conv3")
 MAX_SCALES = 16
+PROPOSAL_INPUTS = ("min_face", "pnet_threshold")  # what R-Net's input depends on
+REFINED_INPUTS = PROPOSAL_INPUTS + ("rnet_threshold",)  # and O-Net's
+CASCADE_LAYERS = ("Faces", "After R-Net", "Boxes per stage")  # the panels that wait for R-Net and O-Net
+METRICS_CAPTION = "Boxes at each stage and stage timings."
 
 
 @register
@@ -72,56 +76,72 @@ class MTCNNLab(Operator):
     memo_capacity = 24
 
     def run(self, image: torch.Tensor, params: Mapping[str, Any], query: Query) -> Result:
+        """P-Net's panels at once; R-Net's and O-Net's too when their stage is cached, else they
+        come with ``settle`` (a P-Net threshold or face-size drag stays fast)."""
         timer = StageTimer()
-        pnet, rnet, onet = load_mtcnn(image.device)
+        pnet = load_mtcnn(image.device)[0]
         h, w = image.shape[2:]
         min_face = int(params["min_face"])
         if min(h, w) < min_face:
             raise ParamError(f"min_face: this {w} x {h} image cannot hold a {min_face}-pixel face; "
                              f"choose min_face {max(12, min(h, w))} or less")
-        t1, t2, t3 = (float(params[k]) for k in ("pnet_threshold", "rnet_threshold", "onet_threshold"))
         with timer("P-Net pyramid"):
             levels = self.memo.stage("pyramid", params, ("min_face",), lambda: pyramid(pnet, image, min_face))
         with timer("candidates, NMS"):
-            cands, proposals = self.memo.stage("proposals", params, ("min_face", "pnet_threshold"),
-                                               lambda: self._propose(levels, t1, h, w))
-        with timer("R-Net"):
-            scored_r = self.memo.stage("rnet", params, ("min_face", "pnet_threshold"),
-                                       lambda: rnet_scores(rnet, image, proposals))
-            refined = self.memo.stage("refined", params, ("min_face", "pnet_threshold", "rnet_threshold"),
-                                      lambda: refine(scored_r, t2))
-        with timer("O-Net"):
-            scored_o = self.memo.stage("onet", params, ("min_face", "pnet_threshold", "rnet_threshold"),
-                                       lambda: onet_scores(onet, image, refined))
-            faces = finish(scored_o, t3)
-        d = Detection(levels, cands, proposals, refined, faces)
+            cands, proposals = self.memo.stage("proposals", params, PROPOSAL_INPUTS,
+                                               lambda: self._propose(levels, float(params["pnet_threshold"]), h, w))
         k = min(int(params["scale"]), len(levels) - 1)
-        with timer("panels"):
-            overview = self.memo.stage("overview", params, ("min_face",), lambda: panels.every_scale_layer(levels, image))
-            maps = self.memo.stage("features", params, ("min_face", "scale", "feature_layer"),
-                                   lambda: self._features(pnet, image, levels[k].size, params["feature_layer"]))
-            layers = (
-                panels.faces_layer(faces, min_face, t3),
+        with timer("P-Net panels"):
+            pnet_layers = (
                 panels.heatmap_layer(levels, int(params["scale"]), h, w),
                 panels.boxes_layer("After P-Net (+NMS)", proposals,
-                                   f"{len(proposals)} proposals: of {len(cands)} P-Net windows at or over {t1:.2f} (all "
-                                   "scales), those left by NMS within each scale (IoU 0.5) and across scales (0.7), "
-                                   "moved by P-Net's box regression and made square. R-Net reads each."),
-                panels.boxes_layer("After R-Net", refined,
-                                   f"{len(refined)} of the {len(proposals)} proposals scored over {t2:.2f} by R-Net and "
-                                   "survived NMS (IoU 0.7); moved by R-Net's regression and made square. O-Net reads "
-                                   "each."),
-                panels.stage_bars(d),
-                overview,
+                                   f"{len(proposals)} proposals: of {len(cands)} P-Net windows at or over "
+                                   f"{params['pnet_threshold']:.2f} (all scales), those left by NMS within each scale "
+                                   "(IoU 0.5) and across scales (0.7), moved by P-Net's box regression and made "
+                                   "square. R-Net reads each."),
+                self.memo.stage("overview", params, ("min_face",), lambda: panels.every_scale_layer(levels, image)),
                 self.memo.stage("filters", params, (), lambda: panels.filters_layer(pnet.conv1.weight)),
-                panels.features_layer(maps, params["feature_layer"], levels[k]),
+                panels.features_layer(self.memo.stage("features", params, ("min_face", "scale", "feature_layer"),
+                                                      lambda: self._features(pnet, image, levels[k].size,
+                                                                             params["feature_layer"])),
+                                      params["feature_layer"], levels[k]),
             )
+
+        def complete() -> Result:
+            return self._cascade(image, params, levels, cands, proposals, pnet_layers, timer)
+
+        if self.memo.stage_key("rnet", params, PROPOSAL_INPUTS) in self.memo:
+            return complete()
         metrics = {"image": f"{w} x {h}", "pyramid scales": len(levels), "P-Net windows over threshold": len(cands),
-                   "proposals": len(proposals), "kept by R-Net": len(refined), "faces": len(faces)}
-        metrics.update(timer.metrics())
+                   "proposals": len(proposals), **timer.metrics()}
+        return Result(pnet_layers + (MetricsLayer("Metrics", metrics, caption=METRICS_CAPTION),), settle=complete,
+                      pending=CASCADE_LAYERS)
+
+    def _cascade(self, image, params, levels, cands, proposals, pnet_layers, timer: StageTimer) -> Result:
+        """R-Net and O-Net on the proposals (memoised), and every panel."""
+        _, rnet, onet = load_mtcnn(image.device)
+        t2, t3 = float(params["rnet_threshold"]), float(params["onet_threshold"])
+        with timer("R-Net"):
+            scored_r = self.memo.stage("rnet", params, PROPOSAL_INPUTS, lambda: rnet_scores(rnet, image, proposals))
+            refined = self.memo.stage("refined", params, REFINED_INPUTS, lambda: refine(scored_r, t2))
+        with timer("O-Net"):
+            scored_o = self.memo.stage("onet", params, REFINED_INPUTS, lambda: onet_scores(onet, image, refined))
+            faces = finish(scored_o, t3)
+        d = Detection(levels, cands, proposals, refined, faces)
+        layers = (
+            panels.faces_layer(faces, int(params["min_face"]), t3),
+            *pnet_layers[:2],
+            panels.boxes_layer("After R-Net", refined,
+                               f"{len(refined)} of the {len(proposals)} proposals scored over {t2:.2f} by R-Net and "
+                               "survived NMS (IoU 0.7); moved by R-Net's regression and made square. O-Net reads each."),
+            panels.stage_bars(d),
+            *pnet_layers[2:],
+        )
+        h, w = image.shape[2:]
+        metrics = {"image": f"{w} x {h}", "pyramid scales": len(levels), "P-Net windows over threshold": len(cands),
+                   "proposals": len(proposals), "kept by R-Net": len(refined), "faces": len(faces), **timer.metrics()}
         notes = () if len(faces) else ("no face found",)
-        return Result(layers + (MetricsLayer("Metrics", metrics, caption="Counts per stage and stage timings."),),
-                      notes=notes)
+        return Result(layers + (MetricsLayer("Metrics", metrics, caption=METRICS_CAPTION),), notes=notes)
 
     @staticmethod
     def _propose(levels, threshold: float, h: int, w: int):

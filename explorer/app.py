@@ -57,10 +57,12 @@ def build(
     max_side: int = DEFAULT_MAX_SIDE,
     restore_layout: bool = True,
     synchronous: bool = False,
+    remote: Optional[str] = None,
 ) -> App:
     """Everything wired, the image set and the first request submitted. ``restore_layout=False``
     (headless rendering, tests) leaves the user's settings untouched; ``synchronous`` computes on
-    the calling thread (tests and still renders)."""
+    the calling thread (tests and still renders); ``remote`` (``local`` or ``ray://HOST:PORT``)
+    computes in a Ray actor, the local worker standing by (explorer/remote.py)."""
     tune_malloc()
     from backends.device import describe, pick_device
     from explorer.main_window import MainWindow
@@ -75,8 +77,15 @@ def build(
     if params:
         session.set_params(params)
     worker = ComputeWorker(dev, synchronous=synchronous)
+    if remote:
+        from explorer.remote import start_remote
+
+        worker = start_remote(remote, worker)
     scheduler = Scheduler(session, worker)
-    window = MainWindow(session, scheduler, describe(dev), max_side=max_side, restore_layout=restore_layout)
+    device_text = worker.description if remote else describe(dev)
+    window = MainWindow(session, scheduler, device_text, max_side=max_side, restore_layout=restore_layout)
+    if remote:
+        worker.watch(window)
     freeze_startup_objects()
     window.set_image(image, source)
     return App(qapp, session, worker, scheduler, window)

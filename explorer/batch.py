@@ -58,25 +58,37 @@ def images_in(folder: Path) -> list[Path]:
 
 
 def run_batch(folder: Path, out: Path, operator: str, params: Mapping[str, Any], max_side: int,
-              device: torch.device, progress: Optional[Callable[[int, int, str], bool]] = None) -> BatchReport:
+              device: torch.device, progress: Optional[Callable[[int, int, str], bool]] = None,
+              executor=None) -> BatchReport:
     """Every image of ``folder`` through ``operator``. ``progress(done, total, name)`` is called
     before each image (and once at the end, with name "") and may return False to cancel: the
     images done so far stay written, and the manifest says ``"cancelled": true``. ``params`` may
-    name only the values that differ from the defaults."""
+    name only the values that differ from the defaults. ``executor`` (explorer/cluster.py
+    RayExecutor) computes the images elsewhere, as plain data: this process reads each file and
+    writes each result, the same files as a local run."""
     from explorer import __version__
 
     params = validated_params(operator, params)  # the defaults filled in; a bad value raises ParamError here
     out.mkdir(parents=True, exist_ok=True)
-    report = BatchReport(operator, dict(params), str(device), __version__)
+    report = BatchReport(operator, dict(params), executor.device if executor else str(device), __version__)
     files = images_in(folder)
     report.total = len(files)
     op = operator_class(operator)()
+    remote = None
+    if executor is not None:
+        from explorer.cluster import batch_task, read_task, write_result
+
+        remote = executor.map(batch_task, (read_task(p, operator, params, max_side) for p in files))
     for n, path in enumerate(files):
         if progress is not None and progress(n, len(files), path.name) is False:
             report.cancelled = True
             break
-        report.items.append(process_one(operator, path, out, params, max_side, device, op))
+        item = (process_one(operator, path, out, params, max_side, device, op) if remote is None
+                else write_result(next(remote), out))
+        report.items.append(item)
         _write_manifest(out, report)  # after every image: a killed run keeps what it finished
+    if executor is not None:
+        executor.cancel()
     _write_manifest(out, report)
     if progress is not None and not report.cancelled:
         progress(len(files), len(files), "")
@@ -92,17 +104,30 @@ def process_one(operator: str, path: Path, out: Path, params: Mapping[str, Any],
     try:
         op = op if op is not None else operator_class(operator)()
         item.sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
-        image = load_image(path, max_side)
-        tensor = torch.from_numpy(image.pixels).permute(2, 0, 1)[None].to(device)
-        with torch.no_grad():
-            result = materialize(complete(op.compute(tensor, params, None, ("batch", path.name))))
-        layer = primary_layer(operator, result)
+        png, layer = compute_png(op, operator, load_image(path, max_side), path.name, params, device)
         target = out / f"{path.stem}.png"
-        write_atomically(target, png_bytes(picture_of(layer)))
-        item.status, item.output, item.layer = "done", target.name, layer.name
-    except (ImageLoadError, ParamError, OSError, ValueError, RuntimeError) as exc:
-        item.error = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        write_atomically(target, png)
+        item.status, item.output, item.layer = "done", target.name, layer
+    except BATCH_ERRORS as exc:
+        item.error = error_line(exc)
     return item
+
+
+BATCH_ERRORS = (ImageLoadError, ParamError, OSError, ValueError, RuntimeError)  # one image's, reported by name
+
+
+def error_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+
+
+def compute_png(op, operator: str, image, name: str, params: Mapping[str, Any],
+                device: torch.device) -> tuple[bytes, str]:
+    """One loaded image through ``op``: its primary picture as PNG bytes, and that layer's name."""
+    tensor = torch.from_numpy(image.pixels).permute(2, 0, 1)[None].to(device)
+    with torch.no_grad():
+        result = materialize(complete(op.compute(tensor, params, None, ("batch", name))))
+    layer = primary_layer(operator, result)
+    return png_bytes(picture_of(layer)), layer.name
 
 
 def primary_layer(operator: str, result: Result) -> Layer:

@@ -36,6 +36,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--panel", metavar="NAME", help="with --sweep: film this panel instead of the window")
     p.add_argument("--batch", metavar="DIR", help="apply the operator to every image in DIR (with --out), then exit")
     p.add_argument("--out", metavar="DIR", help="with --batch: where the results and manifest.json go")
+    p.add_argument("--remote", metavar="ADDRESS", help="compute in a Ray actor: 'local' (a private Ray on 127.0.0.1) "
+                   "or ray://HOST:PORT (see README, 'Beyond one machine')")
+    p.add_argument("--ray", metavar="ADDRESS", help="with --batch: each image a Ray task ('local' or ray://HOST:PORT); "
+                   "with --sweep: the frames computed on Ray")
     p.add_argument("--install-desktop", action="store_true", help="add OpScope to the desktop's menu, then exit")
     p.add_argument("--uninstall-desktop", action="store_true", help="remove it from the menu, then exit")
     p.add_argument("--list", action="store_true", help="list operators and their parameters, then exit")
@@ -155,11 +159,12 @@ def main(argv: Optional[Sequence[str]] = None, splash=None) -> int:
             return 1
     from backends.device import DeviceError
     from explorer.app import build
+    from explorer.cluster import ClusterError
 
     try:
         app = build(image, str(path), args.op, params, args.device, args.max_side,
-                    restore_layout=not (args.render or sweep))
-    except DeviceError as exc:
+                    restore_layout=not (args.render or sweep), remote=args.remote or (args.ray if sweep else None))
+    except (DeviceError, ClusterError) as exc:
         print(f"opscope: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if query is not None:
@@ -220,7 +225,15 @@ def batch(args: argparse.Namespace, params: dict) -> int:
         device = pick_device(args.device)
     except DeviceError as exc:
         raise ParamError(str(exc)) from None
-    report = run_batch(folder, out, args.op, params, args.max_side, device)
+    executor = None
+    if args.ray:
+        from explorer.cluster import ClusterError, RayExecutor
+
+        try:
+            executor = RayExecutor(args.ray)
+        except ClusterError as exc:
+            raise ParamError(str(exc)) from None
+    report = run_batch(folder, out, args.op, params, args.max_side, device, executor=executor)
     for item in report.failed:
         said = item.error if item.error.startswith(item.file) else f"{item.file}: {item.error}"
         print(f"opscope: {said}", file=sys.stderr)

@@ -45,6 +45,7 @@ SWEEPS: dict[str, tuple[str, list]] = {
     "saliency_sampling": ("strength", [float(2 * i) for i in range(1, 21)]),
     "optical_flow": ("shift_x", [float(v) for v in range(-12, 13, 2)]),
     "lab_mtcnn": ("onet_threshold", [round(0.5 + 0.05 * i, 2) for i in range(10)]),
+    "lab_shape_texture": ("seed", list(range(12))),
 }
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -54,6 +54,8 @@ TELLING: dict[str, tuple[tuple[str, dict[str, object]], ...]] = {
                      ("Farneback, large shift", {"method": "Farneback", "shift_x": 12, "shift_y": -6, "rotate": 0})),
     "lab_mtcnn": (("permissive cascade", {"pnet_threshold": 0.4, "rnet_threshold": 0.4, "onet_threshold": 0.5}),
                   ("first-layer maps, small faces", {"feature_layer": "conv1", "scale": 1, "min_face": 16})),
+    "lab_shape_texture": (("star shape, stripes texture", {"shape_class": "star", "texture_class": "stripes"}),
+                          ("cross cut from brick", {"shape_class": "cross", "texture_from": "sample: brick"})),
 }
 
 

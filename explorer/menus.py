@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from PySide6 import QtGui, QtWidgets
 
 from backends.registry import families
-from explorer import batch_dialog, image_sources, session_actions, sweep_dialog, window_actions
+from explorer import batch_dialog, image_sources, model_lab, session_actions, sweep_dialog, window_actions
 
 if TYPE_CHECKING:
     from explorer.main_window import MainWindow
@@ -27,6 +27,9 @@ class WindowMenus:
             samples_menu.addAction(name, lambda p=path: w.open_path(p))
         self.action(file_menu, "&Paste Image", w.images.paste, QtGui.QKeySequence.StandardKey.Paste)
         self.action(file_menu, "&Sketch…", lambda: window_actions.show_sketchpad(w), "Ctrl+K")
+        file_menu.addSeparator()
+        self.action(file_menu, "Open &Model…", lambda: model_lab.open_dialog(w))
+        self.action(file_menu, "Open timm Model…", lambda: model_lab.open_timm_dialog(w))
         file_menu.addSeparator()
         self.action(file_menu, "Open Sessio&n…", lambda: session_actions.open_dialog(w))
         self.action(file_menu, "Save Sess&ion…", lambda: session_actions.save_dialog(w))

@@ -84,6 +84,14 @@ def test_data_imports_no_operators_training_or_models():
     assert not offenders("backends/data", lambda m, n: n.startswith(("backends.ops", "backends.training", "backends.models")))
 
 
+def test_lab_imports_only_functional_imaging_and_models():
+    """backends/lab (the user's own models) may use functional, imaging and models; never operators."""
+    def bad(mod: str, name: str) -> bool:
+        return top(name) == "backends" and not name.startswith(
+            ("backends.lab", "backends.functional", "backends.imaging", "backends.models"))
+    assert not offenders("backends/lab", bad)
+
+
 def test_functional_cores_import_only_numerics_and_each_other():
     allowed = {"torch", "numpy", "cv2"} | STDLIB
 

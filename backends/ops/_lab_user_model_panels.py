@@ -67,7 +67,7 @@ def top5_panel(view: View) -> BarsLayer:
     probs = torch.softmax(view.cap.scores[0].double(), 0)
     k = min(5, probs.numel())
     p, idx = probs.topk(k)
-    labels = tuple(f"{view.class_name(int(i))} ({int(i)})" for i in idx)
+    labels = tuple(n if n == str(int(i)) else f"{n} ({int(i)})" for n, i in ((view.class_name(int(i)), i) for i in idx))
     return BarsLayer("Top-5 classes", labels, {"probability": p.float()}, y_range=(0.0, 1.0), value_label="probability",
                      horizontal=True, caption=f"The model's {k} most probable of {probs.numel()} classes (softmax "
                                               f"of its scores)")

@@ -131,6 +131,8 @@ def test_a_new_p_net_threshold_shows_p_nets_panels_first_and_the_cascade_when_it
     image = picture("camera")
     op = operator_class("lab_mtcnn")()
     with torch.no_grad():
+        first = op.compute(image, validated_params("lab_mtcnn", {}), None)
+        assert first.settle is None and first.names[0] == "Faces"  # a new image: every panel in the first frame
         fast = op.compute(image, validated_params("lab_mtcnn", {"pnet_threshold": 0.7}), None)
         assert set(fast.pending) == {"Faces", "After R-Net", "Boxes per stage"}
         assert not set(fast.pending) & set(fast.names) and "P-Net heatmap" in fast.names

@@ -36,7 +36,7 @@ def faces_layer(faces: Boxes, min_face: int, threshold: float) -> PointsLayer:
         caption = (f"No face found: no box passed all three stages (O-Net threshold {threshold:.2f}, faces of "
                    f"{min_face} px and up). Lower a threshold or the smallest face size, or see the stages' panels.")
         return PointsLayer("Faces", (), INPUT, caption=caption)
-    probs = ", ".join(f"{p:.3f}" for p in faces.scores.tolist()[:8]) + (" ..." if len(faces) > 8 else "")
+    probs = ", ".join(f"{p:.4f}" for p in faces.scores.tolist()[:8]) + (" ..." if len(faces) > 8 else "")
     key = ", ".join(f"{n} {c}" for n, c in zip(LANDMARKS, COLOUR_NAMES))
     noun = "face" if len(faces) == 1 else "faces"
     return PointsLayer("Faces", landmark_sets(faces), INPUT, boxes=extents(faces.boxes),

@@ -76,9 +76,11 @@ class MTCNNLab(Operator):
     memo_capacity = 24
 
     def run(self, image: torch.Tensor, params: Mapping[str, Any], query: Query) -> Result:
-        """P-Net's panels at once; R-Net's and O-Net's too when their stage is cached, else they
-        come with ``settle`` (a P-Net threshold or face-size drag stays fast)."""
+        """P-Net's panels at once; R-Net's and O-Net's too on a new image (the first frame has every
+        panel, the faces in the centre) or when their stage is cached; else they come with ``settle``
+        (a P-Net threshold or face-size drag stays fast)."""
         timer = StageTimer()
+        seen = self.memo.stage_key("filters", params, ()) in self.memo  # this image has been shown before
         pnet = load_mtcnn(image.device)[0]
         h, w = image.shape[2:]
         min_face = int(params["min_face"])
@@ -110,7 +112,7 @@ class MTCNNLab(Operator):
         def complete() -> Result:
             return self._cascade(image, params, levels, cands, proposals, pnet_layers, timer)
 
-        if self.memo.stage_key("rnet", params, PROPOSAL_INPUTS) in self.memo:
+        if not seen or self.memo.stage_key("rnet", params, PROPOSAL_INPUTS) in self.memo:
             return complete()
         metrics = {"image": f"{w} x {h}", "pyramid scales": len(levels), "P-Net windows over threshold": len(cands),
                    "proposals": len(proposals), **timer.metrics()}

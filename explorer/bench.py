@@ -295,6 +295,7 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=512)
     parser.add_argument("--no-matplotlib", action="store_true")
     parser.add_argument("--deform-only", action="store_true", help="only the deform_conv2d vs torchvision timing")
+    parser.add_argument("--remote", metavar="ADDRESS", help="through a Ray actor ('local' or ray://HOST:PORT)")
     args = parser.parse_args(argv)
     if args.deform_only:
         print(deform_vs_torchvision() or "torchvision is not installed: nothing to compare")
@@ -310,7 +311,7 @@ def main(argv=None) -> int:
     sample = cv2.imread(str(ROOT / "assets/images/astronaut.png"))[..., ::-1]  # RGB, as normalize_array takes
     sample = cv2.resize(sample, (args.size, args.size), interpolation=cv2.INTER_AREA)
     image = normalize_array(np.ascontiguousarray(sample), f"astronaut {args.size}")
-    app = build(image, "bench", "dilated", restore_layout=False)
+    app = build(image, "bench", "dilated", restore_layout=False, remote=args.remote)
     app.window.resize(1600, 1000)
     app.window.show()
     _wait(app.window)
@@ -345,6 +346,9 @@ def main(argv=None) -> int:
         for op, lat in settling.items():
             print(f"| {op} | {percentile(lat, 50):.1f} ms | {percentile(lat, 95):.1f} ms |")
     app.close()
+    if args.remote:
+        print(f"\nworker: {app.worker.description}")
+        return 0
     print()
     print(f"start-up to first computed frame: {startup_seconds():.2f} s")
     print(deform_vs_torchvision() or "deform_conv2d vs torchvision: torchvision not installed")

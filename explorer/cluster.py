@@ -31,7 +31,7 @@ def _token_available() -> bool:
     return bool(os.environ.get("RAY_AUTH_TOKEN")) or (Path(path).is_file() if path else TOKEN_FILE.is_file())
 
 
-def connect(address: str) -> str:
+def connect(address: str, local_cpus: int = LOCAL_CPUS) -> str:
     """Joins Ray (once per process) and returns a description of the cluster.
 
     ``local`` starts a private instance whose every service listens on 127.0.0.1 only (Ray's
@@ -56,7 +56,7 @@ def connect(address: str) -> str:
     if not ray.is_initialized():
         try:
             if address == LOCAL:
-                ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", num_cpus=LOCAL_CPUS,
+                ray.init(include_dashboard=False, _node_ip_address="127.0.0.1", num_cpus=local_cpus,
                          log_to_driver=False, configure_logging=False)
                 if TOKEN_FILE.is_file():
                     TOKEN_FILE.chmod(0o600)  # Ray writes it readable by all
@@ -85,8 +85,8 @@ class RayExecutor:
     """Maps a function over items as Ray tasks, results in the items' order, a bounded number
     queued ahead; :meth:`cancel` drops what has not finished. Items and results are plain data."""
 
-    def __init__(self, address: str, cpus_per_task: float = 1.0) -> None:
-        self.description = connect(address)
+    def __init__(self, address: str, cpus_per_task: float = 1.0, local_cpus: int = LOCAL_CPUS) -> None:
+        self.description = connect(address, local_cpus)
         import ray
 
         self._ray = ray

@@ -7,8 +7,18 @@ from typing import TYPE_CHECKING
 
 from PySide6 import QtGui, QtWidgets
 
-from backends.registry import families
-from explorer import batch_dialog, image_sources, model_lab, session_actions, sweep_dialog, window_actions
+from backends.registry import families, spec_of
+from explorer import (
+    batch_dialog,
+    camera,
+    image_sources,
+    model_lab,
+    presentation,
+    session_actions,
+    sweep_dialog,
+    tours,
+    window_actions,
+)
 
 if TYPE_CHECKING:
     from explorer.main_window import MainWindow
@@ -27,6 +37,7 @@ class WindowMenus:
             samples_menu.addAction(name, lambda p=path: w.open_path(p))
         self.action(file_menu, "&Paste Image", w.images.paste, QtGui.QKeySequence.StandardKey.Paste)
         self.action(file_menu, "&Sketch…", lambda: window_actions.show_sketchpad(w), "Ctrl+K")
+        self.action(file_menu, "&Camera", lambda: camera.start(w))
         file_menu.addSeparator()
         self.action(file_menu, "Open &Model…", lambda: model_lab.open_dialog(w))
         self.action(file_menu, "Open timm Model…", lambda: model_lab.open_timm_dialog(w))
@@ -64,6 +75,12 @@ class WindowMenus:
 
         help_menu = mb.addMenu("&Help")
         self.action(help_menu, "&Keyboard Shortcuts", w.show_shortcuts, "F1")
+        help_menu.addSeparator()
+        self.action(help_menu, "&Tour of This Operator", lambda: tours.play_current(w), "Ctrl+T")
+        tours_menu = help_menu.addMenu("T&ours")
+        for name, path in tours.shipped().items():
+            tours_menu.addAction(spec_of(name).title, lambda p=path: tours.play_file(w, p))
+        self.action(help_menu, "Open Tour &File…", lambda: tours.open_dialog(w))
 
     @staticmethod
     def action(menu: QtWidgets.QMenu, text: str, slot, shortcut=None) -> QtGui.QAction:
@@ -83,6 +100,8 @@ class WindowMenus:
         self.action(menu, "&Pin Result for A/B", lambda: window_actions.pin_result(w), "Ctrl+P")
         self.action(menu, "A/B &Difference", lambda: w.stage.set_mode("A-B"), "Ctrl+Shift+P")
         self.action(menu, "Reset &Layout", w.reset_layout)
+        self.action(menu, "Presentation &Mode", lambda: presentation.toggle(w), "F11")
+        self.action(menu, "Leave Presentation or Tour", lambda: presentation.escape(w), "Esc")
         menu.addSeparator()
         for dock in (w.picker_dock, w.params_dock, w.sketch_dock, *w.docks.docks.values()):
             menu.addAction(dock.toggleViewAction())

@@ -15,7 +15,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
-from backends.params import ChoiceParam, FloatParam, IntParam, ParamError, ParamSpec
+from backends.params import BoolParam, ChoiceParam, FloatParam, IntParam, ParamError, ParamSpec
 from backends.registry import spec_of
 
 FPS = 8  # a sweep is read frame by frame: slow enough to follow
@@ -51,6 +51,22 @@ def _range(spec: ParamSpec, text: str) -> list[Any]:
         raise ParamError(f"--sweep {spec.name}: COUNT must be within 2..10000, got {count:g}")
     points = np.linspace(start, stop, int(count))
     return [int(round(v)) for v in points] if isinstance(spec, IntParam) else [float(v) for v in points]
+
+
+def sweepable(operator: str) -> list:
+    """The operator's parameters a sweep can step through: numbers, choices and switches."""
+    return [p for p in spec_of(operator).params if isinstance(p, (IntParam, FloatParam, ChoiceParam, BoolParam))]
+
+
+def sweep_values(operator: str, name: str, start: float = 0.0, stop: float = 0.0, count: int = 2) -> list[Any]:
+    """Evenly spaced values for a number parameter, every choice for a choice or a switch; checked
+    by the command line's own parser."""
+    spec = {p.name: p for p in spec_of(operator).params}[name]
+    if isinstance(spec, ChoiceParam):
+        return parse_sweep(operator, f"{name}={','.join(spec.choices)}")[1]
+    if isinstance(spec, BoolParam):
+        return [False, True]
+    return parse_sweep(operator, f"{name}={start!r}:{stop!r}:{int(count)}")[1]
 
 
 def check_video_path(out: str) -> None:
@@ -158,7 +174,7 @@ def write_sweep(app, name: str, values: Sequence[Any], out: str, panel: Optional
     writer = FrameWriter(out)
     try:
         for value in values:
-            app.session.set_param(name, value)
+            set_shown_param(app.window, name, value)
             error = wait_for_frame(app)
             if error:
                 raise ParamError(f"{name}={value}: {error}")
@@ -169,6 +185,13 @@ def write_sweep(app, name: str, values: Sequence[Any], out: str, panel: Optional
     except BaseException:
         writer.abort()
         raise
+
+
+def set_shown_param(window, name: str, value: Any) -> None:
+    """Sets a parameter as a slider would, and shows it in the form (which, for a change that
+    does not come from it, only follows whole-set changes)."""
+    window.session.set_param(name, value)
+    window.form.set_values(window.session.params())
 
 
 def panel_widget(window, name: str):

@@ -17,30 +17,13 @@ from typing import Any, Optional, Sequence
 
 from PySide6 import QtCore, QtWidgets
 
-from backends.params import BoolParam, ChoiceParam, FloatParam, IntParam, ParamError
-from backends.registry import spec_of
-from explorer.sweep import FrameWriter, grab_rgb, panel_widget, parse_sweep
+from backends.params import FloatParam, IntParam, ParamError
+from explorer.sweep import FrameWriter, grab_rgb, panel_widget, set_shown_param, sweep_values, sweepable
 from widgets.dialogs import show_in_front
 
 WINDOW = "Whole window"
 GRAB_DELAY_MS = 30  # docks finish their layout after the frame is drawn
 MAX_FRAMES = 600
-
-
-def sweepable(operator: str) -> list:
-    """The operator's parameters a sweep can step through: numbers, choices and switches."""
-    return [p for p in spec_of(operator).params if isinstance(p, (IntParam, FloatParam, ChoiceParam, BoolParam))]
-
-
-def sweep_values(operator: str, name: str, start: float = 0.0, stop: float = 0.0, count: int = 2) -> list[Any]:
-    """Evenly spaced values for a number parameter, every choice for a choice or a switch; checked
-    by the command line's own parser."""
-    spec = {p.name: p for p in spec_of(operator).params}[name]
-    if isinstance(spec, ChoiceParam):
-        return parse_sweep(operator, f"{name}={','.join(spec.choices)}")[1]
-    if isinstance(spec, BoolParam):
-        return [False, True]
-    return parse_sweep(operator, f"{name}={start!r}:{stop!r}:{int(count)}")[1]
 
 
 class _Encoder:
@@ -132,7 +115,7 @@ class SweepRecorder(QtCore.QObject):
             return self._fail("Stopped: the operator was switched during the recording.")
         self._waiting = True
         try:
-            self.window.session.set_param(self.name, self.values[self._index])
+            set_shown_param(self.window, self.name, self.values[self._index])
         except ParamError as exc:
             return self._fail(f"Stopped: {exc}")
         if self.window.frame_settled():  # the value was already set: no frame will come
@@ -170,7 +153,7 @@ class SweepRecorder(QtCore.QObject):
         self.window.frameFailed.disconnect(self._on_failed)
         if self.window.session.operator == self._operator:
             try:
-                self.window.session.set_param(self.name, self._before)
+                set_shown_param(self.window, self.name, self._before)
             except ParamError:
                 pass
 

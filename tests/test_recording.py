@@ -12,7 +12,7 @@ from PySide6 import QtCore
 
 from explorer import batch_dialog, sweep_dialog
 from explorer.batch import run_batch
-from explorer.sweep import FrameWriter
+from explorer.sweep import FrameWriter, sweep_values
 from tests.test_batch import folder_with_a_broken_file
 
 RECORD_TIMEOUT_MS = 60_000
@@ -88,8 +88,8 @@ def test_choice_parameters_sweep_every_choice():
     from backends.registry import spec_of
 
     kernel = next(p for p in spec_of("dilated").params if p.name == "kernel")
-    assert sweep_dialog.sweep_values("dilated", "kernel") == list(kernel.choices)
-    assert sweep_dialog.sweep_values("dilated", "dilation", 1, 16, 16) == list(range(1, 17))
+    assert sweep_values("dilated", "kernel") == list(kernel.choices)
+    assert sweep_values("dilated", "dilation", 1, 16, 16) == list(range(1, 17))
 
 
 def test_the_frame_writer_aborts_without_a_trace(tmp_path):

@@ -20,6 +20,7 @@ from widgets.pgconfig import pg
 
 Extent = tuple[float, float, float, float]
 GRID_PAD_PX = 8  # between a grid label and the picture, and between label rows
+MARKER_PX = 13  # the query marker's diameter, screen pixels
 
 
 class ImageCanvas(pg.GraphicsView):
@@ -48,7 +49,7 @@ class ImageCanvas(pg.GraphicsView):
             line.setZValue(20)
             line.setVisible(False)
             self.view.addItem(line, ignoreBounds=True)
-        self._marker = pg.ScatterPlotItem(size=13, pen=pg.mkPen((0, 0, 0), width=2), brush=pg.mkBrush(60, 220, 255))
+        self._marker = pg.ScatterPlotItem(size=MARKER_PX, pen=pg.mkPen((0, 0, 0), width=2), brush=pg.mkBrush(60, 220, 255))
         self._marker.setZValue(30)
         self.view.addItem(self._marker, ignoreBounds=True)
         self._overlays: list[pg.GraphicsObject] = []
@@ -357,6 +358,14 @@ class ImageCanvas(pg.GraphicsView):
             self._marker.setData([])
         else:
             self._marker.setData([point[0] + 0.5], [point[1] + 0.5])
+
+    def set_marker_scale(self, scale: float) -> None:
+        """The query marker ``scale`` times its usual size (presentation mode)."""
+        self._marker.setSize(MARKER_PX * scale)
+        self._marker.setPen(pg.mkPen((0, 0, 0), width=2 * scale))
+
+    def marker_size(self) -> float:
+        return float(self._marker.opts["size"])
 
     def set_crosshair(self, point: Optional[tuple[float, float]]) -> None:
         visible = point is not None and self.frame_coords

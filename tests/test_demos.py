@@ -139,7 +139,7 @@ def test_a_tour_with_a_bad_parameter_names_the_step(tmp_path, app):
 
 # -- camera -------------------------------------------------------------------------------------
 class FakeCamera:
-    """Synthetic frames: frame n is uniformly grey level n (mod 256), 64x48; stops after ``limit``."""
+    """Synthetic 64x48 frames numbered in their colour (red n // 256, green n % 256); stops after ``limit``."""
 
     def __init__(self, limit=10_000, gate=None):
         self.n, self.limit, self.gate, self.closed = 0, limit, gate, False
@@ -150,14 +150,18 @@ class FakeCamera:
         if self.n >= self.limit:
             return None
         self.n += 1
-        return np.full((48, 64, 3), self.n % 256, np.uint8)
+        frame = np.zeros((48, 64, 3), np.uint8)
+        frame[..., 0], frame[..., 1] = self.n // 256, self.n % 256
+        return frame
 
     def close(self):
         self.closed = True
 
 
-def grey_level(window):
-    return round(float(window.session.pixels[0, 0, 0]) * 255)
+def frame_number(window):
+    """The number of the frame shown."""
+    red, green = (round(float(v) * 255) for v in window.session.pixels[0, 0, :2])
+    return 256 * red + green
 
 
 def test_the_camera_feeds_the_newest_frame_and_freezes(app, qtbot):
@@ -170,13 +174,13 @@ def test_the_camera_feeds_the_newest_frame_and_freezes(app, qtbot):
     assert feed.shown_count <= feed.read_count  # frames the operator could not keep up with are dropped
     panel.freeze_button.setChecked(True)
     wait_for_frame(qtbot, w)
-    kept, shown = grey_level(w), feed.shown_count
+    kept, shown = frame_number(w), feed.shown_count
     reads = feed.read_count
     qtbot.waitUntil(lambda: feed.read_count > reads + 5, timeout=20_000)  # the camera goes on...
-    assert grey_level(w) == kept and feed.shown_count == shown  # ...but the frozen frame stays
+    assert frame_number(w) == kept and feed.shown_count == shown  # ...but the frozen frame stays
     panel.freeze_button.setChecked(False)
     qtbot.waitUntil(lambda: feed.shown_count > shown, timeout=20_000)
-    assert grey_level(w) > kept  # a newer frame, not the ones read while frozen
+    assert frame_number(w) > kept  # a newer frame, not the ones read while frozen
     panel.close()
     assert not feed.running and fake.closed
 
@@ -192,7 +196,7 @@ def test_newest_frame_wins_while_the_operator_is_busy(app, qtbot):
     qtbot.waitUntil(lambda: fake.n == 40, timeout=20_000)
     feed._waiting_for_frame = False
     feed._offer()
-    assert grey_level(w) == 40 and feed.shown_count == 1  # the newest frame, and only it
+    assert frame_number(w) == 40 and feed.shown_count == 1  # the newest frame, and only it
     feed.stop()
 
 

@@ -7,7 +7,7 @@ normalized; anything unreadable raises ImageLoadError with a sentence a person c
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Union
 
@@ -36,6 +36,8 @@ class LoadedImage:
     name: str
     original_size: tuple[int, int]  # (width, height) before any downscale
     notice: Optional[str] = None  # e.g. "downscaled from 6000x4000 to 2048x1365"
+    # The pixels at original_size where no file holds them (an applied edit: explorer/edits.py).
+    full: Optional[np.ndarray] = field(default=None, compare=False, repr=False)
 
     @property
     def size(self) -> tuple[int, int]:

@@ -72,6 +72,11 @@ class Operator:
 
     spec: ClassVar[OperatorSpec]
     memo_capacity: ClassVar[int] = 8
+    # Image > Apply (backends/full_resolution.py): how the primary picture is made at the original's
+    # resolution: "warp" or "pointwise" (``full_resolution`` below), "resized" (the live picture,
+    # resized); "" = the result is not an edit of the image, and ``not_an_edit`` says why.
+    edit: ClassVar[str] = ""
+    not_an_edit: ClassVar[str] = "its result is not a picture of the image"
 
     def __init__(self) -> None:
         self.memo = Memo(self.memo_capacity)
@@ -132,6 +137,12 @@ class Operator:
     # -- what operators implement --------------------------------------------------------------
     def run(self, image: torch.Tensor, params: Mapping[str, Any], query: Query) -> Result:
         """``image`` is (1, 3, H, W) float32 in [0, 1] on the compute device; ``query`` may be None."""
+        raise NotImplementedError
+
+    def full_resolution(self, live: torch.Tensor, full: torch.Tensor, params: Mapping[str, Any],
+                        query: Query) -> torch.Tensor:
+        """For ``edit`` "warp" or "pointwise": the primary picture (1, 3, H', W') made from ``full``
+        (the original's pixels) with what was fitted, clicked or measured on ``live`` (the view)."""
         raise NotImplementedError
 
     def reset_state(self) -> None:

@@ -21,7 +21,7 @@ from backends.params import ParamError
 from backends.registry import JobUpdate, Operator, operator_class
 from backends.timing import elapsed_ms, now
 from explorer.display import DisplayEncoder
-from explorer.messages import Failure, Frame, JobEnd, JobFrame, Request
+from explorer.messages import Failure, Frame, FullResolution, JobEnd, JobFrame, RawResult, Request
 
 JOB_EMIT_INTERVAL_S = 0.05  # a job's partial results reach the UI at most this often
 
@@ -108,6 +108,35 @@ class ComputeEngine:
         """Forget the operator's learned state and caches before its next request."""
         self._operators.pop(name, None)
         self._last_key, self._last_frame = None, None
+
+    # -- edits and exports (backends/full_resolution.py, explorer/edits.py, explorer/export.py) --
+    def full_resolution(self, request: Request, full: np.ndarray, ticket: int) -> Union[FullResolution, Failure]:
+        """The request's primary picture made from ``full`` (the original's pixels, (H, W, 3))."""
+        from backends.full_resolution import edit_picture
+
+        try:
+            op = self._operator(request.operator)
+            big = torch.from_numpy(np.ascontiguousarray(full, np.float32)).permute(2, 0, 1)[None].to(self.device)
+            with torch.no_grad():
+                out, how = edit_picture(op, self._image_tensor(request), big, dict(request.params), request.query,
+                                        request.image_key)
+            pixels = out[0].permute(1, 2, 0).float().cpu().numpy()
+            self._last_key, self._last_frame = None, None  # the operator ran on other pixels: the next frame recomputes
+            return FullResolution(ticket, request.operator, np.ascontiguousarray(pixels), how)
+        except Exception as exc:
+            self._last_key, self._last_frame = None, None
+            return Failure(ticket, request.operator, readable(exc), traceback.format_exc())
+
+    def raw_result(self, request: Request, ticket: int) -> Union[RawResult, Failure]:
+        """The request's result complete, every layer as numpy at its data's resolution and dtype."""
+        from backends.layers import complete, materialize
+
+        try:
+            with torch.no_grad():
+                raw = materialize(complete(self._run(request)))
+            return RawResult(ticket, request.operator, raw)
+        except Exception as exc:
+            return Failure(ticket, request.operator, readable(exc), traceback.format_exc())
 
     # -- jobs ----------------------------------------------------------------------------------
     @property

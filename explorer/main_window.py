@@ -17,6 +17,8 @@ from backends.registry import families, spec_of
 from backends.timing import elapsed_ms, now
 from explorer import session_actions
 from explorer.autosave import Autosave
+from explorer.edits import EditActions
+from explorer.export import Exports
 from explorer.history import History
 from explorer.image_inputs import ImageInputs
 from explorer.layout_store import LayoutStore
@@ -87,6 +89,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.docks = ResultDocks(self, self.stage, self._wire_canvas)
         self.docks.docksChanged.connect(self._on_docks_changed)
         self._build_status_bar(device_text)
+        self.edits, self.exports = EditActions(self), Exports(self)  # Image > Apply, Save Image, Export (menus.py)
         self._build_menus()
 
         session.imageChanged.connect(self._on_image_changed)

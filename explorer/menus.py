@@ -42,6 +42,9 @@ class WindowMenus:
         self.action(file_menu, "Open &Model…", lambda: model_lab.open_dialog(w))
         self.action(file_menu, "Open timm Model…", lambda: model_lab.open_timm_dialog(w))
         file_menu.addSeparator()
+        self.action(file_menu, "Save &Image", w.edits.save, "Ctrl+S")
+        self.action(file_menu, "Save Image &As…", w.edits.save_as, "Ctrl+Shift+S")
+        file_menu.addSeparator()
         self.action(file_menu, "Open Sessio&n…", lambda: session_actions.open_dialog(w))
         self.action(file_menu, "Save Sess&ion…", lambda: session_actions.save_dialog(w))
         self.action(file_menu, "Recover &Last Session", lambda: session_actions.recover(w))
@@ -49,6 +52,7 @@ class WindowMenus:
         self.action(file_menu, "&Export Window as PNG…", lambda: window_actions.export_window_dialog(w), "Ctrl+E")
         self.action(file_menu, "Record S&weep…", lambda: sweep_dialog.show_dialog(w))
         self.action(file_menu, "&Batch…", lambda: batch_dialog.show_dialog(w))
+        self.action(file_menu, "Export &All Panels…", w.exports.export_all_dialog, "Ctrl+Shift+E")
         file_menu.addSeparator()
         self.action(file_menu, "&Quit", w.close, QtGui.QKeySequence.StandardKey.Quit)
 
@@ -63,6 +67,13 @@ class WindowMenus:
         edit_menu.addSeparator()
         self.action(edit_menu, "&Reset Parameters", w.reset_operator, "Ctrl+R")
         self.action(edit_menu, "&Forget Learned State", w.forget_learned_state)
+
+        image_menu = mb.addMenu("&Image")
+        image_menu.setToolTipsVisible(True)  # a disabled Apply says why
+        w.edits.apply_action = self.action(image_menu, "&Apply as Edit", w.edits.apply, "Ctrl+Return")
+        w.edits.update_action()
+        self.action(image_menu, "Edit &History Panel", lambda: (w.edits.dock.setVisible(True), w.edits.dock.raise_()),
+                    "Ctrl+Shift+H")
 
         self.view_menu = mb.addMenu("&View")
         self.fill_view_menu()
@@ -99,11 +110,12 @@ class WindowMenus:
         self.action(menu, "Input and Result &Side by Side", lambda: w.stage.set_mode("side by side"), "Ctrl+Shift+I")
         self.action(menu, "&Pin Result for A/B", lambda: window_actions.pin_result(w), "Ctrl+P")
         self.action(menu, "A/B &Difference", lambda: w.stage.set_mode("A-B"), "Ctrl+Shift+P")
+        self.action(menu, "A/B S&plit", lambda: w.stage.set_mode("A|B"), "Ctrl+Shift+B")
         self.action(menu, "Reset &Layout", w.reset_layout)
         self.action(menu, "Presentation &Mode", lambda: presentation.toggle(w), "F11")
         self.action(menu, "Leave Presentation or Tour", lambda: presentation.escape(w), "Esc")
         menu.addSeparator()
-        for dock in (w.picker_dock, w.params_dock, w.sketch_dock, *w.docks.docks.values()):
+        for dock in (w.picker_dock, w.params_dock, w.sketch_dock, w.edits.dock, *w.docks.docks.values()):
             menu.addAction(dock.toggleViewAction())
 
     def shortcut_lines(self) -> list[str]:

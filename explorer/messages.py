@@ -71,3 +71,22 @@ class JobEnd:
     action: str
     how: str  # "done", "stopped", or the error's message
     failed: bool = False
+
+
+@dataclass(frozen=True)
+class FullResolution:
+    """Image > Apply's answer: the primary picture at the original's size, and how it was made."""
+
+    ticket: int
+    operator: str
+    pixels: np.ndarray = field(repr=False)  # (H, W, 3) float32 in [0, 1]
+    how: str
+
+
+@dataclass(frozen=True)
+class RawResult:
+    """Every layer of a request's result, complete and as numbers (numpy), not in display form."""
+
+    ticket: int
+    operator: str
+    result: Result

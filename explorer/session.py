@@ -66,6 +66,7 @@ class Session(QtCore.QObject):
         self._validated: dict[str, dict[str, Any]] = {}  # per operator, dropped when its values change
         self.image: Optional[LoadedImage] = None
         self.image_key = 0
+        self.edit_history = None  # the applied edits (explorer/edit_history.py), where a window keeps them
 
     # -- image ---------------------------------------------------------------------------------
     def set_image(self, image: LoadedImage, source: str) -> None:

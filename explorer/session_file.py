@@ -1,6 +1,8 @@
 """Sessions as JSON files (never pickle): the image (its path and sha256, or the pixels as an
 embedded PNG when it came from a paste, a sketch or an edit), the operator, every operator's
-edited parameters, the query point, the window layout and the app's version.
+edited parameters, the query point, the edit history (explorer/edit_history.py: thumbnails,
+operators, parameters), the window layout and the app's version. An edited image is embedded at
+its full resolution (8-bit PNG).
 
 Opening a session restores what it can and lists what it could not (an unknown operator, a value
 out of range, a missing image file): an older or partly damaged file never fails as a whole."""
@@ -10,13 +12,14 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from dataclasses import dataclass, field
+import weakref
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
-from backends.imageio import ImageLoadError, decode_image, load_image
+from backends.imageio import ImageLoadError, decode_image, finish, load_image
 from backends.models.weights import write_atomically
 from backends.params import ParamError, validate
 from backends.registry import UnknownOperator, spec_of
@@ -45,11 +48,13 @@ def session_dict(session, layout: Optional[bytes] = None) -> dict[str, Any]:
     if image is not None:
         source = Path(session.state.image_source)
         entry: dict[str, Any] = {"name": image.name, "source": session.state.image_source}
-        if source.is_file():
+        if source.is_file() and image.full is None:
             entry.update(path=str(source.resolve()), sha256=hashlib.sha256(source.read_bytes()).hexdigest())
         else:  # pasted, sketched or edited: the pixels themselves
-            entry["png_base64"] = base64.b64encode(_png(image.pixels)).decode()
+            entry["png_base64"] = base64.b64encode(embedded_png(image.full if image.full is not None else image.pixels)).decode()
         data["image"] = entry
+    if session.edit_history is not None and session.edit_history.entries:
+        data["edits"] = session.edit_history.to_list()
     if layout is not None:
         data["layout"] = base64.b64encode(layout).decode()
     return data
@@ -75,6 +80,11 @@ def restore_session(window, data: dict[str, Any], max_side: int) -> Restored:
     image = _image(data.get("image"), max_side, report)
     if image is not None:
         window.set_image(*image)
+        if session.edit_history is not None and "edits" in data:
+            if session.edit_history.load(data["edits"], *image):
+                report.restored.append(f"edit history ({len(session.edit_history.entries)} states)")
+            else:
+                report.skipped.append("edit history (damaged)")
     operator = data.get("operator")
     try:
         spec_of(str(operator))
@@ -123,7 +133,10 @@ def _image(entry: Any, max_side: int, report: Restored) -> Optional[tuple]:
     try:
         if "png_base64" in entry:
             data = np.frombuffer(base64.b64decode(entry["png_base64"]), np.uint8)
-            image = decode_image(data, str(entry.get("name", "image")), max_side)
+            full = decode_image(data, str(entry.get("name", "image")), 1 << 30)  # an edit's pixels, whole
+            image = finish(full.pixels, full.name, max_side)
+            if image.size != full.size:
+                image = replace(image, notice=None, full=full.pixels)
             report.restored.append("image (embedded)")
             return image, str(entry.get("source", "session"))
         path = Path(str(entry.get("path", "")))
@@ -139,6 +152,22 @@ def _image(entry: Any, max_side: int, report: Restored) -> Optional[tuple]:
     except (ImageLoadError, ValueError, TypeError) as exc:
         report.skipped.append(f"image ({exc})")
         return None
+
+
+_encoded: dict[int, tuple[weakref.ref, bytes]] = {}  # id -> (the pixels, their PNG): autosave encodes once
+ENCODED_KEEP = 4
+
+
+def embedded_png(pixels: np.ndarray) -> bytes:
+    """The pixels as PNG, encoded once per array (an applied edit primes it on the worker)."""
+    hit = _encoded.get(id(pixels))
+    if hit is not None and hit[0]() is pixels:
+        return hit[1]
+    data = _png(pixels)
+    for key in list(_encoded)[:-ENCODED_KEEP + 1]:
+        _encoded.pop(key, None)
+    _encoded[id(pixels)] = (weakref.ref(pixels), data)
+    return data
 
 
 def _png(pixels: np.ndarray) -> bytes:

@@ -12,7 +12,7 @@ layers and whole jobs included), emitting the same signals: for tests and headle
 from __future__ import annotations
 
 import threading
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from PySide6 import QtCore
@@ -29,6 +29,7 @@ class ComputeWorker(QtCore.QObject):
     jobProgress = QtCore.Signal(object)  # JobFrame
     jobEnded = QtCore.Signal(object)  # JobEnd
     deviceChanged = QtCore.Signal(str, str)  # description, notice
+    taskDone = QtCore.Signal(object)  # what a task (run_task) returned: FullResolution, RawResult, Failure
 
     def __init__(self, device: torch.device, parent: Optional[QtCore.QObject] = None,
                  synchronous: bool = False) -> None:
@@ -41,6 +42,7 @@ class ComputeWorker(QtCore.QObject):
         self._job_request: Optional[tuple[Request, str]] = None
         self._cancel_job = False
         self._reset: list[str] = []
+        self._tasks: list[Callable[[ComputeEngine], object]] = []
         self._stop = False
         self.busy = False
         self._thread: Optional[threading.Thread] = None
@@ -82,6 +84,16 @@ class ComputeWorker(QtCore.QObject):
             return
         with self._cond:
             self._cancel_job = True
+            self._cond.notify()
+
+    def run_task(self, task: Callable[[ComputeEngine], object]) -> None:
+        """``task(engine)`` on the compute thread, between frames; its return value comes back by
+        ``taskDone`` (an apply at full resolution, an export's complete data)."""
+        if self.synchronous:
+            self.taskDone.emit(task(self.engine))
+            return
+        with self._cond:
+            self._tasks.append(task)
             self._cond.notify()
 
     def reset_operator(self, name: str) -> None:
@@ -129,8 +141,13 @@ class ComputeWorker(QtCore.QObject):
                 job, self._job_request = self._job_request, None
                 cancel, self._cancel_job = self._cancel_job, False
                 resets, self._reset = self._reset, []
+                tasks, self._tasks = self._tasks, []
             for name in resets:
                 engine.reset_operator(name)
+            for task in tasks:
+                self.busy = True
+                self.taskDone.emit(task(engine))
+                self.busy = False
             if cancel and job is not None:  # stopped before it began: end the old one, report the new
                 self._emit(engine.end_job("stopped"))
                 self._emit(JobEnd(job[0].operator, job[1], "stopped"))
@@ -150,7 +167,7 @@ class ComputeWorker(QtCore.QObject):
 
     def _has_work(self) -> bool:
         return (self._stop or self._pending is not None or self._job_request is not None or self._cancel_job
-                or bool(self._reset) or self.engine.settling or self.engine.job_running)
+                or bool(self._reset) or bool(self._tasks) or self.engine.settling or self.engine.job_running)
 
     def _compute(self, request: Request, force: bool) -> None:
         if not force and self.engine.is_current(request):

@@ -15,6 +15,7 @@ from widgets.save_png import save_png
 
 class Panel(QtWidgets.QWidget):
     exported = QtCore.Signal(str)
+    dataExportRequested = QtCore.Signal()  # "Export data…": the window writes the panel's numbers (explorer/export.py)
 
     def __init__(self, title: str, view: QtWidgets.QWidget, with_colorbar: bool = False,
                  with_legend: bool = False, with_overlay: bool = False,
@@ -79,6 +80,7 @@ class Panel(QtWidgets.QWidget):
     def _show_menu(self, pos: QtCore.QPoint) -> None:
         menu = QtWidgets.QMenu(self)
         menu.addAction("Export panel as PNG…", self._export_dialog)
+        menu.addAction("Export data (PNG at data resolution, .npy)…", self.dataExportRequested.emit)
         menu.addAction("Copy panel to clipboard", lambda: QtGui.QGuiApplication.clipboard().setPixmap(self.grab()))
         for name, slot in (("Fit to panel", "fit"), ("Zoom 1:1", "one_to_one")):
             if hasattr(self.view, slot):

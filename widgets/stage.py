@@ -1,6 +1,7 @@
 """The centre of the window: the operator's primary result large, the input one keystroke away
 (shown instead, or side by side), a pinned result to compare with the live one (A/B side by side,
-or their difference), and a banner above them for errors and notices."""
+their difference, or one picture split by a draggable divider), and a banner above them for
+errors and notices."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from widgets.banner import Banner
 
-MODES = ("result", "input", "side by side", "A/B", "A-B")
-PINNED_MODES = ("A/B", "A-B")
+MODES = ("result", "input", "side by side", "A/B", "A-B", "A|B")
+PINNED_MODES = ("A/B", "A-B", "A|B")
 
 
 class Stage(QtWidgets.QWidget):
@@ -47,6 +48,8 @@ class Stage(QtWidgets.QWidget):
         self._pinned_image: Optional[np.ndarray] = None  # A, (H, W, 3) uint8
         self._live: Optional[np.ndarray] = None  # B, as last drawn
         self._split.insertWidget(0, self.pinned)
+        self.split_view = SplitView()  # "A|B": A left of a divider, B right of it
+        self._split.addWidget(self.split_view)
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.setSpacing(2)
@@ -80,7 +83,7 @@ class Stage(QtWidgets.QWidget):
     def pin(self, picture: np.ndarray) -> None:
         """Keeps ``picture`` ((H, W, 3) uint8: the result's data now) as A, to compare B with."""
         self._pinned_image = np.ascontiguousarray(picture)
-        self._live = None
+        self._live = self._pinned_image  # B until the next frame: the same picture
         self.set_mode("A/B")
 
     @property
@@ -96,6 +99,9 @@ class Stage(QtWidgets.QWidget):
         if self._pinned_image is None or self.mode not in PINNED_MODES:
             return
         picture = self._pinned_image
+        if self.mode == "A|B":
+            self.split_view.set_pictures(picture, self._live)
+            return
         if self.mode == "A-B":
             live = self._live
             if live is None or live.shape != picture.shape:
@@ -121,10 +127,11 @@ class Stage(QtWidgets.QWidget):
         if mode in PINNED_MODES and self._pinned_image is None:
             mode = "result"
         self.input_view.setVisible(mode in ("input", "side by side"))
-        self.pinned.setVisible(mode in PINNED_MODES)
+        self.pinned.setVisible(mode in ("A/B", "A-B"))
+        self.split_view.setVisible(mode == "A|B")
         if has_result:
-            self.result.setVisible(mode in ("result", "side by side") + PINNED_MODES)
-            if mode in ("side by side",) + PINNED_MODES:
+            self.result.setVisible(mode in ("result", "side by side", "A/B", "A-B"))
+            if mode in ("side by side", "A/B", "A-B"):
                 third = max(1, self._split.width() // 2)
                 self._split.setSizes([third, third, third])
         for name, button in self.buttons.items():
@@ -142,3 +149,91 @@ def difference(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     top = max(int(diff.max()), 1)
     grey = (diff.astype(np.float32) * (255.0 / top)).astype(np.uint8) if diff.any() else diff.astype(np.uint8)
     return np.ascontiguousarray(np.repeat(grey[..., None], 3, 2))
+
+
+def split_composite(a: np.ndarray, b: np.ndarray, fraction: float) -> np.ndarray:
+    """One picture of two of the same shape: columns left of ``round(fraction * width)`` from A,
+    the rest from B."""
+    if a.shape != b.shape:
+        raise ValueError(f"A {a.shape} and B {b.shape} differ in size")
+    column = int(round(min(max(fraction, 0.0), 1.0) * a.shape[1]))
+    out = b.copy()
+    out[:, :column] = a[:, :column]
+    return out
+
+
+class SplitView(QtWidgets.QWidget):
+    """A and B in one picture, split by a vertical divider that follows the mouse while dragged;
+    "A (pinned)" is written on the left, "B (live)" on the right."""
+
+    fractionChanged = QtCore.Signal(float)
+
+    def __init__(self, parent: Optional[QtWidgets.QWidget] = None) -> None:
+        super().__init__(parent)
+        self.fraction = 0.5
+        self._a: Optional[np.ndarray] = None
+        self._b: Optional[np.ndarray] = None
+        self.setMinimumSize(120, 90)
+        self.setSizePolicy(QtWidgets.QSizePolicy.Policy.Expanding, QtWidgets.QSizePolicy.Policy.Expanding)
+        self.setCursor(QtCore.Qt.CursorShape.SplitHCursor)
+
+    def set_pictures(self, a: Optional[np.ndarray], b: Optional[np.ndarray]) -> None:
+        self._a, self._b = a, b
+        self.update()
+
+    def set_fraction(self, fraction: float) -> None:
+        self.fraction = min(max(float(fraction), 0.0), 1.0)
+        self.update()
+        self.fractionChanged.emit(self.fraction)
+
+    def composite(self) -> Optional[np.ndarray]:
+        """The picture shown, at the data's resolution, or None without both of the same size."""
+        if self._a is None or self._b is None or self._a.shape != self._b.shape:
+            return None
+        return split_composite(self._a, self._b, self.fraction)
+
+    def picture_rect(self) -> QtCore.QRectF:
+        """Where the picture is drawn: fitted into the widget, its aspect kept."""
+        if self._a is None:
+            return QtCore.QRectF(self.rect())
+        h, w = self._a.shape[:2]
+        scale = min(self.width() / w, self.height() / h)
+        rw, rh = w * scale, h * scale
+        return QtCore.QRectF((self.width() - rw) / 2, (self.height() - rh) / 2, rw, rh)
+
+    def paintEvent(self, event: QtGui.QPaintEvent) -> None:
+        painter = QtGui.QPainter(self)
+        picture = self.composite()
+        if picture is None:
+            painter.setPen(QtGui.QColor("#ccc"))
+            text = "pin a result for A/B" if self._a is None else "A and B differ in size: no split to show"
+            painter.drawText(self.rect(), QtCore.Qt.AlignmentFlag.AlignCenter, text)
+            return
+        h, w = picture.shape[:2]
+        image = QtGui.QImage(np.ascontiguousarray(picture).data, w, h, 3 * w, QtGui.QImage.Format.Format_RGB888)
+        rect = self.picture_rect()
+        painter.drawImage(rect, image)
+        x = rect.left() + rect.width() * round(self.fraction * w) / w
+        painter.setPen(QtGui.QPen(QtGui.QColor(255, 255, 255), 2))
+        painter.drawLine(QtCore.QPointF(x, rect.top()), QtCore.QPointF(x, rect.bottom()))
+        font = painter.font()
+        font.setBold(True)
+        painter.setFont(font)
+        for text, left in (("A (pinned)", True), ("B (live)", False)):
+            width = painter.fontMetrics().horizontalAdvance(text) + 10
+            box = QtCore.QRectF(x - width - 6 if left else x + 6, rect.top() + 6, width, 20)
+            painter.fillRect(box, QtGui.QColor(0, 0, 0, 160))
+            painter.drawText(box, QtCore.Qt.AlignmentFlag.AlignCenter, text)
+        painter.end()
+
+    def mousePressEvent(self, event: QtGui.QMouseEvent) -> None:
+        self._follow(event)
+
+    def mouseMoveEvent(self, event: QtGui.QMouseEvent) -> None:
+        if event.buttons() & QtCore.Qt.MouseButton.LeftButton:
+            self._follow(event)
+
+    def _follow(self, event: QtGui.QMouseEvent) -> None:
+        rect = self.picture_rect()
+        if rect.width() > 0:
+            self.set_fraction((event.position().x() - rect.left()) / rect.width())

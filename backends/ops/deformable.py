@@ -109,6 +109,7 @@ class DeformableConvolution(Operator):
               ("numbers", ("Metrics",))),
     )
     memo_capacity = 24
+    edit = "resized"
 
     def __init__(self) -> None:
         super().__init__()

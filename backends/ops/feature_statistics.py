@@ -21,6 +21,7 @@ from backends.features import (
     gabor_energy,
     texture_energy,
 )
+from backends.full_resolution import tiled
 from backends.functional.statistics import apply_affine, coral_distance, coral_transform, covariance, feature_mean
 from backends.imageio import load_image
 from backends.imaging import hwc, luminance, resize_long_side
@@ -124,6 +125,16 @@ class FeatureStatistics(Operator):
         primary="Aligned",
     )
     memo_capacity = 10
+    edit = "pointwise"
+
+    def full_resolution(self, live: torch.Tensor, full: torch.Tensor, params: Mapping[str, Any], query: Query) -> torch.Tensor:
+        """The colour map fitted on the live view (statistics barely change with the scale), applied
+        to every pixel of ``full`` in bands."""
+        source = Stats.of(live, params["features"])
+        target = Stats.of(target_image(live, params["target"]), params["features"])
+        matrix, mean_to = self._transform(source, target, params)
+        mean_from = source.colour_mean[None]
+        return tiled(full, lambda band: apply_affine(band, matrix.to(band), mean_from.to(band), mean_to.to(band)).clamp(0, 1))
 
     def run(self, image: torch.Tensor, params: Mapping[str, Any], query: Query) -> Result:
         timer = StageTimer()

@@ -78,6 +78,7 @@ class MaskedTokenGeneration(Operator):
     )
 
     memo_capacity = 12
+    edit = "resized"
 
     def run(self, image: torch.Tensor, params: Mapping[str, Any], query: Query) -> Result:
         timer = StageTimer()

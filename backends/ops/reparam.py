@@ -74,6 +74,7 @@ class StructuralReparameterization(Operator):
         primary="Output",
     )
     memo_capacity = 12
+    edit = "resized"
 
     def run(self, image: torch.Tensor, params: Mapping[str, Any], query: Query) -> Result:
         timer = StageTimer()

@@ -75,6 +75,15 @@ class SaliencySampling(Operator):
               ("numbers", ("Metrics",))),
     )
     memo_capacity = 12
+    edit = "warp"
+
+    def full_resolution(self, live: torch.Tensor, full: torch.Tensor, params: Mapping[str, Any], query: Query) -> torch.Tensor:
+        """A global warp, not tileable: the live grid upscaled (output size and positions by the
+        original's scale), then one ``grid_sample`` of the full image, as the live warp samples."""
+        (h, w), (big_h, big_w) = live.shape[2:], full.shape[2:]
+        grid = _upscaled_grid(self._grid.to(full), big_h / h, big_w / w)
+        return F.grid_sample(full, to_normalized(grid, (big_h, big_w)), mode="bilinear", padding_mode="border",
+                             align_corners=False)
 
     def run(self, image: torch.Tensor, params: Mapping[str, Any], query: Query) -> Result:
         timer = StageTimer()
@@ -101,6 +110,7 @@ class SaliencySampling(Operator):
             zoom = self.memo.stage("zoom", params, GRID_INPUTS, lambda: magnification(grid, (h, w))[0],
                                    extra=q if point else ())
         fast = layers(image, params, saliency, grid, warped, zoom, q, sigma)
+        self._grid = grid  # for full_resolution: the grid of the last run
 
         def with_downsampling() -> Result:
             with timer("downsampling"):
@@ -169,6 +179,15 @@ def _downsampling(image: torch.Tensor, fine: torch.Tensor, params: Mapping[str, 
     tiles = hwc(image_grid(torch.stack(lows), columns=2, gap=max(1, max(low_size) // 16), scale=scale))
     return {"tiles": tiles, "errors": torch.stack(errors), "rms": rms, "rms_near": rms_near, "low_size": low_size,
             "scale": scale}
+
+
+def _upscaled_grid(grid: torch.Tensor, scale_y: float, scale_x: float) -> torch.Tensor:
+    """A (1, h, w, 2) grid of pixel positions (centres at i) for an image ``scale`` times larger:
+    bilinear between the nodes, positions mapped from one frame's pixel centres to the other's."""
+    big = F.interpolate(grid.permute(0, 3, 1, 2), size=(round(grid.shape[1] * scale_y), round(grid.shape[2] * scale_x)),
+                        mode="bilinear", align_corners=False).permute(0, 2, 3, 1)
+    scale = torch.tensor([scale_x, scale_y], dtype=big.dtype, device=big.device)
+    return (big + 0.5) * scale - 0.5
 
 
 def layers(image: torch.Tensor, params: Mapping[str, Any], saliency: torch.Tensor, grid: torch.Tensor,

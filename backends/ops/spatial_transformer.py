@@ -99,6 +99,7 @@ class SpatialTransformer(Operator):
         primary="Warped output",
     )
     memo_capacity = 16
+    edit = "warp"
 
     def __init__(self) -> None:
         super().__init__()
@@ -144,6 +145,13 @@ class SpatialTransformer(Operator):
         # A warp change: the output, grid and quadrilateral now, the inverse map once the sliders rest.
         fast = layers((w, h), params, warp, sampled.shown, None, target, fit, folds, FIT_BLUR, timer.metrics())
         return Result(fast, settle=with_inverse, pending=("Inverse map",))
+
+    def full_resolution(self, live: torch.Tensor, full: torch.Tensor, params: Mapping[str, Any], query: Query) -> torch.Tensor:
+        """The live warp (clicked, fitted) evaluated at every pixel of ``full``: its map is in
+        normalized coordinates, so this grid is the live one upscaled, without interpolating it."""
+        ac = params["align_corners"]
+        grid = self._warp(live, params).grid(full.shape[2], full.shape[3], ac, full)
+        return spatial_transform(full, grid, params["interpolation"], params["padding"], ac)
 
     def _bind_targets(self, params: Mapping[str, Any]) -> None:
         """Clicked and fitted TPS targets belong to one image and one lattice size."""

@@ -90,6 +90,7 @@ class VQVAETokenizer(Operator):
     )
 
     memo_capacity = 8
+    edit = "resized"
 
     def __init__(self) -> None:
         super().__init__()

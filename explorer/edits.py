@@ -44,6 +44,14 @@ class Applied:
     thumbnail: np.ndarray
 
 
+def task_worker(window: MainWindow):
+    """The worker that runs edit and export tasks: the window's, or the local one standing by
+    behind a remote worker (explorer/remote.py): the original's pixels are on this machine, and
+    what an operator fitted remotely is not (a fitted warp is applied as the local operator has it)."""
+    worker = window.scheduler.worker
+    return getattr(worker, "local", worker)
+
+
 def edit_reason(operator: str) -> str:
     """Why ``operator``'s result cannot be applied, or "" when it can."""
     cls = operator_class(operator)
@@ -134,7 +142,7 @@ class EditActions(QtCore.QObject):
         self._wrote = _Wrote(self)
         window.session.imageChanged.connect(self._on_image_changed)
         window.session.operatorChanged.connect(lambda _name: self.update_action())
-        window.scheduler.worker.taskDone.connect(self._on_task_done)
+        task_worker(window).taskDone.connect(self._on_task_done)
 
     # -- apply ---------------------------------------------------------------------------------
     def update_action(self) -> None:
@@ -168,7 +176,7 @@ class EditActions(QtCore.QObject):
         self._request = request
         ow, oh = w.session.image.original_size
         w.statusBar().showMessage(f"Applying {spec_of(request.operator).title} at {ow}x{oh}…")
-        w.scheduler.worker.run_task(apply_task(request, w.session.image, w.session.state.image_source,
+        task_worker(w).run_task(apply_task(request, w.session.image, w.session.state.image_source,
                                                w.images.max_side, self._pending))
         return True
 

@@ -24,7 +24,7 @@ from backends.layers import Layer, MetricsLayer
 from backends.models.weights import write_atomically
 from backends.params import ParamError
 from explorer.batch import picture_of, png_bytes
-from explorer.edits import tickets
+from explorer.edits import task_worker, tickets
 from explorer.messages import Failure, RawResult, Request
 from widgets.save_png import save_png
 
@@ -134,7 +134,7 @@ class Exports(QtCore.QObject):
         super().__init__(window)
         self.w = window
         self._pending: dict[int, tuple[Path, Optional[str]]] = {}
-        window.scheduler.worker.taskDone.connect(self._on_task_done)
+        task_worker(window).taskDone.connect(self._on_task_done)
         window.docks.docksChanged.connect(self._hook_panels)
 
     def export_all_dialog(self) -> None:
@@ -156,7 +156,7 @@ class Exports(QtCore.QObject):
         ticket = next(tickets)
         self._pending[ticket] = (folder, only)
         self.w.statusBar().showMessage(f"Exporting to {folder}…")
-        self.w.scheduler.worker.run_task(export_task(request, folder, only, meta, ticket))
+        task_worker(self.w).run_task(export_task(request, folder, only, meta, ticket))
         return True
 
     def _on_task_done(self, outcome: object) -> None:

@@ -21,7 +21,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from backends.imageio import READABLE_SUFFIXES, ImageLoadError, LoadedImage, finish, load_image
 from backends.models.weights import write_atomically
-from backends.registry import operator_class, spec_of
+from backends.registry import operator_class, spec_of, validated_params
 from explorer.edit_history import EditEntry, EditHistory, EditHistoryPanel, thumbnail
 from explorer.messages import Failure, Request
 from explorer.session_file import embedded_png
@@ -189,7 +189,9 @@ class EditActions(QtCore.QObject):
             self.w.banner.show_message(f"Not applied: {outcome.message}. The image is unchanged.", "error")
             return
         request = self._request
-        entry = EditEntry(spec_of(request.operator).title, request.operator, dict(request.params), outcome.how,
+        default = validated_params(request.operator, {})
+        changed = {k: v for k, v in request.params if default.get(k) != v}  # what the user set, not every default
+        entry = EditEntry(spec_of(request.operator).title, request.operator, changed, outcome.how,
                           outcome.image.original_size, outcome.thumbnail, outcome.image, "edit")
         self.history.add(entry)
         before = self.history.entries[self.history.current]

@@ -33,7 +33,7 @@ def test_export_all_writes_every_panel_as_png_npy_and_a_manifest(app, qtbot, tmp
         if layer.name == "Output":
             assert entry["png_resolution"] == "data" and png.shape[:2] == layer.image.shape[:2]
             np.testing.assert_allclose(np.load(tmp_path / entry["npy"]["image"]["file"]), layer.image, atol=1e-6)
-        for field, info in entry["npy"].items():
+        for info in entry["npy"].values():
             assert list(np.load(tmp_path / info["file"]).shape) == info["shape"]
 
 

@@ -46,6 +46,7 @@ SWEEPS: dict[str, tuple[str, list]] = {
     "optical_flow": ("shift_x", [float(v) for v in range(-12, 13, 2)]),
     "lab_mtcnn": ("onet_threshold", [round(0.5 + 0.05 * i, 2) for i in range(10)]),
     "lab_shape_texture": ("seed", list(range(12))),
+    "lab_se_resnet": ("target", list("0123456789")),
 }
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -56,6 +56,8 @@ TELLING: dict[str, tuple[tuple[str, dict[str, object]], ...]] = {
                   ("first-layer maps, small faces", {"feature_layer": "conv1", "scale": 1, "min_face": 16})),
     "lab_shape_texture": (("star shape, stripes texture", {"shape_class": "star", "texture_class": "stripes"}),
                           ("cross cut from brick", {"shape_class": "cross", "texture_from": "sample: brick"})),
+    "lab_se_resnet": (("test glyph 3, by class in block 2", {"source": "test sample", "sample": 3, "block": 2}),
+                      ("Grad-CAM for 8 on test glyph 12", {"source": "test sample", "sample": 12, "target": "8"})),
 }
 
 

@@ -58,7 +58,8 @@ def test_consistent_images_pair_each_shape_with_its_texture_and_shuffling_breaks
     _, y, info = data.sample(400, 1, texture_shuffle=1.0)
     assert np.array_equal(info["shape"], y.numpy())
     agree = np.mean(info["texture"] == y.numpy())
-    assert abs(agree - 1 / data.K) < 0.07  # a uniform draw agrees one time in K
+    kinds = data.K + len(data.FOREIGN)  # the class textures and the fills no class has
+    assert abs(agree - 1 / kinds) < 0.06 and set(info["texture"]) == set(range(kinds))
 
 
 def test_the_conflict_set_holds_every_pair_of_different_classes_equally():
@@ -115,6 +116,16 @@ def test_the_shipped_networks_reach_their_stated_accuracy(networks):
         assert acc >= MIN_ACCURACY and abs(acc - stated) <= 0.002, (name, acc, stated)
 
 
+def test_the_cue_only_accuracies_in_the_manifest_are_reproduced(networks):
+    sets = data.cue_only_sets()
+    assert set(sets) == {"shape only", "texture only", "shape with photo"}
+    for name, model in networks.items():
+        for cue, (x, y) in sets.items():
+            acc = float((probabilities(model, x).argmax(1) == y).float().mean())
+            stated = manifest_entry(name)[f"{cue.replace(' ', '_')}_accuracy"]
+            assert abs(acc - stated) <= 0.004, (name, cue, acc, stated)  # two images in 500
+
+
 def test_the_measured_shape_bias_is_reproduced_and_augmentation_raises_it(networks):
     x, info = data.conflict_set()  # the full fixed set, as the training script measured it
     measured = {}
@@ -165,6 +176,15 @@ def test_the_builder_cuts_the_input_by_a_class_shape():
     assert np.abs(x[:, inside] - fill[:, inside]).max() < NOISE_TOL
 
 
+def test_a_flat_colour_fill_leaves_the_shape_alone():
+    x = _run(torch.rand(1, 3, 40, 40), texture_from="flat colour", shape_class="triangle",
+             seed=2).layer("Network input").image.transpose(2, 0, 1)
+    cx, cy, radius, angle = data.placement(np.random.default_rng(2))
+    inside = data.shape_mask(data.SHAPES.index("triangle"), cx, cy, radius, angle) > 0.99
+    assert inside.sum() > 100
+    assert x[:, inside].std(axis=1).max() < 0.03  # one colour plus the images' noise (sigma 0.02)
+
+
 def test_the_verdict_names_the_cue_followed():
     from backends.ops.lab_shape_texture import verdict
 
@@ -174,7 +194,9 @@ def test_the_verdict_names_the_cue_followed():
     assert verdict(2, params) == "square/checks: the texture"
     assert verdict(4, params) == "star/noise: neither cue"
     assert verdict(1, {**params, "shape_class": "triangle", "texture_class": "dots"}) == "triangle/dots (both cues)"
-    assert verdict(2, {**params, "texture_from": "sample: brick"}) == "square/checks: neither cue"
+    assert verdict(2, {**params, "texture_from": "sample: brick"}) == "square/checks: not the shape"
+    assert verdict(2, {**params, "shape_from": "input image"}) == "square/checks: the texture"
+    assert verdict(3, {**params, "shape_from": "input image"}) == "cross/waves: not the texture"
 
 
 def test_a_flat_input_has_no_shape_to_cut():

@@ -24,11 +24,13 @@ import cv2
 import numpy as np
 import torch
 
+from backends.data.patches import image_names, pyramid
 from backends.imaging import center_square, luminance
 
 SIZE = 48
 SHAPES = ("circle", "triangle", "square", "cross", "star")
 TEXTURES = ("stripes", "dots", "checks", "waves", "noise")
+FOREIGN = ("flat", "blobs")  # fills no class has (texture kinds K, K + 1): only the augmentation draws them
 CLASS_NAMES = tuple(f"{s}/{t}" for s, t in zip(SHAPES, TEXTURES))
 K = len(SHAPES)
 TEST_SEED, TEST_SIZE = 20_240_601, 1000
@@ -72,9 +74,16 @@ def _smooth_step(v: np.ndarray, width: float) -> np.ndarray:
 
 
 def texture_pattern(kind: int, rng: np.random.Generator, size: int = SIZE) -> np.ndarray:
-    """(size, size) float32 pattern in [0, 1] of one texture kind at a random period, angle and phase."""
+    """(size, size) float32 pattern in [0, 1] of one texture kind at a random period, angle and phase;
+    kinds K and up are the FOREIGN fills."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
-    name = TEXTURES[kind]
+    name = (TEXTURES + FOREIGN)[kind]
+    if name == "flat":  # the mean of the two colours
+        return np.full((size, size), 0.5, np.float32)
+    if name == "blobs":  # smooth random blotches, far coarser than any class texture
+        coarse = rng.random((5, 5)).astype(np.float32)
+        smooth = cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC)
+        return np.clip((smooth - smooth.min()) / max(float(np.ptp(smooth)), 1e-6), 0.0, 1.0)
     if name == "stripes":  # straight diagonal lines
         theta = rng.uniform(math.radians(30), math.radians(60)) * rng.choice([-1, 1])
         period = rng.uniform(4.5, 7.0)
@@ -155,13 +164,14 @@ def render(shapes: np.ndarray, textures: np.ndarray, seed: int) -> tuple[torch.T
 
 def sample(n: int, seed: int, texture_shuffle: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, dict[str, np.ndarray]]:
     """``n`` consistent images, labels (n,) int64 and their parameters. With ``texture_shuffle`` p > 0,
-    each image's texture is, with probability p, drawn uniformly from all K kinds instead of its
-    class's (the augmentation that breaks the texture cue; the label stays the shape's class)."""
+    each image's texture is, with probability p, drawn uniformly from the K class textures and the
+    FOREIGN fills instead of its class's (the augmentation that breaks the texture cue; the label
+    stays the shape's class)."""
     rng = np.random.default_rng(seed)
     labels = rng.integers(0, K, n)
     textures = labels.copy()
     swap = rng.random(n) < texture_shuffle
-    textures[swap] = rng.integers(0, K, int(swap.sum()))
+    textures[swap] = rng.integers(0, K + len(FOREIGN), int(swap.sum()))
     images, info = render(labels, textures, int(rng.integers(1 << 31)))
     return images, torch.from_numpy(labels.astype(np.int64)), info
 
@@ -215,11 +225,14 @@ def build(shape: int | np.ndarray, texture: int | np.ndarray, seed: int) -> dict
 
 def cue_only_sets(n: int = CUE_ONLY_SIZE, seed: int = CUE_ONLY_SEED) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """Diagnostic sets with one cue only, each (images, labels): ``shape only`` (the class's shape
-    in one flat colour, the mean of its two texture colours) and ``texture only`` (the class's
-    texture over the whole frame, no silhouette)."""
+    in one flat colour, the mean of its two texture colours), ``texture only`` (the class's texture
+    over the whole frame, no silhouette) and ``shape with photo`` (the class's shape filled with a
+    48x48 window of a bundled photo at half or quarter size: a texture no training image has)."""
     rng = np.random.default_rng(seed)
+    photo_rng = np.random.default_rng(seed + 1)  # its own stream: the other two sets stay as they were
+    photos = [lv for name in image_names("all") for lv in pyramid(name)[1:] if min(lv.shape[:2]) >= SIZE]
     labels = rng.integers(0, K, n)
-    out = {k: np.empty((n, 3, SIZE, SIZE), np.float32) for k in ("shape only", "texture only")}
+    out = {k: np.empty((n, 3, SIZE, SIZE), np.float32) for k in ("shape only", "texture only", "shape with photo")}
     full = np.ones((SIZE, SIZE), np.float32)
     for i, c in enumerate(labels):
         cx, cy, radius, angle = placement(rng)
@@ -230,5 +243,9 @@ def cue_only_sets(n: int = CUE_ONLY_SIZE, seed: int = CUE_ONLY_SEED) -> dict[str
         noise = rng.normal(0.0, 0.02, (3, SIZE, SIZE)).astype(np.float32)
         out["shape only"][i] = compose(shape_mask(int(c), cx, cy, radius, angle), flat, bg, noise)
         out["texture only"][i] = compose(full, fill, bg, noise)
+        photo = photos[photo_rng.integers(len(photos))]
+        y0, x0 = (photo_rng.integers(0, d - SIZE + 1) for d in photo.shape[:2])
+        window = photo[y0:y0 + SIZE, x0:x0 + SIZE].transpose(2, 0, 1).astype(np.float32) / 255.0
+        out["shape with photo"][i] = compose(shape_mask(int(c), cx, cy, radius, angle), window, bg, noise)
     y = torch.from_numpy(labels.astype(np.int64))
     return {k: (torch.from_numpy(v), y) for k, v in out.items()}

@@ -28,7 +28,7 @@ from backends.timing import StageTimer
 SOURCES = ("built image", "input image as is")
 SHAPE_FROM = ("class", "input image")
 SAMPLES = ("brick", "coffee", "chelsea", "text", "zone_plate", "checkerboard")
-TEXTURE_FROM = ("class", "input image", *(f"sample: {s}" for s in SAMPLES))
+TEXTURE_FROM = ("class", "flat colour", "input image", *(f"sample: {s}" for s in SAMPLES))
 BUILT = (("source", ("built image",)),)
 
 
@@ -55,6 +55,8 @@ def network_input(image: torch.Tensor, params: Mapping[str, Any]) -> dict[str, n
     source = params["texture_from"]
     if source == "class":
         texture: int | np.ndarray = data.TEXTURES.index(params["texture_class"])
+    elif source == "flat colour":
+        texture = data.K + data.FOREIGN.index("flat")
     elif source == "input image":
         texture = data.image_texture(image)
     else:
@@ -74,7 +76,9 @@ def verdict(pred: int, params: Mapping[str, Any]) -> str:
         return f"{said}: the shape"
     if pred == texture:
         return f"{said}: the texture"
-    return f"{said}: neither cue" if shape is not None or texture is not None else said
+    if shape is not None and texture is not None:
+        return f"{said}: neither cue"
+    return f"{said}: not the shape" if shape is not None else f"{said}: not the texture" if texture is not None else said
 
 
 @register
@@ -86,8 +90,8 @@ class ShapeTextureLab(Operator):
         description=(
             "Two small CNNs learned five classes where a shape (circle, triangle, square, cross, star) and a "
             "texture (stripes, dots, checks, waves, noise) both name the class. One was trained plainly, one with "
-            "texture shuffling (half the training images carry a random texture). Build a cue-conflict image, "
-            "the shape of one class filled with the texture of another or with a photo, and see which cue each "
+            "texture shuffling (half the training images carry a random texture or a plain fill). Build a cue-conflict "
+            "image, the shape of one class filled with the texture of another or with a photo, and see which cue each "
             "network follows; the shape-bias bars say how often each followed the shape on a fixed set of "
             "1000 cue-conflict images."
         ),
@@ -101,8 +105,8 @@ class ShapeTextureLab(Operator):
             ChoiceParam("shape_class", "circle", data.SHAPES, enabled_when=BUILT + (("shape_from", ("class",)),),
                         help="The class whose shape is drawn."),
             ChoiceParam("texture_from", "class", TEXTURE_FROM, enabled_when=BUILT,
-                        help="What fills the shape: a class's texture, the input image, or a bundled sample "
-                             "(their centre square at 48x48, cut by the shape)."),
+                        help="What fills the shape: a class's texture, one flat colour (the shape alone), the "
+                             "input image, or a bundled sample (their centre square at 48x48, cut by the shape)."),
             ChoiceParam("texture_class", "checks", data.TEXTURES,
                         enabled_when=BUILT + (("texture_from", ("class",)),),
                         help="The class whose texture fills the shape."),
@@ -141,6 +145,7 @@ class ShapeTextureLab(Operator):
             metrics[f"{TITLES[n]} test accuracy"] = e.get("test_accuracy", "not in manifest")
             metrics[f"{TITLES[n]} shape-only accuracy"] = e.get("shape_only_accuracy", "not in manifest")
             metrics[f"{TITLES[n]} texture-only accuracy"] = e.get("texture_only_accuracy", "not in manifest")
+            metrics[f"{TITLES[n]} photo-filled shape accuracy"] = e.get("shape_with_photo_accuracy", "not in manifest")
         metrics.update(timer.metrics())
         layers.append(MetricsLayer("Metrics", metrics))
         return Result(tuple(layers))

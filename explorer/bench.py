@@ -47,6 +47,8 @@ SWEEPS: dict[str, tuple[str, list]] = {
     "lab_mtcnn": ("onet_threshold", [round(0.5 + 0.05 * i, 2) for i in range(10)]),
     "lab_shape_texture": ("seed", list(range(12))),
     "lab_se_resnet": ("target", list("0123456789")),
+    "lab_stn": ("sample", list(range(0, 40, 3))),
+    "lab_deformable": ("sample", list(range(0, 40, 3))),
 }
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -58,6 +58,10 @@ TELLING: dict[str, tuple[tuple[str, dict[str, object]], ...]] = {
                           ("cross cut from brick", {"shape_class": "cross", "texture_from": "sample: brick"})),
     "lab_se_resnet": (("test glyph 3, by class in block 2", {"source": "test sample", "sample": 3, "block": 2}),
                       ("Grad-CAM for 8 on test glyph 12", {"source": "test sample", "sample": 12, "target": "8"})),
+    "lab_stn": (("test sample 5", {"source": "test sample", "sample": 5}),
+                ("test sample 42", {"source": "test sample", "sample": 42})),
+    "lab_deformable": (("test sample 5", {"source": "test sample", "sample": 5}),
+                       ("test sample 42", {"source": "test sample", "sample": 42})),
 }
 
 

@@ -33,7 +33,7 @@ import torch
 
 from backends.data.glyphs import FONTS, draw_glyph
 from backends.functional.affine import theta_from_sampling_map
-from backends.imaging import center_square, luminance
+from backends.imaging import center_square, luminance, resize
 
 SIZE = 48
 CLASSES = "0123456789"
@@ -110,12 +110,67 @@ def render(params: dict[str, np.ndarray], i: int, clutter: bool = True) -> np.nd
     return cv2.resize(out, (SIZE, SIZE), interpolation=cv2.INTER_AREA)
 
 
+def test_item(i: int) -> tuple[torch.Tensor, int, dict[str, np.ndarray]]:
+    """Item ``i`` of :func:`test_set` alone: (1, 1, 48, 48), its label and its parameters (one
+    entry per key), without drawing the other 1999 (the parameters and noise are cached)."""
+    if not 0 <= i < TEST_SIZE:
+        raise ValueError(f"test item {i} is outside 0..{TEST_SIZE - 1}")
+    params, noise = _test_parts()
+    image = np.clip(render(params, i) + noise[i], 0.0, 1.0)
+    return torch.from_numpy(image)[None, None], int(params["label"][i]), {k: v[i] for k, v in params.items()}
+
+
+@cache
+def _test_parts() -> tuple[dict[str, np.ndarray], np.ndarray]:
+    rng = np.random.default_rng(TEST_SEED + 1)  # as in sample()
+    return sample_params(TEST_SIZE, TEST_SEED), rng.normal(0.0, NOISE, (TEST_SIZE, SIZE, SIZE)).astype(np.float32)
+
+
+def view_box(height: int, width: int) -> tuple[int, int, int]:
+    """(x0, y0, side): the centre square of an image that :func:`from_image` reads."""
+    side = min(height, width)
+    return (width - side) // 2, (height - side) // 2, side
+
+
+def to_image_frame(points: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Points (..., 2) in the 48x48 view's pixels -> the image's pixels (centres on integers)."""
+    x0, y0, side = view_box(height, width)
+    s = side / SIZE
+    return (points + 0.5) * s - 0.5 + points.new_tensor([x0, y0])
+
+
+def to_view_frame(points: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Inverse of :func:`to_image_frame`: image pixels -> the 48x48 view's pixels."""
+    x0, y0, side = view_box(height, width)
+    return (points - points.new_tensor([x0, y0]) + 0.5) * (SIZE / side) - 0.5
+
+
+def placed_view(view: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(H, W, 3) picture of an image's frame with the 48x48 view (1, 1, 48, 48) nearest-resized
+    into the centre square it was read from, dark elsewhere: what to draw points on."""
+    x0, y0, side = view_box(height, width)
+    out = torch.zeros(height, width, 3, dtype=torch.float32)
+    out[y0: y0 + side, x0: x0 + side] = resize(view.float().cpu(), (side, side), nearest=True)[0, 0, :, :, None]
+    return out
+
+
+def network_input(rgb: torch.Tensor, source: str, index: int) -> tuple[torch.Tensor, int | None, dict | None]:
+    """What a lab network reads: ``from_image(rgb)`` for source "image", else test item ``index``
+    with its label and parameters (None for an image)."""
+    if source == "image":
+        return from_image(rgb), None, None
+    x, label, item = test_item(index)
+    return x.to(rgb.device), label, item
+
+
 def from_image(rgb: torch.Tensor) -> torch.Tensor:
-    """Any (1, 3, H, W) image as the networks see it: (1, 1, 48, 48), luma of the centre square,
-    contrast stretched to [0, 1] and inverted when mostly bright (glyphs are bright on dark)."""
+    """Any (1, 3, H, W) image as the networks see it: (1, 1, 48, 48), luma of the centre square
+    (:func:`view_box`), contrast stretched to [0, 1] and inverted when mostly bright (glyphs are
+    bright on dark)."""
     if rgb.dim() != 4 or rgb.shape[:2] != (1, 3):
         raise ValueError(f"from_image expects (1, 3, H, W), got {tuple(rgb.shape)}")
-    grey = center_square(luminance(rgb.float()), SIZE)
+    x0, y0, side = view_box(*rgb.shape[2:])
+    grey = center_square(luminance(rgb[..., y0: y0 + side, x0: x0 + side].float()), SIZE)
     low, high = grey.amin(), grey.amax()
     grey = (grey - low) / (high - low) if high - low > 1e-6 else torch.zeros_like(grey)
     return (1.0 - grey if grey.mean() > 0.5 else grey).clamp(0.0, 1.0).contiguous()

@@ -194,3 +194,22 @@ def offsets_buffer(k: int, h: int, w: int, like: torch.Tensor) -> tuple[torch.Te
     out = like.new_empty(1, 2 * k, h, w)
     planes = out.view(k, 2, h, w)
     return out, planes[:, 1], planes[:, 0]
+
+
+def tap_positions(offset: torch.Tensor, y: int, x: int, kernel: IntPair, stride: IntPair = 1, padding: IntPair = 0,
+                  dilation: IntPair = 1) -> torch.Tensor:
+    """Where :func:`deform_conv2d` reads the input for output pixel (y, x) of image 0: (G, K, 2)
+    input pixel coordinates (x, y), one row per row-major tap and offset group.
+
+    Tap (i, j) reads (x * stride - pad + j * dil + dx, y * stride - pad + i * dil + dy), with
+    (dy, dx) at offset channels 2 * (g * K + k) and 2 * (g * K + k) + 1: dy first, as torchvision."""
+    kh, kw = _pair(kernel, "kernel")
+    (sh, sw), (ph, pw), (dh, dw) = _pair(stride, "stride"), _pair(padding, "padding"), _pair(dilation, "dilation")
+    if offset.dim() != 4 or offset.shape[1] % (2 * kh * kw):
+        raise ValueError(f"offset must be (N, 2 * G * {kh * kw}, Ho, Wo), got {tuple(offset.shape)}")
+    d = offset[0, :, y, x].reshape(-1, kh * kw, 2)  # (G, K, (dy, dx))
+    ii = torch.arange(kh, dtype=d.dtype, device=d.device).repeat_interleave(kw)
+    jj = torch.arange(kw, dtype=d.dtype, device=d.device).repeat(kh)
+    px = x * sw - pw + jj * dw + d[..., 1]
+    py = y * sh - ph + ii * dh + d[..., 0]
+    return torch.stack([px, py], -1)

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 
 from backends.data import cluttered_glyphs as cg
 from backends.functional.deformable import deform_conv2d
-from backends.models.glyph_deformable import GlyphDeformable
 from backends.models.glyph_deformable import WEIGHTS_PATH as DEFORM_PATH
+from backends.models.glyph_deformable import GlyphDeformable
 from backends.models.glyph_stn import CROP, GlyphSTN
 from backends.models.glyph_stn import WEIGHTS_PATH as STN_PATH
 from backends.ops._lab_deformable_panels import layers as deformable_layers

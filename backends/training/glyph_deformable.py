@@ -19,4 +19,4 @@ def _groups(model: GlyphDeformable) -> list:
 
 if __name__ == "__main__":
     main("glyph_deformable", GlyphDeformable, _groups, WEIGHTS_PATH, "backends.training.glyph_deformable",
-         __doc__, steps=1000, lr=3e-3)
+         __doc__, steps=450, lr=3e-3)

@@ -236,7 +236,8 @@ class EditActions(QtCore.QObject):
         """Where Save Image writes: the last path saved to, else the opened file (asked first)."""
         if self._saved_path is not None:
             return self._saved_path
-        source = Path(self.w.session.state.image_source)
+        entries = self.history.entries  # after an apply the source reads "edit": the file is where it began
+        source = Path(entries[0].source if entries else self.w.session.state.image_source)
         return source if source.suffix.lower() in READABLE_SUFFIXES and source.parent.is_dir() else None
 
     def save(self) -> None:

@@ -35,6 +35,25 @@ def seeded():
 
 
 @pytest.fixture(autouse=True)
+def no_modal_dialog(monkeypatch):
+    """A modal dialog would wait for a person forever: in a test it fails at once, naming itself.
+    A test that expects one replaces it with its own answer (monkeypatch), as a person would answer."""
+    from PySide6 import QtWidgets
+
+    def refuse(name):
+        def opened(*args, **kwargs):
+            raise AssertionError(f"a modal dialog opened in a test: {name}")
+        return opened
+
+    for cls, names in ((QtWidgets.QFileDialog, ("getSaveFileName", "getOpenFileName", "getOpenFileNames",
+                                                 "getExistingDirectory")),
+                       (QtWidgets.QMessageBox, ("question", "warning", "critical", "information")),
+                       (QtWidgets.QInputDialog, ("getText", "getInt", "getDouble", "getItem"))):
+        for name in names:
+            monkeypatch.setattr(cls, name, refuse(f"{cls.__name__}.{name}"))
+
+
+@pytest.fixture(autouse=True)
 def no_thread_left_running():
     """Fails a test that leaves a thread of its own running (a worker it did not shut down)."""
     before = set(threading.enumerate())

@@ -4,7 +4,8 @@ window, with progress and Cancel.
 The work is ``explorer.batch.run_batch`` (the command line's own), run on a thread of its own so
 that the window stays live; its progress callback reports here by a queued signal and answers a
 Cancel between images. The results and manifest.json are what ``--batch`` writes; an unreadable
-file is listed by name and the rest are processed.
+file is listed by name and the rest are processed. With a Ray address (``local`` or
+``ray://HOST:PORT``) each image is a Ray task (explorer/cluster.py), joined on the batch's thread.
 """
 
 from __future__ import annotations
@@ -27,9 +28,10 @@ class BatchRun(QtCore.QObject):
     finished = QtCore.Signal(object)  # BatchReport, or a str when the batch could not run at all
 
     def __init__(self, folder: Path, out: Path, operator: str, params: dict, max_side: int, device,
-                 parent: Optional[QtCore.QObject] = None) -> None:
+                 parent: Optional[QtCore.QObject] = None, ray_address: str = "") -> None:
         super().__init__(parent)
         self.args = (folder, out, operator, dict(params), max_side, device)
+        self.ray_address = ray_address
         self._cancel = threading.Event()
         self._thread = threading.Thread(target=self._run, name="opscope-batch", daemon=True)
 
@@ -53,8 +55,14 @@ class BatchRun(QtCore.QObject):
 
     def _run(self) -> None:
         try:
-            outcome = run_batch(*self.args, progress=self._progress)
-        except Exception as exc:  # an output folder that cannot be made, an operator that cannot load
+            executor = None
+            if self.ray_address:
+                from explorer.cluster import RayExecutor
+
+                self.progressed.emit(0, 0, f"joining Ray at {self.ray_address}…")
+                executor = RayExecutor(self.ray_address)
+            outcome = run_batch(*self.args, progress=self._progress, executor=executor)
+        except Exception as exc:  # no Ray, an unreachable cluster (ClusterError says which)  # an output folder that cannot be made, an operator that cannot load
             outcome = f"{type(exc).__name__}: {exc}"
         self.finished.emit(outcome)
 
@@ -79,6 +87,8 @@ class BatchDialog(QtWidgets.QDialog):
         self.what.setTextFormat(QtCore.Qt.TextFormat.PlainText)
         self.what.setWordWrap(True)
         self.in_edit, self.out_edit = QtWidgets.QLineEdit(), QtWidgets.QLineEdit()
+        self.ray_edit = QtWidgets.QLineEdit()
+        self.ray_edit.setPlaceholderText("this machine (or local, ray://HOST:PORT: each image a Ray task)")
         form = QtWidgets.QFormLayout()
         form.addRow(self.what)
         for label, edit in (("Images from", self.in_edit), ("Results to", self.out_edit)):
@@ -88,6 +98,7 @@ class BatchDialog(QtWidgets.QDialog):
             browse.clicked.connect(lambda _=False, e=edit: self._browse(e))
             row.addWidget(browse)
             form.addRow(label, row)
+        form.addRow("Ray cluster", self.ray_edit)
         self.progress = QtWidgets.QProgressBar()
         self.status = QtWidgets.QPlainTextEdit()
         self.status.setReadOnly(True)
@@ -131,7 +142,7 @@ class BatchDialog(QtWidgets.QDialog):
         self.refresh()
         self.report = None
         self.run = BatchRun(folder, out, session.operator, session.params(), w.images.max_side,
-                            w.scheduler.worker.device, self)
+                            w.scheduler.worker.device, self, self.ray_edit.text().strip())
         self.run.progressed.connect(self._on_progress)
         self.run.finished.connect(self._on_finished)
         self.status.setPlainText(f"Processing {folder}…")
@@ -144,7 +155,11 @@ class BatchDialog(QtWidgets.QDialog):
             self.run.cancel()
 
     def _on_progress(self, done: int, total: int, name: str) -> None:
-        self.progress.setRange(0, max(total, 1))
+        if total == 0:  # joining a cluster: no count yet, a busy bar and what it waits for
+            self.progress.setRange(0, 0)
+            self.status.setPlainText(name)
+            return
+        self.progress.setRange(0, total)
         self.progress.setValue(done)
         self.progress.setFormat(f"%v of %m  {name}" if name else "%v of %m")
 
@@ -163,6 +178,7 @@ class BatchDialog(QtWidgets.QDialog):
         self.cancel_button.setEnabled(running)
         self.in_edit.setEnabled(not running)
         self.out_edit.setEnabled(not running)
+        self.ray_edit.setEnabled(not running)
 
     def closeEvent(self, event) -> None:
         self.cancel()

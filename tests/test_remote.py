@@ -235,3 +235,21 @@ def test_a_batch_on_ray_equals_the_local_batch_and_names_the_corrupt_file(ray_lo
             a = cv2.imread(str(tmp_path / "local" / item.output))
             b = cv2.imread(str(tmp_path / "ray" / item.output))
             assert a.shape == b.shape and np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
+def test_the_batch_dialog_runs_each_image_as_a_ray_task_when_given_an_address(ray_local, app, qtbot, tmp_path):
+    from explorer import batch_dialog
+    from tests.test_batch import folder_with_a_broken_file
+
+    folder = folder_with_a_broken_file(tmp_path)
+    dialog = batch_dialog.show_dialog(app.window)
+    dialog.in_edit.setText(str(folder))
+    dialog.out_edit.setText(str(tmp_path / "out"))
+    dialog.ray_edit.setText("local")
+    assert dialog.start() is not None
+    qtbot.waitUntil(lambda: dialog.report is not None, timeout=120_000)
+    assert [(i.file, i.status) for i in dialog.report.items] == [("broken.jpg", "failed"), ("chelsea.png", "done"),
+                                                                 ("coins.png", "done")]
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["device"].startswith("ray") and manifest["failed"] == ["broken.jpg"]
+    assert "broken.jpg: " in dialog.status.toPlainText()

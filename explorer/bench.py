@@ -49,6 +49,7 @@ SWEEPS: dict[str, tuple[str, list]] = {
     "lab_se_resnet": ("target", list("0123456789")),
     "lab_stn": ("sample", list(range(0, 40, 3))),
     "lab_deformable": ("sample", list(range(0, 40, 3))),
+    "lab_vit": ("layer", [1, 2, 3, 4, 3, 2]),
 }
 ROOT = Path(__file__).resolve().parent.parent
 

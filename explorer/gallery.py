@@ -62,6 +62,9 @@ TELLING: dict[str, tuple[tuple[str, dict[str, object]], ...]] = {
                 ("test sample 42", {"source": "test sample", "sample": 42})),
     "lab_deformable": (("test sample 5", {"source": "test sample", "sample": 5}),
                        ("test sample 42", {"source": "test sample", "sample": 42})),
+    "lab_vit": (("test glyph 7, layer 4 head 2", {"source": "test sample", "sample": 7, "layer": 4, "head": "2"}),
+                ("from a clicked patch, layer 2", {"source": "test sample", "sample": 7, "attend_from": "clicked patch",
+                                                   "layer": 2})),
 }
 
 

@@ -1,7 +1,7 @@
 """Train the glyph ViT: ``python -m backends.training.glyph_vit``.
 
 Fixed seed, one CPU thread by default, a few minutes on a 2-core CPU (``--max-minutes`` caps it at
-the 15-minute budget). Writes assets/weights/glyph_vit.safetensors (float16, the config in its
+the 15-minute budget). Writes assets/weights/glyph_vit_conv.safetensors (float16, the config in its
 metadata) and its manifest entry with the accuracy on the fixed test set.
 """
 
@@ -26,17 +26,18 @@ def main(argv: list[str] | None = None) -> dict:
     add_common_options(p)
     p.add_argument("--steps", type=int, default=4500)
     p.add_argument("--batch", type=int, default=64)
-    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--lr", type=float, default=2e-3)
     p.add_argument("--pool", type=int, default=8192)
     p.add_argument("--repeats", type=int, default=REPEATS, help="how often each pooled glyph is seen (augmented)")
     p.add_argument("--dim", type=int, default=ViTConfig.dim)
     p.add_argument("--depth", type=int, default=ViTConfig.depth)
+    p.add_argument("--stem", choices=("linear", "conv"), default=ViTConfig.stem)
     p.add_argument("--out", type=Path, default=WEIGHTS_PATH)
     p.add_argument("--no-write", action="store_true")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    model = GlyphViT(ViTConfig(dim=args.dim, depth=args.depth))
+    model = GlyphViT(ViTConfig(dim=args.dim, depth=args.depth, stem=args.stem))
     trainer = Trainer(model, args.steps, args.batch, args.lr, args.pool, args.seed, repeats=args.repeats)
     seconds, wall = train(trainer, args.steps, args.log_every, args.max_minutes)
     acc = test_accuracy(model)

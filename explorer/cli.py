@@ -39,7 +39,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument("--remote", metavar="ADDRESS", help="compute in a Ray actor: 'local' (a private Ray on 127.0.0.1) "
                    "or ray://HOST:PORT (see README, 'Beyond one machine')")
     p.add_argument("--ray", metavar="ADDRESS", help="with --batch: each image a Ray task ('local' or ray://HOST:PORT); "
-                   "with --sweep: the frames computed on Ray")
+                   "with --sweep: each frame a Ray task")
     p.add_argument("--install-desktop", action="store_true", help="add OpScope to the desktop's menu, then exit")
     p.add_argument("--uninstall-desktop", action="store_true", help="remove it from the menu, then exit")
     p.add_argument("--list", action="store_true", help="list operators and their parameters, then exit")
@@ -163,14 +163,14 @@ def main(argv: Optional[Sequence[str]] = None, splash=None) -> int:
 
     try:
         app = build(image, str(path), args.op, params, args.device, args.max_side,
-                    restore_layout=not (args.render or sweep), remote=args.remote or (args.ray if sweep else None))
+                    restore_layout=not (args.render or sweep), remote=args.remote)
     except (DeviceError, ClusterError) as exc:
         print(f"opscope: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if query is not None:
         app.session.set_query(*query)
     if sweep:
-        return film(app, sweep, args.video, args.panel, size)
+        return film(app, sweep, args.video, args.panel, size, args.ray)
     if args.render:
         return render(app, args.render, size)
     app.window.show()
@@ -242,15 +242,24 @@ def batch(args: argparse.Namespace, params: dict) -> int:
     return 1 if report.failed else 0
 
 
-def film(app, sweep: tuple[str, list], out: str, panel: Optional[str], size: tuple[int, int]) -> int:
-    """The sweep as a video, headless; one line said, the exit code says how it went."""
+def film(app, sweep: tuple[str, list], out: str, panel: Optional[str], size: tuple[int, int],
+         ray: Optional[str] = None) -> int:
+    """The sweep as a video, headless; one line said, the exit code says how it went. With
+    ``ray`` the frames are computed first, one Ray task per value (explorer/cluster_sweep.py)."""
+    from explorer.cluster import ClusterError
     from explorer.sweep import write_sweep
 
     app.window.resize(*size)
     app.window.show()
     try:
+        if ray:
+            from explorer.cluster import RayExecutor
+            from explorer.cluster_sweep import prefetch_sweep
+
+            wait_for_frame(app)  # the image's first frame: the sweep's requests share its key
+            prefetch_sweep(RayExecutor(ray), app.scheduler, sweep[0], sweep[1])
         frames = write_sweep(app, sweep[0], sweep[1], out, panel)
-    except (ParamError, OSError) as exc:
+    except (ParamError, OSError, ClusterError) as exc:
         print(f"opscope: error: {exc}", file=sys.stderr)
         app.close()
         return 1

@@ -12,6 +12,7 @@ layers and whole jobs included), emitting the same signals: for tests and headle
 from __future__ import annotations
 
 import threading
+from dataclasses import replace
 from typing import Callable, Optional
 
 import torch
@@ -36,6 +37,7 @@ class ComputeWorker(QtCore.QObject):
         super().__init__(parent)
         self.engine = ComputeEngine(device)
         self.synchronous = synchronous
+        self.prefetched: dict = {}  # request key -> Frame or Failure computed elsewhere (explorer/cluster_sweep.py)
         self._cond = threading.Condition()
         self._pending: Optional[Request] = None
         self._force = False
@@ -56,7 +58,11 @@ class ComputeWorker(QtCore.QObject):
 
     # -- UI thread API -------------------------------------------------------------------------
     def submit(self, request: Request, force: bool = False) -> None:
-        """Queue ``request``, replacing any pending one. ``force`` recomputes even if unchanged."""
+        """Queue ``request``, replacing any pending one. ``force`` recomputes even if unchanged.
+        A prefetched answer for its key is delivered at once instead."""
+        if (answer := self.prefetched.pop(request.key, None)) is not None:
+            self._emit(replace(answer, stamp=request.stamp))
+            return
         if self.synchronous:
             self._compute(request, force)
             while self.engine.settling:

@@ -253,3 +253,27 @@ def test_the_batch_dialog_runs_each_image_as_a_ray_task_when_given_an_address(ra
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["device"].startswith("ray") and manifest["failed"] == ["broken.jpg"]
     assert "broken.jpg: " in dialog.status.toPlainText()
+
+
+def test_a_sweeps_frames_computed_as_ray_tasks_are_the_frames_the_window_films(ray_local, app, tmp_path):
+    import cv2
+
+    from explorer.cluster import RayExecutor
+    from explorer.cluster_sweep import prefetch_sweep
+    from explorer.sweep import write_sweep
+
+    values = [1, 3, 5]
+    worker = app.scheduler.worker
+    assert prefetch_sweep(RayExecutor("local"), app.scheduler, "dilation", values) == 3
+    template = app.scheduler.make_request(new_stamp=False)
+    engine = ComputeEngine(torch.device("cpu"))
+    for value in values:
+        request = Request(0, "dilated", freeze(validated_params("dilated", {**dict(template.params), "dilation": value})),
+                          template.query, template.image_key, template.image)
+        assert_same_result(worker.prefetched[request.key].result, engine.compute(request).result)
+    out = tmp_path / "sweep.mp4"
+    assert write_sweep(app, "dilation", values, str(out)) == 3
+    assert worker.prefetched == {}  # every value was drawn from its Ray task's frame, none computed here
+    video = cv2.VideoCapture(str(out))
+    assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    video.release()

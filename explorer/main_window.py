@@ -185,7 +185,11 @@ class MainWindow(QtWidgets.QMainWindow):
         canvas.left.connect(self._on_leave)
         if canvas.frame_coords:
             canvas.clicked.connect(self.session.set_query)
-            canvas.set_marker(self.session.effective_query())
+            canvas.set_marker(self._marker())
+
+    def _marker(self) -> Optional[tuple[int, int]]:
+        """The query marker, drawn only for an operator that reads the query."""
+        return self.session.effective_query() if spec_of(self.session.operator).uses_query else None
 
     # -- images --------------------------------------------------------------------------------
     def open_path(self, path) -> bool:
@@ -231,6 +235,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.docks.clear()
         self._show_operator_form()
         self.banner.clear_message()
+        self._on_query_changed(schedule=False)
         self.schedule()
 
     def _show_operator_form(self) -> None:
@@ -272,7 +277,7 @@ class MainWindow(QtWidgets.QMainWindow):
                               if not is_active(spec, values)})
 
     def _on_query_changed(self, schedule: bool = True) -> None:
-        q = self.session.effective_query()
+        q = self._marker()
         self.canvas.set_marker(q)
         for canvas in self.docks.canvases():
             canvas.set_marker(q)

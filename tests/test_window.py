@@ -44,6 +44,19 @@ def test_clicking_the_canvas_moves_the_query_and_the_receptive_field_follows(app
         assert canvas.marker_position() == (100.5, 80.5)
 
 
+def test_an_operator_that_ignores_the_query_draws_no_query_marker(app, qtbot):
+    w = app.window
+    w.canvas.clicked.emit(100.4, 80.7)
+    wait_for_frame(qtbot, w)
+    app.session.set_operator("reparam")  # its spec: uses_query=False
+    wait_for_frame(qtbot, w)
+    assert w.canvas.marker_position() is None
+    assert all(c.marker_position() is None for c in w.docks.canvases())
+    app.session.set_operator("dilated")
+    wait_for_frame(qtbot, w)
+    assert w.canvas.marker_position() == (100.5, 80.5)
+
+
 def test_hovering_mirrors_a_crosshair_in_every_image_panel(app):
     w = app.window
     w.canvas.hovered.emit(30.2, 40.9)

@@ -50,6 +50,7 @@ SWEEPS: dict[str, tuple[str, list]] = {
     "lab_stn": ("sample", list(range(0, 40, 3))),
     "lab_deformable": ("sample", list(range(0, 40, 3))),
     "lab_vit": ("layer", [1, 2, 3, 4, 3, 2]),
+    "lab_user_model": ("cam_class", [-1, *range(10)]),
 }
 ROOT = Path(__file__).resolve().parent.parent
 

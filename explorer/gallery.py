@@ -65,6 +65,8 @@ TELLING: dict[str, tuple[tuple[str, dict[str, object]], ...]] = {
     "lab_vit": (("test glyph 7, layer 4 head 2", {"source": "test sample", "sample": 7, "layer": 4, "head": "2"}),
                 ("from a clicked patch, layer 2", {"source": "test sample", "sample": 7, "attend_from": "clicked patch",
                                                    "layer": 2})),
+    "lab_user_model": (("Grad-CAM for class 3, 8 channels", {"cam_class": 3, "channels": 8}),
+                       ("attention from a clicked patch", {"attention_from": "clicked patch"})),
 }
 
 

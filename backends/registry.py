@@ -111,15 +111,16 @@ class Operator:
         return finite
 
     def start(self, action: str, image: torch.Tensor, params: Mapping[str, Any], query: Query,
-              image_key: Hashable = None) -> Iterator[JobUpdate]:
-        """The generator of the job ``action`` (one of the spec's actions)."""
+              image_key: Hashable = None, args: Optional[Mapping[str, Any]] = None) -> Iterator[JobUpdate]:
+        """The generator of the job ``action`` (one of the spec's actions); ``args`` (plain data,
+        e.g. the model file a person chose) are its keyword arguments."""
         names = [a.name for a in self.spec.actions]
         if action not in names:
             known = ", ".join(names) if names else "none"
             raise ParamError(f"{self.spec.name} has no action {action!r} (its actions: {known})")
         image = self._finite(image)
         self.bind_image(image, image_key)
-        return getattr(self, f"job_{action}")(image, params, query)
+        return getattr(self, f"job_{action}")(image, params, query, **dict(args or {}))
 
     def bind_image(self, image: torch.Tensor, image_key: Hashable = None) -> None:
         """Names the image the memo belongs to. Without a key (a script, a test) the tensor object

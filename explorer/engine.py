@@ -159,7 +159,7 @@ class ComputeEngine:
                 if self._job_iter is None:
                     op = self._operator(request.operator)
                     self._job_iter = op.start(action, self._image_tensor(request), dict(request.params),
-                                              request.query, request.image_key)
+                                              request.query, request.image_key, dict(request.job_args))
                     self._last_emit = 0.0
                 t0 = now()
                 update = next(self._job_iter)

@@ -314,10 +314,10 @@ class MainWindow(QtWidgets.QMainWindow):
             self.timing_label.setText(f"computing… {waited:.0f} ms")
             self._busy_timer.start()
 
-    def start_job(self, action: str) -> None:
+    def start_job(self, action: str, args: Optional[dict] = None) -> None:
         if self.banner.level == "job":
             self.banner.clear_message()
-        if self.scheduler.start_job(action):
+        if self.scheduler.start_job(action, args):
             self.job_progress.setVisible(True)
             self.job_progress.setValue(0)
 

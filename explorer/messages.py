@@ -30,6 +30,7 @@ class Request:
     query: Optional[tuple[int, int]]
     image_key: int
     image: np.ndarray = field(compare=False, repr=False)
+    job_args: Params = field(default=(), compare=False)  # a job's arguments (a model file chosen), plain data
 
     @property
     def key(self) -> tuple:

@@ -4,11 +4,12 @@ code: the dialog says so and runs it only when the user agrees."""
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import TYPE_CHECKING
 
 from PySide6 import QtWidgets
 
-from backends.lab.loading import CHOSEN, ModelSource, timm_available
+from backends.lab.loading import ModelSource, timm_available
 
 if TYPE_CHECKING:
     from explorer.main_window import MainWindow
@@ -20,11 +21,10 @@ WEIGHTS_FILTER = "Weights (*.safetensors *.pt *.pth *.bin);;All files (*)"
 
 def load(w: MainWindow, source: ModelSource) -> bool:
     """Hands ``source`` to the lab operator (switching to it) and starts its load job."""
-    CHOSEN.put(source)
     if w.session.operator != OPERATOR:
         w.session.set_operator(OPERATOR)
     w.banner.show_message(f"Loading {source.label}…", "notice")
-    w.start_job("load")
+    w.start_job("load", {"source": asdict(source)})  # plain data: it travels to a remote worker too
     return True
 
 

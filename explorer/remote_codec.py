@@ -88,13 +88,15 @@ def result_from_wire(data: dict) -> Result:
 def request_to_wire(request: Request) -> dict:
     """Everything but the pixels, which travel once per image key."""
     return {"stamp": request.stamp, "operator": request.operator, "params": [list(p) for p in request.params],
-            "query": None if request.query is None else tuple(request.query), "image_key": request.image_key}
+            "query": None if request.query is None else tuple(request.query), "image_key": request.image_key,
+            "job_args": [[k, _plain(v)] for k, v in request.job_args]}
 
 
 def request_from_wire(data: dict, image: np.ndarray) -> Request:
     query = data["query"]
     return Request(int(data["stamp"]), str(data["operator"]), tuple((str(k), _rebuilt(v)) for k, v in data["params"]),
-                   None if query is None else (int(query[0]), int(query[1])), data["image_key"], image)
+                   None if query is None else (int(query[0]), int(query[1])), data["image_key"], image,
+                   tuple((str(k), _rebuilt(v)) for k, v in data.get("job_args", ())))
 
 
 def outcome_to_wire(outcome: Optional[Outcome], withheld: frozenset = frozenset()) -> Optional[dict]:

@@ -9,6 +9,7 @@ measures slider-to-frame latency. It never computes and never draws: the window 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Optional
 
 from PySide6 import QtCore
@@ -69,11 +70,12 @@ class Scheduler(QtCore.QObject):
         self.worker.submit(request, force=force)
         return request.stamp
 
-    def start_job(self, action: str) -> bool:
+    def start_job(self, action: str, args: Optional[dict] = None) -> bool:
+        """Starts the operator's job ``action``; ``args`` (plain data) go to its generator."""
         request = self.make_request(new_stamp=False)
         if request is None:
             return False
-        self.worker.start_job(request, action)
+        self.worker.start_job(replace(request, job_args=freeze(args or {})), action)
         return True
 
     def stop_job(self) -> None:

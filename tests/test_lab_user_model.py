@@ -3,13 +3,14 @@ loads on the worker; a corrupt file, a model that raises in forward and a pickle
 custom class each give a clear message naming the file, and the previous model stays."""
 
 import pickle
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from backends.lab.loading import CHOSEN, ModelLoadError, ModelSource, load_model, load_state_dict
+from backends.lab.loading import ModelLoadError, ModelSource, load_model, load_state_dict
 from backends.layers import HeatmapLayer, PointsLayer
 from backends.registry import operator_class, validated_params
 from tests.conftest import wait_for_frame
@@ -46,8 +47,8 @@ def test_a_python_file_with_weights_loads_through_the_job(tmp_path):
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 18 * 22, 3))
     torch.save(model.state_dict(), tmp_path / "net.pt")
     op = operator_class(NAME)()
-    CHOSEN.put(ModelSource.for_file(str(tmp_path / "net.py"), str(tmp_path / "net.pt")))
-    updates = list(op.start("load", torch.rand(1, 3, 30, 30), validated_params(NAME, {}), None))
+    source = asdict(ModelSource.for_file(str(tmp_path / "net.py"), str(tmp_path / "net.pt")))
+    updates = list(op.start("load", torch.rand(1, 3, 30, 30), validated_params(NAME, {}), None, args={"source": source}))
     assert updates[-1].progress == 1.0 and "net.py" in updates[-1].message
     result = run(op)
     assert result.layer("Model").values["input"] == "3x20x24"
@@ -79,9 +80,9 @@ def test_a_model_that_raises_in_forward_fails_its_load_and_the_old_model_stays(t
         "import torch.nn as nn\nclass Boom(nn.Module):\n    def forward(self, x):\n"
         "        raise RuntimeError('kaboom')\ndef build_model():\n    return Boom()\n")
     op = operator_class(NAME)()
-    CHOSEN.put(ModelSource.for_file(str(tmp_path / "boom.py")))
+    source = asdict(ModelSource.for_file(str(tmp_path / "boom.py")))
     with pytest.raises(ModelLoadError, match=r"boom\.py failed to run.*RuntimeError: kaboom"):
-        list(op.start("load", torch.rand(1, 3, 30, 30), validated_params(NAME, {}), None))
+        list(op.start("load", torch.rand(1, 3, 30, 30), validated_params(NAME, {}), None, args={"source": source}))
     assert op.loaded is None  # the example is still shown
     assert "Grad-CAM" in run(op).names
 

@@ -277,3 +277,14 @@ def test_a_sweeps_frames_computed_as_ray_tasks_are_the_frames_the_window_films(r
     video = cv2.VideoCapture(str(out))
     assert int(video.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
     video.release()
+
+
+def test_a_jobs_arguments_travel_with_the_request_as_plain_data(pixels):
+    from dataclasses import replace
+
+    from explorer.remote_codec import request_from_wire, request_to_wire
+
+    sent = replace(request(3, pixels), job_args=freeze({"source": {"kind": "python", "path": "/models/net.py",
+                                                                   "weights": "", "name": ""}}))
+    back = request_from_wire(request_to_wire(sent), pixels)
+    assert back.job_args == sent.job_args and back.key == sent.key

@@ -13,7 +13,6 @@ import importlib.util
 import os
 import pickle
 import sys
-import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -260,22 +259,3 @@ def example_source() -> ModelSource:
     """The bundled example (a tiny network, our own code) shown before the user opens a model."""
     return ModelSource("python", str(EXAMPLE), str(EXAMPLE_WEIGHTS) if EXAMPLE_WEIGHTS.is_file() else "")
 
-
-class _Mailbox:
-    """The model the window chose, waiting for the operator's load job on the compute thread."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._source: Optional[ModelSource] = None
-
-    def put(self, source: ModelSource) -> None:
-        with self._lock:
-            self._source = source
-
-    def take(self) -> Optional[ModelSource]:
-        with self._lock:
-            source, self._source = self._source, None
-            return source
-
-
-CHOSEN = _Mailbox()

@@ -12,7 +12,7 @@ from typing import Any, Iterator, Mapping, Optional
 import torch
 
 from backends.lab.capture import capture, grad_cam_at, model_input
-from backends.lab.loading import CHOSEN, LoadedModel, example_source, load_model
+from backends.lab.loading import LoadedModel, ModelSource, example_source, load_model
 from backends.layers import Result
 from backends.models.cache import cached_model
 from backends.ops import _lab_user_model_panels as panels
@@ -98,10 +98,11 @@ class LabUserModel(Operator):
         notes = tuple(cap.warnings) + tuple(loaded.notes)
         return Result(layers=(*layers, panels.model_metrics(view, timer)), notes=notes)
 
-    def job_load(self, image: torch.Tensor, params: Mapping[str, Any], query: Query) -> Iterator[JobUpdate]:
+    def job_load(self, image: torch.Tensor, params: Mapping[str, Any], query: Query,
+                 source: Optional[Mapping[str, str]] = None) -> Iterator[JobUpdate]:
         """Loads the chosen model, runs it once on the image, and only then adopts it: a model
         that fails to load or to run leaves the current one in place."""
-        source = CHOSEN.take() or (self.loaded.source if self.loaded is not None else None)
+        source = ModelSource(**source) if source else self.loaded.source if self.loaded is not None else None
         if source is None:
             raise ParamError("choose a model first with File > Open Model…")
         yield JobUpdate(0.05, f"loading {source.label}…")

@@ -74,6 +74,9 @@ def test_test_set_means_and_the_by_class_table(model):
         torch.testing.assert_close(torch.from_numpy(result.layer(f"SE block {k + 1}").series["test-set mean"]),
                                    s.mean(0), atol=TOL, rtol=TOL)
     table = torch.from_numpy(result.layer("Excitations by class").image)
+    assert table.shape == (11 * 4, 48)  # 10 classes and this input, each 4 pixels tall; block 2's channels
+    assert (table.reshape(11, 4, 48) == table[::4, None]).all()
+    table = table[::4]
     labels = y[:STATS_ITEMS]
     for c in (0, 6, 9):
         torch.testing.assert_close(table[c], weights[1][labels == c].mean(0), atol=TOL, rtol=TOL)

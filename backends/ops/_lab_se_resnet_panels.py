@@ -16,6 +16,7 @@ from backends.models.glyph_se_resnet import ExcitationStats
 CAM = "Grad-CAM"
 PROBS = "Class probabilities"
 BY_CLASS = "Excitations by class"
+ROW_HEIGHT = 4  # picture rows per class row: 11 rows of up to 96 channels would be a thin strip
 
 
 def excitation_name(k: int) -> str:
@@ -60,8 +61,9 @@ def excitation_layers(excitations: list[torch.Tensor], stats: Optional[Excitatio
 
 
 def by_class_layer(excitation: torch.Tensor, stats: ExcitationStats, block: int) -> ImageLayer:
-    """(classes + 1, C): the block's mean excitation over the test glyphs of each class, and this input."""
-    table = torch.cat([stats.by_class[block], excitation[None]], 0)
+    """((classes + 1) * ROW_HEIGHT, C): the block's mean excitation over the test glyphs of each class,
+    and this input's, each row drawn ROW_HEIGHT pixels tall."""
+    table = torch.cat([stats.by_class[block], excitation[None]], 0).repeat_interleave(ROW_HEIGHT, 0)
     spread = stats.by_class[block].std(0)
     top = ", ".join(str(int(c)) for c in spread.argsort(descending=True)[:3])
     return ImageLayer(BY_CLASS, table, levels=(0.0, 1.0), colormap="viridis",

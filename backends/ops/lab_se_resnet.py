@@ -53,7 +53,7 @@ class LabSEResNet(Operator):
             IntParam("block", BLOCKS, 1, BLOCKS, help="The block whose excitations the by-class table shows."),
         ),
         primary="Grad-CAM",
-        tabs=(("excitations", tuple(excitation_name(k) for k in range(BLOCKS)) + (BY_CLASS,)),),
+        tabs=(("excitations", (BY_CLASS,) + tuple(excitation_name(k) for k in range(BLOCKS))),),
     )
     memo_capacity = 8
 
@@ -95,7 +95,7 @@ class LabSEResNet(Operator):
             with t2("test-set excitations"):
                 xs, ys = cached_test_set()
                 stats = excitation_stats(model, xs[:STATS_ITEMS], ys[:STATS_ITEMS])
-            return Result(fast + excitation_layers(excite, stats) + (by_class_layer(excite[block], stats, block),
+            return Result(fast + (by_class_layer(excite[block], stats, block),) + excitation_layers(excite, stats) + (
                           glyph_layer, MetricsLayer("Metrics", {
                               **metrics, f"accuracy on test glyphs 0-{STATS_ITEMS - 1}": round(stats.accuracy, 4),
                               **timer.metrics(), **t2.metrics()})))

@@ -53,6 +53,7 @@ class LabSEResNet(Operator):
             IntParam("block", BLOCKS, 1, BLOCKS, help="The block whose excitations the by-class table shows."),
         ),
         primary="Grad-CAM",
+        uses_query=False,  # every panel is of the whole glyph
         tabs=(("excitations", (BY_CLASS,) + tuple(excitation_name(k) for k in range(BLOCKS))),),
     )
     memo_capacity = 8

@@ -30,6 +30,7 @@ from widgets.encoding import auto_levels, rgb_to_uint8
 from widgets.image_canvas import ImageCanvas
 from widgets.mosaic import tile
 from widgets.panel import Panel
+from widgets.pgconfig import pg
 from widgets.plots import BarsView, CurveView, MetricsView
 
 ARROW_BINS = 8  # arrows are drawn in this many colours of their map, by length
@@ -97,6 +98,16 @@ def show(panel: Panel, layer: Layer, input_pixels: Optional[np.ndarray] = None) 
     if isinstance(panel.view, ImageCanvas):
         panel.view.finish_overlays()
     panel.set_caption(layer.caption)
+    prepare_for_paint(panel.view)
+
+
+def prepare_for_paint(view) -> None:
+    """Applies what pyqtgraph defers to the start of a paint (auto ranges, view matrices, text
+    transforms) now: applied during the paint, they dirty the scene again, and the view paints
+    twice a frame (plots whose range follows their data did, every frame)."""
+    scene = view.scene() if isinstance(view, pg.GraphicsView) else None
+    if scene is not None:
+        scene.prepareForPaint()
 
 
 def _show_image(panel: Panel, layer: ImageLayer) -> None:

@@ -8,6 +8,7 @@ as ArrowItems would cost over half a second).
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Optional, Sequence
 
@@ -21,6 +22,16 @@ from widgets.pgconfig import pg
 Extent = tuple[float, float, float, float]
 GRID_PAD_PX = 8  # between a grid label and the picture, and between label rows
 MARKER_PX = 13  # the query marker's diameter, screen pixels
+
+
+@functools.lru_cache(maxsize=4096)
+def _brush(rgba: tuple[int, ...]) -> QtGui.QBrush:
+    """One brush object per colour, kept: a scatter item's symbol atlas knows brushes and pens by
+    object, so a new brush per point each frame re-rendered every symbol and rebuilt the atlas."""
+    return pg.mkBrush(*rgba)
+
+
+_POINT_PEN = pg.mkPen((0, 0, 0, 200), width=1)
 
 
 class ImageCanvas(pg.GraphicsView):
@@ -159,11 +170,11 @@ class ImageCanvas(pg.GraphicsView):
             v = np.nan_to_num(np.asarray(values, np.float64)[keep], nan=0.0, posinf=0.0, neginf=0.0)
             pts = pts[keep]
             v = v / v.max() if len(v) and v.max() > 0 else np.ones_like(v)
-            brushes = [pg.mkBrush(*color, int(60 + 195 * a)) for a in v]
+            brushes = [_brush(tuple(color) + (int(60 + 195 * a),)) for a in v]
         else:
             pts = pts[keep]
-            brushes = pg.mkBrush(*color)
-        pen = pg.mkPen((0, 0, 0, 200), width=1)
+            brushes = _brush(tuple(color))
+        pen = _POINT_PEN
         item = self._reuse(pg.ScatterPlotItem)
         if item is None:
             item = pg.ScatterPlotItem()

@@ -3,10 +3,19 @@
 A small localisation network looks at the 48x48 input at half resolution and predicts an affine
 theta (``F.affine_grid`` convention: output normalized coordinates -> input normalized
 coordinates, align_corners=False); :class:`~backends.functional.affine.AffineTransformer` reads a
-32x32 crop through it, and a small CNN classifies the crop. The localisation's last layer starts
-at zero weight and identity bias, so training starts from "look at the whole image"; whatever map
-it learns comes from the class loss alone (the shipped one's manifest says how far its crop's
-centre lies from the true digit's, and how much of the input its crop covers).
+24x24 crop through it, and a small CNN classifies the crop. Three choices make the network learn
+to find and zoom on the digit rather than keep the whole frame (as in the spatial transformer
+paper's cluttered-digit experiments):
+
+- the crop is smaller than the input (24 against 48 pixels a side): read at full frame, the digit
+  comes out at half resolution among the clutter, so zooming in pays;
+- the localisation's last layer starts at zero weight and a *zoomed* identity bias (scale
+  ``START_SCALE``, centred, upright), so training starts from a crop about the digit's size;
+- the classifier is small and position-bound (three 3x3 convolutions, a linear layer over the
+  6x6 map): it reads the crop well only where the digit sits centred and large in it.
+
+Nothing but the class labels trains the map; the manifest entry says how far the shipped one's
+crop centre lies from the true digit's, how much of the input it covers and how it turns.
 """
 
 from __future__ import annotations
@@ -22,12 +31,50 @@ from backends.models.cache import cached_model
 from backends.models.weights import WEIGHTS_DIR, load_weights
 
 WEIGHTS_PATH = WEIGHTS_DIR / "glyph_stn.safetensors"
-CROP = 32  # side of the rectified crop the classifier reads
-IDENTITY = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
+CROP = 24  # side of the rectified crop the classifier reads (the input is 48)
+START_SCALE = 0.6  # the localisation starts at theta = [[s, 0, 0], [0, s, 0]]: a centred crop of 0.36 of the input
+START = (START_SCALE, 0.0, 0.0, 0.0, START_SCALE, 0.0)
 
 
 def _conv(cin: int, cout: int, k: int = 3) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, k, padding=k // 2), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+class Localiser(nn.Module):
+    """(N, 1, 48, 48) in [-1, 1] -> theta (N, 2, 3), equivariant to where the digit is.
+
+    Two convolutions make a 12x12 feature map; a 1x1 convolution scores each cell, and the
+    softmax-weighted mean of the cells' centres (normalized coordinates) is the crop's centre, so
+    a digit detector learned at one place works everywhere. The same weights pool the features
+    there, and a linear layer reads the crop's linear part (zoom, turn, shear) from them. Both
+    heads start at zero: uniform weights (the centre), linear part ``START``.
+    """
+
+    def __init__(self, w: int) -> None:
+        super().__init__()
+        self.features = nn.Sequential(
+            nn.AvgPool2d(2),  # 24
+            *_conv(1, w, 5), nn.MaxPool2d(2),  # 12
+            *_conv(w, 2 * w, 5), *_conv(2 * w, 2 * w, 3),
+        )
+        self.score = nn.Conv2d(2 * w, 1, 1)
+        self.linear = nn.Linear(2 * w, 4)
+        for layer in (self.score, self.linear):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+        with torch.no_grad():
+            self.linear.bias.copy_(torch.tensor(START)[[0, 1, 3, 4]])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.features(x)
+        n, c, h, w = f.shape
+        weights = torch.softmax(self.score(f).flatten(1), 1)  # (N, h * w)
+        ys = (torch.arange(h, dtype=f.dtype, device=f.device) * 2 + 1) / h - 1  # cell centres, normalized
+        xs = (torch.arange(w, dtype=f.dtype, device=f.device) * 2 + 1) / w - 1
+        centre = torch.stack([weights.view(n, h, w).sum(1) @ xs, weights.view(n, h, w).sum(2) @ ys], 1)
+        pooled = torch.bmm(f.flatten(2), weights[:, :, None])[:, :, 0]  # (N, C)
+        lin = self.linear(pooled).view(n, 2, 2)
+        return torch.cat([lin, centre[:, :, None]], 2)
 
 
 class GlyphSTN(nn.Module):
@@ -36,32 +83,21 @@ class GlyphSTN(nn.Module):
     def __init__(self, width: int = 16) -> None:
         super().__init__()
         w = width
-        self.localisation = nn.Sequential(
-            nn.AvgPool2d(2),  # 24
-            *_conv(1, w, 5), nn.MaxPool2d(2),  # 12
-            *_conv(w, 2 * w, 5), nn.MaxPool2d(2),  # 6
-            nn.Flatten(), nn.Linear(2 * w * 36, 64), nn.ReLU(inplace=True),
-            nn.Linear(64, 6),
-        )
-        last = self.localisation[-1]
-        nn.init.zeros_(last.weight)
-        with torch.no_grad():
-            last.bias.copy_(torch.tensor(IDENTITY))
+        self.localisation = Localiser(w)
         self.transformer = AffineTransformer(size=(CROP, CROP))
         self.classifier = nn.Sequential(
-            *_conv(1, w), nn.MaxPool2d(2),  # 16
-            *_conv(w, 2 * w), nn.MaxPool2d(2),  # 8
-            *_conv(2 * w, 4 * w), nn.MaxPool2d(2),  # 4
-            nn.Flatten(), nn.Linear(4 * w * 16, 128), nn.ReLU(inplace=True), nn.Dropout(0.2),
-            nn.Linear(128, 10),
+            *_conv(1, w), nn.MaxPool2d(2),  # 12
+            *_conv(w, 2 * w), nn.MaxPool2d(2),  # 6
+            *_conv(2 * w, 2 * w),
+            nn.Flatten(), nn.Dropout(0.1), nn.Linear(2 * w * 36, 10),
         )
 
     def localise(self, x: torch.Tensor) -> torch.Tensor:
         """theta (N, 2, 3): where each normalized point of the crop reads the input."""
-        return self.localisation(x * 2.0 - 1.0).view(-1, 2, 3)
+        return self.localisation(x * 2.0 - 1.0)
 
     def rectify(self, x: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
-        """The (N, 1, 32, 32) crop the classifier reads."""
+        """The (N, 1, CROP, CROP) crop the classifier reads."""
         return self.transformer(x, theta)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

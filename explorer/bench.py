@@ -102,10 +102,7 @@ def bench_operator(app, op: str, changes: int) -> tuple[list[Sample], list[float
         if session.params()[name] == value:
             value = values[(i + 1) % len(values)]
         t0 = time.perf_counter()
-        if row.spec.kind in ("int", "float"):
-            row.spin.setValue(value)
-        elif row.spec.kind == "choice":
-            row.combo.setCurrentText(str(value))
+        _set(row, value)
         _wait(window)
         t_frame = time.perf_counter()
         QtWidgets.QApplication.processEvents()  # paint
@@ -131,11 +128,19 @@ def settled_latencies(app, op: str, changes: int) -> list[float]:
         if session.params()[name] == value:
             value = values[(i * 3 + 2) % len(values)]
         t0 = time.perf_counter()
-        row.spin.setValue(value)
+        _set(row, value)
         _wait(window, settled=True)
         QtWidgets.QApplication.processEvents()
         out.append((time.perf_counter() - t0) * 1e3)
     return out
+
+
+def _set(row, value) -> None:
+    """Moves one form row as the user would: a spin box (numbers, seeds) or a choice."""
+    if row.spec.kind in ("int", "float", "seed"):
+        row.spin.setValue(value)
+    elif row.spec.kind == "choice":
+        row.combo.setCurrentText(str(value))
 
 
 def _wait(window, timeout_s: float = 60, failures: Optional[list] = None, settled: bool = False) -> None:

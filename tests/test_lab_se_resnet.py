@@ -104,3 +104,16 @@ def test_probabilities_sum_to_one(model):
     x, _, _ = test_set()
     with torch.no_grad():
         torch.testing.assert_close(torch.from_numpy(probs), torch.softmax(model(x[11:12]), 1)[0], atol=TOL, rtol=TOL)
+
+
+def test_the_test_set_pass_runs_once_for_fresh_slices_of_the_same_images():
+    """A new Grad-CAM target must not rerun the 500-glyph pass: a fresh slice of the same test
+    set is the same images (same storage and shape) and hits the cache; other images do not."""
+    from backends.models.glyph_se_resnet import excitation_stats
+
+    model = load_glyph_se_resnet(torch.device("cpu"))
+    xs, ys = torch.rand(40, 1, SIZE, SIZE), torch.randint(0, 10, (40,))
+    first = excitation_stats(model, xs[:20], ys[:20])
+    assert excitation_stats(model, xs[:20], ys[:20]) is first
+    other = excitation_stats(model, xs[20:], ys[20:])
+    assert other is not first and not torch.equal(other.mean[0], first.mean[0])

@@ -109,3 +109,20 @@ def test_open_model_loads_on_the_worker_and_a_bad_file_leaves_the_window_working
     wait_for_frame(qtbot, w)
     assert "Loaded" not in w.banner.text() or not w.banner.isVisible() or "error" not in w.banner.level
     assert np.isfinite(app.session.pixels).all()
+
+
+def test_the_bundled_example_ships_trained_weights_that_reach_their_stated_accuracy():
+    """The example's weights load checked against the manifest's sha256, and classify the first
+    500 items of the fixed test set about as well as the manifest says of all 2000."""
+    from backends.data import cluttered_glyphs as cg
+    from backends.lab.loading import EXAMPLE_WEIGHTS, example_source
+    from backends.models.weights import read_manifest
+
+    entry = read_manifest(EXAMPLE_WEIGHTS.parent)[EXAMPLE_WEIGHTS.name]
+    assert entry["test_accuracy"] >= 0.95
+    loaded = load_model(example_source())
+    assert loaded.source.weights and not any("untrained" in note for note in loaded.notes)
+    x, y, _ = cg.test_set()
+    with torch.no_grad():
+        accuracy = float((loaded.module.eval()(x[:500]).argmax(1) == y[:500]).float().mean())
+    assert accuracy >= entry["test_accuracy"] - 0.03

@@ -1,5 +1,8 @@
 """What the glyph networks read in the explorer: the app's image (a photo, a file or the sketchpad)
 as a 48 x 48 glyph, or an item of the fixed test set, and where that glyph sits on the input frame.
+A thin layer over ``backends.data.cluttered_glyphs`` (``network_input``, ``view_box``,
+``placed_view``), which the STN and deformable labs use directly: this adds the caption and the
+extent the SE-ResNet and ViT panels draw on.
 
 ``from_image`` takes the image's centre square, so the glyph's pixel (u, v) covers the input
 pixels of that square scaled by side / 48: panels drawn at 48 x 48 carry that square as their
@@ -14,8 +17,7 @@ from typing import Optional
 
 import torch
 
-from backends.data.cluttered_glyphs import CLASSES, SIZE, from_image, test_set
-from backends.imaging import resize
+from backends.data.cluttered_glyphs import CLASSES, SIZE, TEST_SIZE, network_input, placed_view, test_set, view_box
 
 SOURCES = ("image", "test sample")
 
@@ -42,23 +44,20 @@ def cached_test_set() -> tuple[torch.Tensor, torch.Tensor]:
 
 def square_extent(height: int, width: int) -> Extent:
     """The centre square ``from_image`` reads, in input pixels (edge coordinates)."""
-    s = min(height, width)
-    return float((width - s) // 2), float((height - s) // 2), float(s), float(s)
+    x0, y0, side = view_box(height, width)
+    return float(x0), float(y0), float(side), float(side)
 
 
 def glyph_input(image: torch.Tensor, source: str, index: int) -> GlyphInput:
     """The glyph the networks read for ``source``: 'image' (the app's image through ``from_image``)
     or 'test sample' (item ``index`` of the fixed test set, clamped to its range)."""
-    _, _, h, w = image.shape
-    extent = square_extent(h, w)
-    if source == "test sample":
-        xs, ys = cached_test_set()
-        i = max(0, min(int(index), len(xs) - 1))
-        label = int(ys[i])
-        return GlyphInput(xs[i : i + 1].to(image.device), label, f"test sample {i} (label {CLASSES[label]})", extent)
-    if source != "image":
+    if source not in SOURCES:
         raise ValueError(f"unknown source {source!r}; one of {', '.join(SOURCES)}")
-    return GlyphInput(from_image(image), None, "the image's centre square as a 48x48 glyph", extent)
+    i = max(0, min(int(index), TEST_SIZE - 1))
+    x, label, _ = network_input(image, source, i)
+    caption = ("the image's centre square as a 48x48 glyph" if label is None
+               else f"test sample {i} (label {CLASSES[label]})")
+    return GlyphInput(x, label, caption, square_extent(*image.shape[2:]))
 
 
 def glyph_pixel(query: tuple[float, float], extent: Extent) -> tuple[int, int]:
@@ -73,8 +72,4 @@ def glyph_background(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """The glyph (1, 1, 48, 48) as the input frame's picture (height, width, 3) uint8: the glyph
     the network reads, nearest-resized into the centre square, black around it, so maps drawn on
     the square's extent lie over the pixels they describe (and clicks land in the input frame)."""
-    x0, y0, side, _ = (int(v) for v in square_extent(height, width))
-    up = resize(x.float(), (side, side), nearest=True)[0, 0]
-    out = torch.zeros(height, width, 3, dtype=torch.uint8, device=x.device)
-    out[y0 : y0 + side, x0 : x0 + side] = (up.clamp(0, 1) * 255).round().to(torch.uint8)[..., None]
-    return out
+    return (placed_view(x, height, width).clamp(0, 1) * 255).round().to(torch.uint8).to(x.device)

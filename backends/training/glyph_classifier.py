@@ -16,8 +16,10 @@ weights are written in float16; the tests check the shipped file stays within ha
 
 from __future__ import annotations
 
+import argparse
 import math
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -25,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from backends.data.cluttered_glyphs import TEST_SEED, TEST_SIZE, sample, test_set
-from backends.training.loop import LossHistory, run_record, run_steps
+from backends.models.weights import save_weights
+from backends.training.loop import LossHistory, add_common_options, run_record, run_steps
 
 
 def augment(x: torch.Tensor, gen: torch.Generator, rotate: float = 10.0, scale: float = 0.1,
@@ -136,3 +139,30 @@ def test_accuracy(model: nn.Module) -> float:
     x, y, _ = test_set()
     model.eval()
     return accuracy(model, x, y)
+
+
+def add_options(p: argparse.ArgumentParser, steps: int, repeats: int, out: Path) -> None:
+    """The options every glyph classifier's script takes, with its own defaults."""
+    add_common_options(p)
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--batch", type=int, default=64)
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--pool", type=int, default=8192)
+    p.add_argument("--repeats", type=int, default=repeats, help="how often each pooled glyph is seen (augmented)")
+    p.add_argument("--out", type=Path, default=out)
+    p.add_argument("--no-write", action="store_true")
+
+
+def train_and_ship(model: nn.Module, args: argparse.Namespace, name: str, module: str, config: dict) -> dict:
+    """Trains ``model`` as ``args`` say, scores it on the test set and (unless ``--no-write``)
+    writes its float16 weights and manifest entry; returns the entry."""
+    trainer = Trainer(model, args.steps, args.batch, args.lr, args.pool, args.seed, repeats=args.repeats)
+    seconds, wall = train(trainer, args.steps, args.log_every, args.max_minutes)
+    acc = test_accuracy(model)
+    entry = trainer.manifest_entry(name, module, seconds, args.threads, acc, wall)
+    entry["config"] = config
+    print(f"test accuracy {acc:.4f} after {trainer.steps_done} steps, {seconds:.0f} CPU s, {wall:.0f} s wall", flush=True)
+    if not args.no_write:
+        entry = save_weights(args.out, model.state_dict(), entry, metadata=config)
+        print(f"wrote {args.out} sha256 {entry['sha256']}", flush=True)
+    return entry

@@ -95,3 +95,28 @@ def test_a_picture_of_the_layers_own_is_drawn_at_its_brightness_not_white(qtbot,
     qtbot.wait(20)
     pixel = panel.view.grab().toImage().pixelColor(panel.view.width() // 2, panel.view.height() // 2)
     assert 110 <= pixel.red() <= 145 and 110 <= pixel.green() <= 145
+
+
+def test_grid_lines_are_drawn_behind_the_bars_and_at_their_faint_colour_beside_them(qtbot):
+    """Grid lines are opaque (a translucent line costs the raster engine a blend per pixel), each
+    the colour the translucent line would have over the background, and never cross the data."""
+    from PySide6 import QtCore
+
+    from widgets.plots import PLOT_BACKGROUND, SERIES_COLORS
+
+    panel = shown(qtbot, BarsLayer("one", ("a", "b"), {"v": np.array([10.0, 0.0])}))
+    qtbot.wait(20)
+    view = panel.view
+    image = view.grab().toImage()
+
+    def pixel(x: float, y: float) -> tuple[int, int, int]:
+        """The brightest of the three pixels around (x, y): a 1 px line may round to either side."""
+        p = view.mapFromScene(view.plotItem.vb.mapViewToScene(QtCore.QPointF(x, y)))
+        colors = [image.pixelColor(p.x(), p.y() + d) for d in (-1, 0, 1)]
+        return max(((c.red(), c.green(), c.blue()) for c in colors), key=sum)
+
+    ticks = [v for _spacing, values in view.getAxis("left").tickValues(0, 10, 300) for v in values if 1 <= v <= 9]
+    assert ticks  # grid lines cross the bar's height
+    assert all(pixel(0.0, v) == SERIES_COLORS[0] for v in ticks)  # the bar is drawn over every line
+    beside = [pixel(1.0, v) for v in ticks]  # over the background, where bar "b" is empty
+    assert all(c != PLOT_BACKGROUND and max(c) < 90 for c in beside)  # a faint line, not bright, not missing

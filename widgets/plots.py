@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
-from PySide6 import QtCore, QtWidgets
+from PySide6 import QtCore, QtGui, QtWidgets
 
 from widgets.pgconfig import pg
 
@@ -48,6 +48,44 @@ KEY_CHARS_PER_ROW = 28  # a plot's key wraps after this many characters: a narro
 HORIZONTAL_AFTER = (12, 9)  # bars turn horizontal past this many labels, or labels this long
 
 
+PLOT_BACKGROUND = (24, 24, 28)
+
+
+class GridAxis(pg.AxisItem):
+    """An axis whose grid lines are opaque, each the colour pyqtgraph's translucent line would
+    have over the plot's background, and drawn behind the data. The raster engine blends a
+    translucent line pixel by pixel: a 900x600 plot's grid cost 16 ms a repaint, opaque 2 ms."""
+
+    def generateDrawSpecs(self, p):
+        specs = super().generateDrawSpecs(p)
+        if specs is None:
+            return None
+        axis_spec, tick_specs, text_specs = specs
+        return axis_spec, [(_over_background(pen), p1, p2) for pen, p1, p2 in tick_specs], text_specs
+
+
+def _over_background(pen: QtGui.QPen) -> QtGui.QPen:
+    color = pen.color()
+    a = color.alphaF()
+    if a >= 1.0:
+        return pen
+    r, g, b = (round(bg + (c - bg) * a) for c, bg in zip(color.getRgb()[:3], PLOT_BACKGROUND))
+    opaque = QtGui.QPen(pen)
+    opaque.setColor(QtGui.QColor(r, g, b))
+    return opaque
+
+
+def grid_axes() -> dict[str, GridAxis]:
+    return {"left": GridAxis("left"), "bottom": GridAxis("bottom")}
+
+
+def grid_behind_data(plot: pg.PlotWidget) -> None:
+    """Axes (and so their grid lines) behind the view box's items: an opaque line must not cross
+    a curve or a bar. PlotItem sets its axes' z itself, so this follows its construction."""
+    for name in ("left", "bottom"):
+        plot.getAxis(name).setZValue(-1)
+
+
 def cache_axes(plot: pg.PlotWidget) -> None:
     """Paints each axis from a pixmap cache: replaying an axis's tick labels cost 3-5 ms a
     frame, and bars or curves that change do not change the axes most of the time."""
@@ -59,7 +97,8 @@ class BarsView(pg.PlotWidget):
     """One group of bars per label; several series side by side."""
 
     def __init__(self, parent: Optional[QtWidgets.QWidget] = None) -> None:
-        super().__init__(parent, background=(24, 24, 28))
+        super().__init__(parent, background=PLOT_BACKGROUND, axisItems=grid_axes())
+        grid_behind_data(self)
         self.setMenuEnabled(False)
         self.showGrid(y=True, alpha=0.25)
         cache_axes(self)
@@ -129,6 +168,7 @@ class BarsView(pg.PlotWidget):
             self.setLabel("bottom" if horizontal else "left", value_label)
             self.setLabel("left" if horizontal else "bottom", "")
             self.invertY(horizontal)  # the first bar on top, as it reads
+            self.showGrid(x=horizontal, y=not horizontal, alpha=0.25)  # grid lines across the values, not the names
             self._labels = labels
             self._tick_step = 0
             self._update_ticks()
@@ -159,7 +199,8 @@ class CurveView(pg.PlotWidget):
     every curve above the plot, never over the data."""
 
     def __init__(self, parent: Optional[QtWidgets.QWidget] = None) -> None:
-        super().__init__(parent, background=(24, 24, 28))
+        super().__init__(parent, background=PLOT_BACKGROUND, axisItems=grid_axes())
+        grid_behind_data(self)
         self.setMenuEnabled(False)
         self.showGrid(x=True, y=True, alpha=0.25)
         cache_axes(self)

@@ -120,3 +120,13 @@ def test_grid_lines_are_drawn_behind_the_bars_and_at_their_faint_colour_beside_t
     assert all(pixel(0.0, v) == SERIES_COLORS[0] for v in ticks)  # the bar is drawn over every line
     beside = [pixel(1.0, v) for v in ticks]  # over the background, where bar "b" is empty
     assert all(c != PLOT_BACKGROUND and max(c) < 90 for c in beside)  # a faint line, not bright, not missing
+
+
+def test_every_box_is_drawn_with_its_four_sides_at_its_edges(qtbot):
+    boxes = ((2.0, 3.0, 10.0, 5.0), (20.0, 4.0, 6.0, 6.0))
+    panel = shown(qtbot, ImageLayer("boxes", np.zeros((30, 40, 3), np.float32), boxes=boxes))
+    lines = [xy for color, xy in panel.view.overlay_lines() if color == (255, 220, 80)]
+    sides = {tuple(map(tuple, pair)) for xy in lines for pair in xy.reshape(-1, 2, 2)}
+    for x, y, w, h in boxes:
+        corners = [(x, y), (x + w, y), (x + w, y + h), (x, y + h)]
+        assert {(corners[i], corners[(i + 1) % 4]) for i in range(4)} <= sides

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from backends.functional.upsampling import spectrum_summary, taps_per_phase
 from backends.imaging import long_side_size, luminance, resize
+from backends.layers import complete
 from backends.ops.upsampling import METHODS, REFERENCE_SIDE, Upsampling
 from backends.params import ParamError, is_active, validate
 
@@ -26,8 +27,8 @@ def image():
 
 
 def _compute(image, query=None, **values):
-    with torch.no_grad():  # as the worker runs it
-        return Upsampling().compute(image, validate(Upsampling.spec.params, values), query)
+    with torch.no_grad():  # as the worker runs it, with every panel settled
+        return complete(Upsampling().compute(image, validate(Upsampling.spec.params, values), query))
 
 
 def _reference(image, s):
@@ -44,7 +45,21 @@ def test_layers_and_primary(image):
     result = _compute(image)
     assert result.names == ("Output", "All outputs", "Kernel overlap", "Spectra", "Checkerboard energy",
                             "Scatter of one input pixel", "Metrics")
-    assert Upsampling.spec.primary == "Output" and result.settle is None
+    assert Upsampling.spec.primary == "Output"
+
+
+def test_a_first_seen_value_shows_the_chosen_method_at_once_and_every_method_when_it_rests(image):
+    """Six methods and their spectra are the slow part of a value not seen before: they settle."""
+    op = Upsampling()
+    params = validate(Upsampling.spec.params, {"kernel_size": 5})
+    with torch.no_grad():
+        fast = op.compute(image, params, None)
+        assert fast.names == ("Output", "Kernel overlap", "Scatter of one input pixel", "Metrics")
+        assert set(fast.pending) == {"All outputs", "Spectra", "Checkerboard energy"}
+        full = complete(fast)
+        np.testing.assert_array_equal(np.asarray(fast.layer("Output").image), np.asarray(full.layer("Output").image))
+        again = op.compute(image, params, None)  # every method cached now: the whole frame at once
+    assert again.settle is None and again.names == full.names
 
 
 @pytest.mark.parametrize("k, s, p, q, d", [(3, 2, 1, 1, 1), (4, 2, 1, 0, 1), (5, 3, 0, 2, 1), (3, 2, 2, 1, 2)])

@@ -99,43 +99,52 @@ class Upsampling(Operator):
             if transposed_output_size(n, k, s, p, q, d) < 1:
                 raise ParamError(f"padding: {p} leaves the transposed convolution of a {w}x{h} input no output")
         size = tuple(inputs.reference.shape[-2:])
-        with timer("methods + spectra"):
-            results = {m: self.memo.stage(f"method {m}", params, METHOD_INPUTS[m], lambda m=m: _method(m, inputs, params))
-                       for m in METHODS}
-            fractions = {m: r.fraction for m, r in results.items()}
-            # The panels of every method change only with a parameter some method reads (not the method shown).
-            shared = self.memo.stage("all methods", params, ALL_INPUTS, lambda: (
-                all_outputs_layer({m: r.luma for m, r in results.items()}, size),
-                spectra_layer({m: r.spectrum for m, r in results.items()}, fractions, s),
-                energy_layer(fractions, s)))
+        stage = self.memo.stage
+
+        def method_result(m: str) -> MethodResult:
+            return stage(f"method {m}", params, METHOD_INPUTS[m], lambda: _method(m, inputs, params))
+
+        with timer("chosen method"):
+            chosen = method_result(method)
         qx, qy = query_point(query, W, H)
         pixel = (min(w - 1, int((qx + 0.5) * w / W)), min(h - 1, int((qy + 0.5) * h / H)))
         with timer("scatter"):
             response = impulse_response(method, inputs, params, pixel)
-        window = self.memo.stage("overlap", params, OVERLAP_INPUTS, lambda: overlap_window(k, s, p, q, d))
+        window = stage("overlap", params, OVERLAP_INPUTS, lambda: overlap_window(k, s, p, q, d))
         sums = phase_sums(make_kernel2d(params["kernel"], k, float(s * s), params["seed"]), s, d)
-        chosen = results[method]
         out = chosen.output
         extent = (0.0, 0.0, W * out.shape[-1] / size[1], H * out.shape[-2] / size[0])
-        layers = (
-            output_layer(method, chosen.shown, extent, _detail(method, params), chosen.saturated),
-            shared[0],
-            overlap_layer(window, k, s, d, sums),
-            shared[1],
-            shared[2],
-            scatter_layer(method, response, chosen.shown, pixel, s),
-            MetricsLayer("Metrics", {
-                "input (reduced image)": f"{w} x {h}",
-                "reference (full resolution)": f"{size[1]} x {size[0]}",
-                f"{method} output": f"{out.shape[-1]} x {out.shape[-2]}",
-                "transposed output rows (n-1)s - 2p + d(k-1) + q + 1": transposed_output_size(h, k, s, p, q, d),
-                "transposed taps per output pixel": " / ".join(str(int(v)) for v in window.counts.unique()),
-                **{f"alias energy, {m}": f"{fractions[m]:.2%}" for m in METHODS},
-                "clicked input pixel": f"({pixel[0]}, {pixel[1]})",
-                **timer.metrics(),
-            }),
-        )
-        return Result(layers)
+        output = output_layer(method, chosen.shown, extent, _detail(method, params), chosen.saturated)
+        overlap = overlap_layer(window, k, s, d, sums)
+        scatter = scatter_layer(method, response, chosen.shown, pixel, s)
+        rows = {
+            "input (reduced image)": f"{w} x {h}",
+            "reference (full resolution)": f"{size[1]} x {size[0]}",
+            f"{method} output": f"{out.shape[-1]} x {out.shape[-2]}",
+            "transposed output rows (n-1)s - 2p + d(k-1) + q + 1": transposed_output_size(h, k, s, p, q, d),
+            "transposed taps per output pixel": " / ".join(str(int(v)) for v in window.counts.unique()),
+        }
+
+        def complete() -> Result:
+            with timer("other methods + spectra"):
+                results = {m: method_result(m) for m in METHODS}
+                fractions = {m: r.fraction for m, r in results.items()}
+                # The panels of every method change only with a parameter some method reads (not the method shown).
+                shared = stage("all methods", params, ALL_INPUTS, lambda: (
+                    all_outputs_layer({m: r.luma for m, r in results.items()}, size),
+                    spectra_layer({m: r.spectrum for m, r in results.items()}, fractions, s),
+                    energy_layer(fractions, s)))
+            return Result((output, shared[0], overlap, shared[1], shared[2], scatter, MetricsLayer("Metrics", {
+                **rows, **{f"alias energy, {m}": f"{fractions[m]:.2%}" for m in METHODS},
+                "clicked input pixel": f"({pixel[0]}, {pixel[1]})", **timer.metrics()})))
+
+        if all(self.memo.stage_key(f"method {m}", params, METHOD_INPUTS[m]) in self.memo for m in METHODS):
+            return complete()
+        # Six methods and their spectra at once cost 20-50 ms the first time a value is seen: the
+        # chosen method's output comes at once, every method's panels when the slider rests.
+        return Result((output, overlap, scatter, MetricsLayer("Metrics", {
+            **rows, f"alias energy, {method}": f"{chosen.fraction:.2%}", "clicked input pixel": f"({pixel[0]}, {pixel[1]})",
+            **timer.metrics()})), settle=complete, pending=("All outputs", "Spectra", "Checkerboard energy"))
 
 
 def _inputs(image: torch.Tensor, s: int) -> Inputs:

@@ -313,3 +313,17 @@ def test_the_global_warp_path_matches_torchvision():
     weight = kernel.view(1, 1, 3, 3).expand(3, 1, 3, 3).contiguous()
     ref = tv_ops.deform_conv2d(img, offsets, weight, padding=d, dilation=d)
     assert torch.allclose(depthwise_window_sum(resample_widened(img, dx, dy), kernel, d), ref, atol=TORCHVISION_TOL)
+
+
+@pytest.mark.parametrize("key", [(Ellipsis, slice(None), slice(None)), (Ellipsis, slice(3, None, 16), slice(5, None, 16)),
+                                 (Ellipsis, slice(7, 8), slice(11, 12)), (Ellipsis, slice(None, None, 4), slice(None, None, 4))])
+def test_offsets_made_where_read_equal_the_whole_field_at_those_pixels(key):
+    from backends.functional.global_warp import DisplacementOffsets
+
+    h, w, k, d = 36, 52, 3, 2
+    (dx, dy), _ = _swirl_case(h, w, k, d)
+    lazy = DisplacementOffsets(dx, dy, k, d)
+    whole = offsets_from_displacement(dx, dy, k, d)
+    assert lazy.shape == whole.shape
+    torch.testing.assert_close(lazy[key], whole[key], atol=0, rtol=0)
+    torch.testing.assert_close(lazy.full(), whole, atol=0, rtol=0)

@@ -15,10 +15,10 @@ import torch.nn.functional as F
 from backends.functional.deformable import deform_conv2d, modulated_depthwise, sample_taps, sampling_grid
 from backends.functional.filters import gaussian_blur, structure_tensor
 from backends.functional.global_warp import (
+    DisplacementOffsets,
     depthwise_conv,
     depthwise_window_sum,
     global_warp_taps,
-    offsets_from_displacement,
     resample_widened,
 )
 from backends.functional.kernels import NONNEGATIVE, make_kernel
@@ -163,8 +163,8 @@ class DeformableConvolution(Operator):
                  field: Optional[Field]) -> torch.Tensor:
         _, _, h, w = image.shape
         k, d, src = int(params["kernel_size"]), int(params["dilation"]), params["offsets"]
-        if field is not None:
-            return offsets_from_displacement(*field, k, d)
+        if field is not None:  # the views read a strided subset: made only there
+            return DisplacementOffsets(*field, k, d)
         if src == "learned":
             return fit.offsets_at(h, w) if fit else image.new_zeros(1, 2 * k * k, h, w)
         if src == "random":  # linear in strength: upsample the unit field once per seed

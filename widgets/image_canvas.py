@@ -2,7 +2,7 @@
 crosshair and light overlays (points, boxes, segments, meshes, a heat layer).
 
 Built on a bare ViewBox + ImageItem: pyqtgraph's ImageView costs 14-25 ms of UI work per frame,
-this about 4 ms. Overlays are single PlotDataItems with connect='pairs' (thousands of arrows
+this about 4 ms. Overlays are single PlotCurveItems with connect='pairs' (thousands of arrows
 as ArrowItems would cost over half a second).
 """
 
@@ -234,10 +234,10 @@ class ImageCanvas(pg.GraphicsView):
             p = np.vstack([p, p[:1]])
         self._add(self._line_item(p, "all", pg.mkPen(*color, width=width)), z=11)
 
-    def _line_item(self, xy: np.ndarray, connect: str, pen) -> pg.PlotDataItem:
-        item = self._reuse(pg.PlotDataItem)
+    def _line_item(self, xy: np.ndarray, connect: str, pen) -> pg.PlotCurveItem:
+        item = self._reuse(pg.PlotCurveItem)
         if item is None:
-            item = pg.PlotDataItem()
+            item = pg.PlotCurveItem()
         item.setData(xy[:, 0], xy[:, 1], connect=connect, pen=pen)
         return item
 
@@ -360,7 +360,7 @@ class ImageCanvas(pg.GraphicsView):
         """Each line overlay of this frame: its pen colour and its (N, 2) vertices as drawn."""
         out = []
         for item in self._overlays:
-            if isinstance(item, pg.PlotDataItem):
+            if isinstance(item, pg.PlotCurveItem):
                 x, y = item.getData()
                 out.append((tuple(item.opts["pen"].color().getRgb()[:3]), np.stack([x, y], 1)))
         return out

@@ -79,7 +79,7 @@ class DisplayEncoder:
     def _rgb(self, src: np.ndarray, fresh: dict) -> np.ndarray:
         """[0, 1] floats to uint8 (about 3 ms per 512x512 image the UI thread no longer spends)."""
         key = (id(src), None)
-        hit = self._arrays.get(key)
+        hit = fresh.get(key) or self._arrays.get(key)  # a picture several panels share converts once
         arr = hit[1] if hit is not None and hit[0] is src else rgb_to_uint8(src)
         fresh[key] = (src, arr)
         return arr
@@ -91,7 +91,7 @@ class DisplayEncoder:
             return src, levels
         levels = tuple(float(v) for v in levels) if levels is not None else auto_levels(src)
         key = (id(src), levels)
-        hit = self._arrays.get(key)
+        hit = fresh.get(key) or self._arrays.get(key)
         arr = hit[1] if hit is not None and hit[0] is src else to_indexed(src, levels)
         fresh[key] = (src, arr)
         return arr, levels

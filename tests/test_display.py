@@ -53,6 +53,17 @@ def test_the_encoder_turns_scalar_layers_into_indices_once_per_array():
                                       [lay.maps if hasattr(lay, "maps") else lay.image for lay in again.layers]))
 
 
+def test_a_picture_several_panels_share_in_one_frame_is_converted_once():
+    from backends.layers import PointSet, PointsLayer
+
+    back = torch.rand(16, 16, 3)
+    points = PointSet(np.array([[1.0, 1.0]]))
+    result = DisplayEncoder().encode(Result((PointsLayer("a", (points,), background=back),
+                                             HeatmapLayer("b", np.zeros((16, 16), np.float32), background=back))))
+    a, b = result.layers
+    assert a.background is b.background and a.background.dtype == np.uint8
+
+
 def test_tensors_rgb_backgrounds_and_job_results_all_reach_the_views_in_display_form():
     from backends.layers import INPUT, PointSet, PointsLayer
 

@@ -144,16 +144,33 @@ def _set(row, value) -> None:
 
 
 def _wait(window, timeout_s: float = 60, failures: Optional[list] = None, settled: bool = False) -> None:
-    """Until the newest request's first frame is applied, or with ``settled`` its complete one."""
-    from PySide6 import QtWidgets
+    """Until the newest request's first frame is applied, or with ``settled`` its complete one.
+    Blocks in an event loop, as the app's own does, woken by the frame: polling would add up to
+    a poll interval to every signal that crosses from the worker (two per frame)."""
+    from PySide6 import QtCore
 
     def done() -> bool:
-        return window.scheduler.frame_settled() if settled else window.scheduler.frame_drawn()
+        return bool(failures) or (window.scheduler.frame_settled() if settled else window.scheduler.frame_drawn())
 
-    deadline = time.perf_counter() + timeout_s
-    while not done() and time.perf_counter() < deadline and not failures:
-        QtWidgets.QApplication.processEvents()
-        time.sleep(0.0005)
+    if done():
+        return
+    loop = QtCore.QEventLoop()
+
+    def check(*_args) -> None:
+        if done():
+            loop.quit()
+
+    window.frameApplied.connect(check)
+    window.frameFailed.connect(check)
+    deadline = QtCore.QTimer(singleShot=True, interval=int(timeout_s * 1000))
+    deadline.timeout.connect(loop.quit)
+    deadline.start()
+    check()
+    if not done():
+        loop.exec()
+    deadline.stop()
+    window.frameApplied.disconnect(check)
+    window.frameFailed.disconnect(check)
 
 
 def matplotlib_loop(op: str, image: np.ndarray, changes: int) -> float:

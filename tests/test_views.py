@@ -67,6 +67,8 @@ def test_a_curve_of_another_unit_is_read_against_the_right_axis(qtbot):
     panel = shown(qtbot, CurveLayer("training", {"loss": (steps, 5 - steps), "box share %": (steps, 10 * steps)},
                                     x_label="step", y_label="loss", right=("box share %",), right_label="%"))
     assert panel.view.axis_of("loss") == "left" and panel.view.axis_of("box share %") == "right"
+    assert panel.view.getAxis("right").isVisible() and not panel.view.getAxis("top").isVisible()
+    assert panel.view.getAxis("right").grid is False  # one set of grid lines, the left axis's
     np.testing.assert_array_equal(panel.view.curve_data("box share %")[1], 10 * steps)
 
 

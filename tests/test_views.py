@@ -132,3 +132,18 @@ def test_every_box_is_drawn_with_its_four_sides_at_its_edges(qtbot):
     for x, y, w, h in boxes:
         corners = [(x, y), (x + w, y), (x + w, y + h), (x, y + h)]
         assert {(corners[i], corners[(i + 1) % 4]) for i in range(4)} <= sides
+
+
+def test_the_room_for_tick_labels_holds_while_the_content_stays_and_refits_for_new_content(qtbot):
+    """A narrower label mid-drag does not re-lay out the plot (5-7 ms a time); new content refits."""
+    x = np.arange(5.0)
+    panel = shown(qtbot, CurveLayer("c", {"y": (x, 123456.0 * x)}, x_label="step", y_label="value"))
+    view, axis = panel.view, panel.view.getAxis("left")
+    view.grab()
+    wide = axis.textWidth
+    layer_views.show(panel, encode(Result((CurveLayer("c", {"y": (x, 0.5 * x)}, x_label="step", y_label="value"),))).layers[0])
+    view.grab()
+    assert axis.textWidth == wide
+    layer_views.show(panel, encode(Result((CurveLayer("c", {"y": (x, 0.5 * x)}, x_label="step", y_label="share"),))).layers[0])
+    view.grab()
+    assert axis.textWidth < wide

@@ -58,6 +58,22 @@ class GridAxis(pg.AxisItem):
     Axes are not pixmap-cached: opaque, they replay in about 0.1 ms, while a cache the size of
     the grid cost a fill and a blend whenever a range moved (1 ms a frame on a moving plot)."""
 
+    def __init__(self, orientation: str) -> None:
+        super().__init__(orientation)
+        self._fit_text_space = True
+
+    def fit_text_space(self) -> None:
+        """Let the tick labels' room shrink once, to the next labels drawn (new content)."""
+        self._fit_text_space = True
+
+    def _updateMaxTextSize(self, x: int) -> None:
+        """The room for tick labels only grows while the content stays the same: pyqtgraph shrank
+        it whenever the widest label got 10 px narrower, and each shrink re-laid out the whole
+        plot (5-7 ms) in the middle of a drag. It fits again after :meth:`fit_text_space`."""
+        self.style["autoReduceTextSpace"] = self._fit_text_space  # not setStyle: that re-lays out the axis
+        self._fit_text_space = False
+        super()._updateMaxTextSize(x)
+
     def generateDrawSpecs(self, p):
         specs = super().generateDrawSpecs(p)
         if specs is None:
@@ -79,6 +95,14 @@ def _over_background(pen: QtGui.QPen) -> QtGui.QPen:
 
 def grid_axes() -> dict[str, GridAxis]:
     return {name: GridAxis(name) for name in ("left", "bottom", "right", "top")}
+
+
+def fit_text_space(plot: pg.PlotWidget) -> None:
+    """New content: every axis's tick labels may take less room than the last content's."""
+    for name in ("left", "bottom", "right", "top"):
+        axis = plot.getAxis(name)
+        if isinstance(axis, GridAxis):
+            axis.fit_text_space()
 
 
 def grid_behind_data(plot: pg.PlotWidget) -> None:
@@ -174,6 +198,7 @@ class BarsView(pg.PlotWidget):
             else:
                 self.setXRange(-0.6, len(labels) - 0.4, padding=0)
             self._key = key
+            fit_text_space(self)
             self._y_range = ()
         for i, (item, values) in enumerate(zip(self._items, series.values())):
             centre = x - 0.4 + width * (i + 0.5)
@@ -218,6 +243,7 @@ class CurveView(pg.PlotWidget):
             self.setLabel("left", y_label)
             self._set_right_axis(bool(right), right_label, log_x)
             self._axes_key = (x_label, y_label, log_y, log_x, right, right_label)
+            fit_text_space(self)
             for item in self._curves.values():  # a curve may move between the axes
                 if item.getViewBox() is not None:
                     item.getViewBox().removeItem(item)

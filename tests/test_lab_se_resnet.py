@@ -81,6 +81,8 @@ def test_test_set_means_and_the_by_class_table(model):
     for c in (0, 6, 9):
         torch.testing.assert_close(table[c], weights[1][labels == c].mean(0), atol=TOL, rtol=TOL)
     torch.testing.assert_close(table[10], weights[1][3], atol=TOL, rtol=TOL)  # the last row: this input
+    wide = _run({"source": "test sample", "sample": 3, "block": 3}, _image()).layer("Excitations by class").image
+    assert wide.shape == (11 * 9, 96)  # 96 channels: rows 9 pixels tall, about square, so every row can be named
 
 
 def test_grad_cam_is_relu_of_gradient_weighted_maps_upsampled(model):

@@ -16,7 +16,6 @@ from backends.models.glyph_se_resnet import ExcitationStats
 CAM = "Grad-CAM"
 PROBS = "Class probabilities"
 BY_CLASS = "Excitations by class"
-ROW_HEIGHT = 4  # picture rows per class row: 11 rows of up to 96 channels would be a thin strip
 
 
 def excitation_name(k: int) -> str:
@@ -60,10 +59,17 @@ def excitation_layers(excitations: list[torch.Tensor], stats: Optional[Excitatio
     return tuple(out)
 
 
+def row_height(rows: int, columns: int) -> int:
+    """Picture pixels per table row that make a rows x columns table about square."""
+    return max(1, round(columns / rows))
+
+
 def by_class_layer(excitation: torch.Tensor, stats: ExcitationStats, block: int) -> ImageLayer:
-    """((classes + 1) * ROW_HEIGHT, C): the block's mean excitation over the test glyphs of each class,
-    and this input's, each row drawn ROW_HEIGHT pixels tall."""
-    table = torch.cat([stats.by_class[block], excitation[None]], 0).repeat_interleave(ROW_HEIGHT, 0)
+    """((classes + 1) * r, C): the block's mean excitation over the test glyphs of each class, and
+    this input's, each row drawn r pixels tall so the table is about square: 11 rows of 96
+    channels at four pixels a row were a strip too thin to name every row."""
+    rows = torch.cat([stats.by_class[block], excitation[None]], 0)
+    table = rows.repeat_interleave(row_height(*rows.shape), 0)
     spread = stats.by_class[block].std(0)
     top = ", ".join(str(int(c)) for c in spread.argsort(descending=True)[:3])
     return ImageLayer(BY_CLASS, table, levels=(0.0, 1.0), colormap="viridis",

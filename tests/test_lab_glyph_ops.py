@@ -154,7 +154,9 @@ def test_operators_on_shipped_weights():
     assert abs(float(a.layer("Class probabilities").series["probability"].sum()) - 1) < 1e-5
     assert a.layer("Metrics").values["predicted"] == a.layer("Metrics").values["true class"]
     drawn = deform.compute(image, validate(LabDeformable.spec.params, {"source": "image"}), None)
-    assert drawn.layer("Grad-CAM").maps.shape == SIZE
+    cam = drawn.layer("Grad-CAM")
+    x0, y0, side = cg.view_box(*SIZE)
+    assert cam.maps.shape == (48, 48) and cam.extent == (x0, y0, side, side)  # the network's view, placed where it was read
 
 
 def test_tap_positions_with_stride_dilation_and_groups():

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 
 from backends.data import cluttered_glyphs as cg
 from backends.functional.deformable import offset_magnitude
 from backends.functional.grad_cam import upsample_cam
-from backends.imaging import resize
 from backends.layers import BarsLayer, HeatmapLayer, ImageLayer, MetricsLayer, PointSet, PointsLayer
 from backends.ops._lab_deformable_points import composed, grid_to_view, layer_taps, to_image
 
@@ -69,7 +67,8 @@ def layers(t: Traced, cell: tuple[int, int], size: tuple[int, int], timings: dic
         HeatmapLayer("Offset lengths", torch.stack([offset_magnitude(o).mean(0) for o in t.offsets]).numpy(),
                      labels=("layer 1", "layer 2"), levels=(0.0, float(max(offset_magnitude(o).max() for o in t.offsets)) + 1e-6),
                      colormap="viridis", caption="mean length of the nine offsets at each cell of the 12x12 grid, grid pixels"),
-        HeatmapLayer("Grad-CAM", _cam_in_frame(t.cam, size), background=back,
+        HeatmapLayer("Grad-CAM", upsample_cam(t.cam[None].float().cpu(), (cg.SIZE, cg.SIZE))[0], background=back,
+                     extent=(float(x0), float(y0), float(side), float(side)),
                      caption=f"Grad-CAM of '{cg.CLASSES[top]}' at the last deformable layer (12x12), bilinear to the view"),
         ImageLayer("Network input", t.x[0, 0].cpu(), levels=(0.0, 1.0), extent=(float(x0), float(y0), float(side), float(side)),
                    caption="what the network reads, 48x48 grey; click to pick a cell"),
@@ -90,13 +89,3 @@ def layers(t: Traced, cell: tuple[int, int], size: tuple[int, int], timings: dic
             **timings,
         }),
     )
-
-
-def _cam_in_frame(cam: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """The (12, 12) map upsampled to the view, then placed over its centre square (zero elsewhere)."""
-    h, w = size
-    x0, y0, side = cg.view_box(h, w)
-    view = upsample_cam(cam[None].float().cpu(), (cg.SIZE, cg.SIZE))
-    out = torch.zeros(h, w)
-    out[y0: y0 + side, x0: x0 + side] = resize(view[None], (side, side), nearest=True)[0, 0]
-    return out.numpy()

@@ -178,3 +178,13 @@ def test_tap_positions_with_stride_dilation_and_groups():
             weight[0, channel, k // kw, k % kw] = 1.0
             out = deform_conv2d(inp, offset, weight, stride=2, padding=1, dilation=2)[0, 0, y, x]
             assert abs(float(out) - _bilinear(inp[0, channel], *points[g, k].tolist())) < 1e-10
+
+
+def test_every_cells_reads_at_once_equal_tap_positions_cell_by_cell():
+    from backends.functional.deformable import tap_positions
+    from backends.ops._lab_deformable_points import GRID, grid_taps
+
+    offset = torch.randn(1, 18, GRID, GRID, generator=torch.Generator().manual_seed(3)) * 2
+    every = grid_taps(offset)
+    for x, y in [(0, 0), (5, 7), (11, 3), (11, 11)]:
+        torch.testing.assert_close(every[y, x], tap_positions(offset, y, x, 3, 1, 1, 1)[0], atol=0, rtol=0)

@@ -8,7 +8,6 @@ image's frame through the 48x48 view (grid pixel g sits at view pixel STRIDE * g
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -39,21 +38,37 @@ def composed(offsets: list[torch.Tensor], masks: list[torch.Tensor], cell: tuple
     """The two layers' joint reads of the stem's grid for output ``cell``: layer 2 reads layer 1's
     output bilinearly at each of its points, so each point stands for up to four layer-1 cells,
     each reading nine points. Returns points (M, 2) and weights (M,) = layer-2 mask x bilinear
-    weight x layer-1 mask (corners outside the grid read zero and are left out)."""
+    weight x layer-1 mask (corners outside the grid read zero and are left out), layer 2's taps
+    in order, each tap's corners x-major."""
     second = layer_taps(offsets[1], masks[1], cell)
-    points, weights = [], []
-    for (qx, qy), m2 in zip(second.points.tolist(), second.mask.tolist()):
-        x0, y0 = math.floor(qx), math.floor(qy)
-        for nx, wx in ((x0, 1 - (qx - x0)), (x0 + 1, qx - x0)):
-            for ny, wy in ((y0, 1 - (qy - y0)), (y0 + 1, qy - y0)):
-                if not (0 <= nx < GRID and 0 <= ny < GRID) or wx * wy <= 0:
-                    continue
-                first = layer_taps(offsets[0], masks[0], (nx, ny))
-                points.append(first.points)
-                weights.append(first.mask * (m2 * wx * wy))
-    if not points:
+    q = second.points  # (9, 2)
+    base = torch.floor(q)
+    frac = q - base
+    corners = torch.tensor([[0, 0], [0, 1], [1, 0], [1, 1]], dtype=q.dtype)  # (dx, dy), x outer
+    n = (base[:, None, :] + corners).long()  # (9, 4, 2) layer-1 cells (x, y)
+    w = torch.where(corners[..., 0] == 0, 1 - frac[:, None, 0], frac[:, None, 0]) * \
+        torch.where(corners[..., 1] == 0, 1 - frac[:, None, 1], frac[:, None, 1])  # (9, 4)
+    valid = (n >= 0).all(-1) & (n < GRID).all(-1) & (w > 0)
+    if not bool(valid.any()):
         return torch.zeros(0, 2), torch.zeros(0)
-    return torch.cat(points), torch.cat(weights)
+    nx, ny = n[valid][:, 0], n[valid][:, 1]
+    points = grid_taps(offsets[0])[ny, nx]  # (M', 9, 2): every read of each layer-1 cell
+    first_mask = masks[0][0][:, ny, nx].T  # (M', 9)
+    weights = first_mask * (second.mask[:, None] * w)[valid][:, None]
+    return points.reshape(-1, 2), weights.reshape(-1)
+
+
+def grid_taps(offset: torch.Tensor) -> torch.Tensor:
+    """(GRID, GRID, 9, 2): where a 3x3, padding-1 deformable layer reads for every cell, (x, y)
+    per row-major tap, what :func:`tap_positions` gives one cell at a time."""
+    k = KERNEL
+    d = offset[0].reshape(k * k, 2, GRID, GRID)  # (dy, dx) per tap, as torchvision
+    ii = torch.arange(k, dtype=d.dtype).repeat_interleave(k)
+    jj = torch.arange(k, dtype=d.dtype).repeat(k)
+    ys, xs = torch.meshgrid(torch.arange(GRID, dtype=d.dtype), torch.arange(GRID, dtype=d.dtype), indexing="ij")
+    px = xs[..., None] - k // 2 + jj + d[:, 1].permute(1, 2, 0)
+    py = ys[..., None] - k // 2 + ii + d[:, 0].permute(1, 2, 0)
+    return torch.stack([px, py], -1)
 
 
 def grid_to_view(points: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Optional
 
 import numpy as np
@@ -27,10 +28,7 @@ class ColorBar(QtWidgets.QWidget):
         if key == self._key:
             return
         self._key = key
-        lut = lookup_table(colormap)[::-1]  # top is high
-        rgba = np.concatenate([lut, np.full((256, 1), 255, np.uint8)], axis=1)
-        column = np.ascontiguousarray(np.repeat(rgba[:, None, :], 12, axis=1))
-        self._image = QtGui.QImage(column.data, 12, 256, 12 * 4, QtGui.QImage.Format.Format_RGBA8888).copy()
+        self._image = _gradient(colormap)
         self._levels = (float(levels[0]), float(levels[1]))
         width = self._width_for(self._levels)
         if width > self.width():  # only grows: a bar that narrows and widens with its labels would
@@ -71,6 +69,17 @@ class ColorBar(QtWidgets.QWidget):
             p.drawText(QtCore.QRectF(bar.right() + 6, y - 8, self.width() - bar.right() - 6, 16),
                        QtCore.Qt.AlignmentFlag.AlignVCenter, _fmt(value))
         p.end()
+
+
+@functools.lru_cache(maxsize=32)
+def _gradient(colormap: str) -> QtGui.QImage:
+    """The bar's picture, top high, made once per colour map in the raster engine's own format
+    (an RGBA8888 picture was converted on every paint, and rebuilt on every change of levels)."""
+    lut = lookup_table(colormap)[::-1]
+    rgba = np.concatenate([lut, np.full((256, 1), 255, np.uint8)], axis=1)
+    column = np.ascontiguousarray(np.repeat(rgba[:, None, :], BAR_PX, axis=1))
+    image = QtGui.QImage(column.data, BAR_PX, 256, BAR_PX * 4, QtGui.QImage.Format.Format_RGBA8888)
+    return image.convertToFormat(QtGui.QImage.Format.Format_RGB32)
 
 
 def _fmt(v: float) -> str:

@@ -147,3 +147,34 @@ def test_the_room_for_tick_labels_holds_while_the_content_stays_and_refits_for_n
     layer_views.show(panel, encode(Result((CurveLayer("c", {"y": (x, 0.5 * x)}, x_label="step", y_label="share"),))).layers[0])
     view.grab()
     assert axis.textWidth < wide
+
+
+def test_in_a_narrow_panel_the_key_wraps_within_the_data_and_the_axis_title_stays_inside_its_axis(qtbot):
+    from PySide6 import QtGui
+
+    from widgets.plot_text import KEY_PT, font_at
+
+    series = {"squeeze: channel mean": np.array([0.2, 0.4]), "excitation weight": np.array([0.5, 0.1])}
+    panel = shown(qtbot, BarsLayer("se", ("a", "b"), series, value_label="channel mean; weight (0 to 1) of every channel"))
+    panel.resize(220, 200)
+    qtbot.wait(30)
+    view = panel.view
+    metrics = QtGui.QFontMetricsF(font_at(view.font(), KEY_PT))
+    lines = view.key_rows()
+    assert " ".join(" ".join(line) for line in lines).split() == " ".join(series).split()  # every word, in order
+    assert all(metrics.horizontalAdvance("\u25a0 " + "   ".join(line)) <= view.plotItem.vb.width() for line in lines)
+    axis = view.getAxis("left")  # vertical bars: the value title is on the left axis
+    text, points = view.axis_label("left")
+    assert points < 9.0 and text.endswith("\u2026")  # shrunk, then cut with an ellipsis
+    assert axis.label.boundingRect().width() <= axis.geometry().height()
+
+
+def test_many_bars_keep_every_name_at_a_smaller_size_while_it_fits(qtbot):
+    names = tuple(f"channel {i} name" for i in range(24))
+    panel = shown(qtbot, BarsLayer("many", names, {"w": np.linspace(0, 1, 24)}))
+    panel.resize(300, 480)
+    qtbot.wait(30)
+    assert panel.view.horizontal and panel.view.tick_labels() == list(names)
+    panel.resize(300, 200)  # too short for 24 rows at the smallest size: every other name
+    qtbot.wait(30)
+    assert panel.view.tick_labels() == list(names[::2])

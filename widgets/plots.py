@@ -8,43 +8,90 @@ import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from widgets.pgconfig import pg
+from widgets.plot_text import (
+    KEY_MARGIN_PX,
+    KEY_PT,
+    LABEL_MARGIN_PX,
+    bar_names_font,
+    fit_axis_title,
+    font_at,
+    key_html,
+    key_rows,
+)
 
 SERIES_COLORS = ((90, 170, 255), (255, 150, 60), (120, 220, 120), (230, 90, 200), (240, 220, 80))
 
 
-def legend_html(names: Sequence[str], colors: Sequence[tuple[int, int, int]]) -> str:
-    """A one-line key of coloured squares and names, for a plot's title row: outside the data."""
-    parts = [f"<span style='color:#{r:02x}{g:02x}{b:02x}'>&#9632;</span>&nbsp;{_escape(n)}"
-             for n, (r, g, b) in zip(names, colors)]
-    rows: list[list[str]] = [[]]  # wrap by length, never clip: a narrow dock shows every name
-    width = 0
-    for part, name in zip(parts, names):
-        if rows[-1] and width + len(name) + 3 > KEY_CHARS_PER_ROW:
-            rows.append([])
-            width = 0
-        rows[-1].append(part)
-        width += len(name) + 3
-    return "<span style='font-size:9pt; color:#ddd'>" + "<br>".join("&nbsp;&nbsp;&nbsp;".join(r) for r in rows) + "</span>"
+class FittedText:
+    """A plot's key and axis titles, kept whole at the plot's size: the key wraps to the plot's
+    width in pixels, an axis title shrinks and then is elided to its axis. Both are fitted
+    again on every resize (a key wrapped by character count was cut in a narrow dock)."""
+
+    def _init_text(self) -> None:
+        self._key_entries: tuple = ((), ())
+        self._axis_texts: dict[str, str] = {}
+        self._fitted: dict = {}
+        for side in ("left", "bottom", "right"):  # an axis is laid out after the plot's resize event
+            self.getAxis(side).geometryChanged.connect(lambda side=side: self._fit_label(side))
+        self.plotItem.vb.sigResized.connect(self._fit_key)  # the key is centred over the data's column
+
+    def set_key(self, names: Sequence[str], colors: Sequence[tuple[int, int, int]]) -> None:
+        """The series key in the title row, above the data; none for a single series."""
+        self._key_entries = (tuple(names), tuple(colors))
+        self._fit_key()
+
+    def set_axis_label(self, side: str, text: str) -> None:
+        self._axis_texts[side] = text
+        self._fit_label(side)
+
+    def axis_label(self, side: str) -> tuple[str, float]:
+        """(text as shown, point size) of an axis title."""
+        return self._fitted.get(side, ("", 0.0))
+
+    def key_rows(self) -> list[list[str]]:
+        """The key's text line by line, as wrapped now."""
+        return [[text for _index, text in row] for row in self._fitted.get("key", [])]
+
+    def _fit_key(self) -> None:
+        names, colors = self._key_entries
+        if len(names) < 2:
+            self._fitted.pop("key", None)
+            self.setTitle(None)
+            return
+        column = self.plotItem.vb.width()
+        width = column if column >= 40 else self.width()  # the title row spans the data's column
+        rows = key_rows(names, max(width - KEY_MARGIN_PX, 40), self.font())
+        if rows == self._fitted.get("key") and self.plotItem.titleLabel.isVisible():
+            return
+        self._fitted["key"] = rows
+        self.setTitle(key_html(colors, rows))
+        height = int(len(rows) * QtGui.QFontMetricsF(font_at(self.font(), KEY_PT)).height()) + 10
+        self.plotItem.titleLabel.setMaximumHeight(height)  # pyqtgraph fixes the row at 30 px, which cut a wrapped key
+        self.plotItem.layout.setRowFixedHeight(0, height)
+
+    def _fit_label(self, side: str) -> None:
+        if side not in self._axis_texts:
+            return
+        text = self._axis_texts[side]
+        axis = self.getAxis(side)
+        rect = axis.geometry()
+        length = rect.width() if side in ("bottom", "top") else rect.height()
+        if length < 40:  # not laid out yet: fitted when its geometry changes
+            length = 1e6
+        if (text, length) == self._fitted.get(side + " for"):
+            return
+        self._fitted[side + " for"] = (text, length)
+        self._fitted[side] = fit_axis_title(axis, text, length - LABEL_MARGIN_PX, self.font())
+        axis.resizeEvent()  # pyqtgraph centres the title only on a resize: centre the new text now
+
+    def _fit_text(self) -> None:
+        if not hasattr(self, "_fitted"):  # resize events come during construction too
+            return
+        self._fit_key()
+        for side in self._axis_texts:
+            self._fit_label(side)
 
 
-def set_key(plot: pg.PlotWidget, names: Sequence[str], colors: Sequence[tuple[int, int, int]]) -> None:
-    """The series key in the plot's title row, the row as tall as the key's lines (pyqtgraph fixes
-    it at 30 px, which cut a wrapped key's first line); no key for a single series."""
-    if len(names) < 2:
-        plot.setTitle(None)
-        return
-    html = legend_html(names, colors)
-    plot.setTitle(html)
-    height = (html.count("<br>") + 1) * plot.fontMetrics().height() + 10
-    plot.plotItem.titleLabel.setMaximumHeight(height)
-    plot.plotItem.layout.setRowFixedHeight(0, height)
-
-
-def _escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-KEY_CHARS_PER_ROW = 28  # a plot's key wraps after this many characters: a narrow dock must not clip it
 HORIZONTAL_AFTER = (12, 9)  # bars turn horizontal past this many labels, or labels this long
 
 
@@ -115,7 +162,7 @@ def grid_behind_data(plot: pg.PlotWidget) -> None:
     plot.hideAxis("right")
 
 
-class BarsView(pg.PlotWidget):
+class BarsView(FittedText, pg.PlotWidget):
     """One group of bars per label; several series side by side."""
 
     def __init__(self, parent: Optional[QtWidgets.QWidget] = None) -> None:
@@ -123,35 +170,38 @@ class BarsView(pg.PlotWidget):
         grid_behind_data(self)
         self.setMenuEnabled(False)
         self.showGrid(y=True, alpha=0.25)
+        self._init_text()
         self._items: list[pg.BarGraphItem] = []
         self._key: tuple = ()
         self.horizontal = False
         self._y_range: object = ()
         self._labels: list[str] = []
-        self._tick_step = 0
+        self._tick_step: tuple = ()
 
     def resizeEvent(self, event) -> None:
         super().resizeEvent(event)
+        self._fit_text()
         self._update_ticks()
 
     def _update_ticks(self) -> None:
-        """Vertical bars label every n-th bar, n as small as lets the labels sit side by side at
-        this width; horizontal bars label every bar (their labels stack, one a row)."""
+        """Every bar keeps its name while the names fit at some size of TICK_PT (horizontal bars
+        stack theirs a row each, vertical ones side by side); only past the smallest size is
+        every n-th named."""
         if not getattr(self, "_labels", None):  # resize events come during construction too
             return
         if self.horizontal:
-            row_px = self.fontMetrics().height()
-            height = max(self.plotItem.vb.height(), 1.0)
-            step = max(1, -(-int(row_px * len(self._labels)) // int(height)))
-            axis = "left"
+            room, axis = self.plotItem.vb.height(), "left"
+            font, step = bar_names_font(self.font(), len(self._labels), room, lambda m: m.height())
         else:
-            char_px = self.fontMetrics().averageCharWidth()
-            label_px = (max(len(t) for t in self._labels) + 1) * char_px
-            width = max(self.plotItem.vb.width(), 1.0)
-            step = max(1, -(-int(label_px * len(self._labels)) // int(width)))
-            axis = "bottom"
-        if step != self._tick_step:
-            self._tick_step = step
+            longest = max(self._labels, key=len)
+            room, axis = self.plotItem.vb.width(), "bottom"
+            font, step = bar_names_font(self.font(), len(self._labels), room,
+                                        lambda m: m.horizontalAdvance(longest + " "))
+        if room < 20:  # not laid out yet
+            return
+        if (step, font.pointSizeF()) != self._tick_step:
+            self._tick_step = (step, font.pointSizeF())
+            self.getAxis(axis).setStyle(tickFont=font)
             self.getAxis(axis).setTicks([[(i, self._labels[i]) for i in range(0, len(self._labels), step)]])
 
     def tick_labels(self) -> list[str]:
@@ -183,15 +233,17 @@ class BarsView(pg.PlotWidget):
                                        brush=pg.mkBrush(*color), pen=pg.mkPen(None))
                 self.addItem(item)
                 self._items.append(item)
-            set_key(self, list(series), colors)
+            self.set_key(list(series), colors)
             self.getAxis("left" if horizontal else "bottom").setTicks(None)
             self.getAxis("bottom" if horizontal else "left").setTicks(None)
-            self.setLabel("bottom" if horizontal else "left", value_label)
-            self.setLabel("left" if horizontal else "bottom", "")
+            self.getAxis("bottom" if horizontal else "left").setStyle(tickFont=None)
+            self._axis_texts.clear()
+            self.set_axis_label("bottom" if horizontal else "left", value_label)
+            self.set_axis_label("left" if horizontal else "bottom", "")
             self.invertY(horizontal)  # the first bar on top, as it reads
             self.showGrid(x=horizontal, y=not horizontal, alpha=0.25)  # grid lines across the values, not the names
             self._labels = labels
-            self._tick_step = 0
+            self._tick_step = ()
             self._update_ticks()
             if horizontal:
                 self.setYRange(-0.6, len(labels) - 0.4, padding=0)
@@ -216,7 +268,7 @@ class BarsView(pg.PlotWidget):
             self._y_range = y_range
 
 
-class CurveView(pg.PlotWidget):
+class CurveView(FittedText, pg.PlotWidget):
     """Named curves; those named ``right`` against a second axis (another unit), with a key of
     every curve above the plot, never over the data."""
 
@@ -225,12 +277,17 @@ class CurveView(pg.PlotWidget):
         grid_behind_data(self)
         self.setMenuEnabled(False)
         self.showGrid(x=True, y=True, alpha=0.25)
+        self._init_text()
         self._curves: dict[str, pg.PlotDataItem] = {}
         self._axes_key: tuple = ()
         self._data: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._empty = False
         self._legend_key: tuple = ()
         self.right_view: Optional[pg.ViewBox] = None
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._fit_text()
 
     def set_curves(self, series: Mapping[str, tuple[np.ndarray, np.ndarray]], x_label: str = "", y_label: str = "",
                    log_y: bool = False, right: Sequence[str] = (), right_label: str = "", log_x: bool = False) -> None:
@@ -239,8 +296,8 @@ class CurveView(pg.PlotWidget):
             self.setLogMode(x=log_x, y=log_y)
             for axis, log in (("bottom", log_x), ("left", log_y)):  # log axes: decades only, no crowded minor labels
                 self.getAxis(axis).setStyle(maxTickLevel=0 if log else 1)
-            self.setLabel("bottom", x_label)
-            self.setLabel("left", y_label)
+            self.set_axis_label("bottom", x_label)
+            self.set_axis_label("left", y_label)
             self._set_right_axis(bool(right), right_label, log_x)
             self._axes_key = (x_label, y_label, log_y, log_x, right, right_label)
             fit_text_space(self)
@@ -276,7 +333,7 @@ class CurveView(pg.PlotWidget):
             self._legend_key = (names, right)
             colors = [SERIES_COLORS[i % len(SERIES_COLORS)] for i in range(len(names))]
             shown = [f"{n} (right)" if n in right else n for n in names]
-            set_key(self, shown, colors)
+            self.set_key(shown, colors)
         empty = all(len(np.asarray(x)) < 2 for x, _ in series.values())
         if empty != self._empty:  # no line yet: a plain 0..1 frame, not auto-range's -400..400
             self._empty = empty
@@ -297,7 +354,7 @@ class CurveView(pg.PlotWidget):
             self.plotItem.vb.sigResized.connect(self._sync_right)
         self.plotItem.showAxis("right", on)
         if on:
-            self.plotItem.setLabel("right", label)
+            self.set_axis_label("right", label)
             self.plotItem.getAxis("right").setGrid(False)  # the left axis's lines are the grid: one set, not two
             self._sync_right()
 

@@ -77,3 +77,22 @@ def test_tensors_rgb_backgrounds_and_job_results_all_reach_the_views_in_display_
     np.testing.assert_array_equal(p.background, np.clip(back.numpy() * 255 + 0.5, 0, 255).astype(np.uint8))
     assert isinstance(p.sets[0].points, np.ndarray) and q.background is INPUT
     assert t.maps.dtype == np.uint8 and t.levels == (0.0, 1.0) and t.maps[0, 0] == 1 and t.maps[-1, -1] == 255
+
+
+def test_pictures_read_straight_from_tensors_are_new_arrays_the_operator_cannot_change_later():
+    """Pictures and maps convert from their tensors without a float copy; what reaches the UI is
+    still its own array, so a tensor an operator reuses in place never changes a drawn frame."""
+    rgb = torch.rand(8, 8, 3)
+    heat = torch.rand(8, 8)
+    grey = torch.rand(8, 8, 3).double()  # kept as floats (levels other than 0..1): copied
+    result = DisplayEncoder().encode(Result((ImageLayer("rgb", rgb), HeatmapLayer("h", heat, levels=(0.0, 1.0)),
+                                             ImageLayer("wide", grey, levels=(0.0, 2.0)))))
+    shown_rgb, shown_heat, shown_wide = result.layers
+    expected = np.clip(np.floor(rgb.numpy() * 255 + 0.5), 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(shown_rgb.image, expected)
+    np.testing.assert_array_equal(shown_heat.maps, to_indexed(heat.numpy(), (0.0, 1.0)))
+    before = (shown_rgb.image.copy(), shown_heat.maps.copy(), shown_wide.image.copy())
+    rgb.fill_(0.0), heat.fill_(0.0), grey.fill_(0.0)
+    for after, kept in zip((shown_rgb.image, shown_heat.maps, shown_wide.image), before):
+        np.testing.assert_array_equal(after, kept)
+    assert shown_wide.image.dtype == np.float32

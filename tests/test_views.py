@@ -178,3 +178,14 @@ def test_many_bars_keep_every_name_at_a_smaller_size_while_it_fits(qtbot):
     panel.resize(300, 200)  # too short for 24 rows at the smallest size: every other name
     qtbot.wait(30)
     assert panel.view.tick_labels() == list(names[::2])
+
+
+def test_new_row_and_column_names_in_the_same_grid_take_the_old_names_places(qtbot):
+    grid = np.zeros((60, 90, 3), np.float32)
+    panel = shown(qtbot, ImageLayer("grid", grid, row_labels=("r2", "r3"), column_labels=("2", "3", "4")))
+    before = panel.view.grid_labels()
+    layer = encode(Result((ImageLayer("grid", grid, row_labels=("r5", "r6"), column_labels=("5", "6", "7")),))).layers[0]
+    layer_views.show(panel, layer)
+    after = panel.view.grid_labels()
+    assert set(after) == {"r5", "r6", "5", "6", "7"}
+    assert after["7"] == before["4"] and after["r6"] == before["r3"]  # each new name in its old name's place

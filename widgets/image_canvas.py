@@ -294,28 +294,45 @@ class ImageCanvas(pg.GraphicsView):
         key = (tuple(rows), tuple(columns), tuple(titles), self._shape)
         if key == self._grid_key:
             return
+        layout = (len(rows), len(columns), bool(titles[0]), bool(titles[1]), self._shape)
+        same_layout = bool(self._grid_key) and layout == (len(self._grid_key[0]), len(self._grid_key[1]),
+                                                          bool(self._grid_key[2][0]), bool(self._grid_key[2][1]),
+                                                          self._grid_key[3])
         self._grid_key = key
-        for item in self._grid_items:
-            self._text_pool.append(item)
-            item.setVisible(False)
-        self._grid_items, self._row_items, self._column_items, self._title_items = [], [], [], []
         if self._shape is None:
+            self._drop_grid_items()
             return
         metrics = QtGui.QFontMetrics(self.font())
         line = metrics.height()
-        self._label_px = (
+        label_px = (
             (max((metrics.horizontalAdvance(t) for t in rows), default=0) + GRID_PAD_PX if rows else 0)
             + (line + GRID_PAD_PX if titles[1] else 0),
             (line + GRID_PAD_PX if columns else 0) + (line + GRID_PAD_PX if titles[0] else 0),
         )
-        self._column_px = max((metrics.horizontalAdvance(t) for t in columns), default=0) + GRID_PAD_PX
-        self._row_px = line
+        column_px = max((metrics.horizontalAdvance(t) for t in columns), default=0) + GRID_PAD_PX
+        if same_layout:  # new names in the same places (a kernel size changed): re-text in place
+            for item, text in zip(self._row_items + self._column_items + self._title_items, [*rows, *columns, *titles]):
+                if item is not None and item.textItem.toPlainText() != text:
+                    item.setText(text)
+            if (label_px, column_px) == (self._label_px, self._column_px):
+                return  # the same room: no new fit
+            self._label_px, self._column_px = label_px, column_px
+            self.fit()
+            return
+        self._drop_grid_items()
+        self._label_px, self._column_px, self._row_px = label_px, column_px, line
         color, title_color = (225, 225, 225), (160, 200, 255)
         self._row_items = [self._grid_text(t, (1.0, 0.5), color) for t in rows]
         self._column_items = [self._grid_text(t, (0.5, 1.0), color) for t in columns]
         self._title_items = [self._grid_text(titles[0], (0.5, 1.0), title_color) if titles[0] else None,
                              self._grid_text(titles[1], (0.5, 1.0), title_color, angle=90) if titles[1] else None]
         self.fit()
+
+    def _drop_grid_items(self) -> None:
+        for item in self._grid_items:
+            self._text_pool.append(item)
+            item.setVisible(False)
+        self._grid_items, self._row_items, self._column_items, self._title_items = [], [], [], []
 
     def _place_grid_labels(self, scale: float) -> None:
         """Positions the grid labels for ``scale`` screen pixels per image pixel."""

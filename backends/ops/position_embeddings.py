@@ -84,7 +84,7 @@ def build_schemes(rows: int, cols: int, params: Mapping[str, Any]) -> dict[str, 
     for name in ROTARY:
         angles = rope_angles(rows, cols, dim, base, two_d=name.endswith("2d"))
         turned_q = apply_rotary(q.expand(1, 1, n, dim), angles)[0, 0]
-        turned_k = apply_rotary(k.expand(1, 1, n, dim), angles)[0, 0]
+        turned_k = turned_q if k is q else apply_rotary(k.expand(1, 1, n, dim), angles)[0, 0]  # shared q = k: once
         schemes[name] = Scheme(name, turned_q, turned_k)
     return schemes
 

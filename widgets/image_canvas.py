@@ -131,6 +131,8 @@ class ImageCanvas(pg.GraphicsView):
         self.levels = tuple(levels)
         if is_indexed(image):
             self.image_item.setImage(image, levels=None, lut=indexed_table(colormap or "viridis"), autoLevels=False)
+        elif image.ndim == 3 and image.dtype == np.uint8 and tuple(levels) == (0.0, 255.0):
+            self.image_item.setImage(image, levels=None, autoLevels=False)  # as it is: no rescale pass (0.5 ms)
         else:
             lut = lookup_table(colormap or "viridis") if image.ndim == 2 else None
             self.image_item.setImage(image, levels=levels, lut=lut, autoLevels=False)

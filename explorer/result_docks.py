@@ -155,6 +155,7 @@ class ResultDocks(QtCore.QObject):
     def arrange(self) -> None:
         """The default layout: two columns right of the centre; many panels as tabs by theme."""
         names = list(self.docks)
+        size = self._window.size()
         groups = [[n] for n in names] if len(names) <= MAX_UNTABBED else self._grouped(names)
         heads: list[QtWidgets.QDockWidget] = []
         columns: list[list[QtWidgets.QDockWidget]] = [[], []]
@@ -180,8 +181,10 @@ class ResultDocks(QtCore.QObject):
             head.raise_()
         tops = [c[0] for c in columns if c]
         if tops:  # the centre keeps the larger share: each dock column gets a fifth of the window
-            width = max(COLUMN_MIN_PX, int(self._window.width() * COLUMN_SHARE))
+            width = max(COLUMN_MIN_PX, int(size.width() * COLUMN_SHARE))
             self._window.resizeDocks(tops, [width] * len(tops), QtCore.Qt.Orientation.Horizontal)
+        if self._window.size() != size:  # tabbing grows the window by its tab bars: keep it on the screen
+            self._window.resize(size)
 
     def _grouped(self, names: list[str]) -> list[list[str]]:
         """The operator's groups in its order, then the rest by theme; the first of each in front."""

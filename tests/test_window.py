@@ -301,6 +301,7 @@ def test_every_operator_draws_its_panels_in_the_window_at_both_screen_sizes(app,
             w.resize(*size)
             for _ in range(5):
                 QtWidgets.QApplication.processEvents()
+            assert w.size().toTuple() == size, f"{name}: the window grew past the screen to {w.size().toTuple()}"
             inside = w.rect()
             for dock_name, dock in w.docks.docks.items():
                 if not w.docks.dock_is_in_front(dock_name):

@@ -8,12 +8,32 @@ from typing import Optional
 from PySide6 import QtCore, QtGui, QtWidgets
 
 
+class ElidedLabel(QtWidgets.QLabel):
+    """A one-line label that cuts its text with an ellipsis rather than widen its dock: a long
+    title ("Receptive field: deformable convolution") set the dock's minimum width and pushed the
+    window past a 1366 px screen."""
+
+    def minimumSizeHint(self) -> QtCore.QSize:
+        return QtCore.QSize(self.fontMetrics().horizontalAdvance("Wide…"), super().minimumSizeHint().height())
+
+    def paintEvent(self, event: QtGui.QPaintEvent) -> None:
+        painter = QtGui.QPainter(self)
+        rect = self.contentsRect()
+        text = self.fontMetrics().elidedText(self.text(), QtCore.Qt.TextElideMode.ElideRight, rect.width())
+        painter.setPen(self.palette().color(QtGui.QPalette.ColorRole.WindowText))
+        painter.drawText(rect, int(self.alignment() | QtCore.Qt.AlignmentFlag.AlignVCenter), text)
+
+    def shown_text(self) -> str:
+        """The title as drawn now."""
+        return self.fontMetrics().elidedText(self.text(), QtCore.Qt.TextElideMode.ElideRight, self.contentsRect().width())
+
+
 class DockTitleBar(QtWidgets.QWidget):
     doubleClicked = QtCore.Signal()
 
     def __init__(self, dock: QtWidgets.QDockWidget, parent: Optional[QtWidgets.QWidget] = None) -> None:
         super().__init__(parent)
-        self.label = QtWidgets.QLabel(dock.windowTitle())
+        self.label = ElidedLabel(dock.windowTitle())
         self.label.setTextFormat(QtCore.Qt.TextFormat.PlainText)
         self.label.setToolTip("Double-click to show this panel in the centre")
         layout = QtWidgets.QHBoxLayout(self)

@@ -189,3 +189,24 @@ def test_new_row_and_column_names_in_the_same_grid_take_the_old_names_places(qtb
     after = panel.view.grid_labels()
     assert set(after) == {"r5", "r6", "5", "6", "7"}
     assert after["7"] == before["4"] and after["r6"] == before["r3"]  # each new name in its old name's place
+
+
+def test_a_long_dock_title_is_cut_to_its_bar_and_whole_in_its_tooltip(qtbot):
+    """A title must not set its dock's minimum width (it pushed a 1366 px window wider)."""
+    from PySide6 import QtCore, QtWidgets
+
+    from widgets.dock_title import DockTitleBar
+
+    full = "Receptive field: deformable convolution"
+    window = QtWidgets.QMainWindow()
+    qtbot.addWidget(window)
+    dock = QtWidgets.QDockWidget(full, window)
+    bar = DockTitleBar(dock)
+    dock.setTitleBarWidget(bar)
+    window.addDockWidget(QtCore.Qt.DockWidgetArea.RightDockWidgetArea, dock)
+    window.resize(160, 200)  # the dock takes the window's width
+    window.show()
+    qtbot.wait(20)
+    assert bar.label.text() == full and full in bar.label.toolTip()
+    assert dock.width() <= 160 and bar.label.shown_text().endswith("\u2026")
+    assert bar.minimumSizeHint().width() < 150

@@ -13,6 +13,10 @@ class ElidedLabel(QtWidgets.QLabel):
     title ("Receptive field: deformable convolution") set the dock's minimum width and pushed the
     window past a 1366 px screen."""
 
+    def setText(self, text: str) -> None:
+        super().setText(text)
+        self.setToolTip(f"{text}\nDouble-click to show this panel in the centre")  # whole, however cut
+
     def minimumSizeHint(self) -> QtCore.QSize:
         return QtCore.QSize(self.fontMetrics().horizontalAdvance("Wide…"), super().minimumSizeHint().height())
 
@@ -35,7 +39,7 @@ class DockTitleBar(QtWidgets.QWidget):
         super().__init__(parent)
         self.label = ElidedLabel(dock.windowTitle())
         self.label.setTextFormat(QtCore.Qt.TextFormat.PlainText)
-        self.label.setToolTip("Double-click to show this panel in the centre")
+        self.label.setText(dock.windowTitle())  # and its tooltip
         layout = QtWidgets.QHBoxLayout(self)
         layout.setContentsMargins(6, 1, 2, 1)
         layout.setSpacing(2)

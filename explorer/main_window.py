@@ -19,6 +19,7 @@ from explorer import session_actions
 from explorer.autosave import Autosave
 from explorer.edits import EditActions
 from explorer.export import Exports
+from explorer.frame_pacing import DOCKS_PER_TURN, FramePacer, PaintTimed
 from explorer.history import History
 from explorer.image_inputs import ImageInputs
 from explorer.layout_store import LayoutStore
@@ -54,7 +55,7 @@ MOUSE_HELP = ("Click   set the query point", "Wheel   zoom, drag to pan", "Right
 BUSY_AFTER_MS = 150  # anything slower than a blink says so
 
 
-class MainWindow(QtWidgets.QMainWindow):
+class MainWindow(PaintTimed, QtWidgets.QMainWindow):
     frameApplied = QtCore.Signal(int)  # stamp
     frameFailed = QtCore.Signal(str)
     imageRejected = QtCore.Signal(str)
@@ -76,6 +77,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.images.loading.connect(lambda name: self.banner.show_message(f"Loading {name}…", "notice"))
         self._closed = False
         self.last_apply_ms = 0.0
+        self.pacer = FramePacer()
         self._busy_timer = QtCore.QTimer(self, singleShot=True, interval=BUSY_AFTER_MS)
         self._busy_timer.timeout.connect(self._show_busy)
         self.setWindowTitle("OpScope")
@@ -326,25 +328,37 @@ class MainWindow(QtWidgets.QMainWindow):
         if self._closed:
             return
         t0 = now()
+        split = self.pacer.frame_started(len(frame.result.layers)) and not self.scheduler.worker.synchronous  # frame_pacing.py
         try:
-            self.docks.show(frame.result, self.session.pixels)
+            self.docks.show(frame.result, self.session.pixels, staged=split)
         except Exception as exc:  # a frame that cannot be drawn is reported, and the window goes on
             self.scheduler.applied(frame)
             message = f"{type(exc).__name__}: {exc}".splitlines()[0]
             self.banner.show_message(f"{spec_of(frame.operator).title}: a panel could not be drawn ({message}).", "error")
             self.frameFailed.emit(message)
             return
+        self._finish_frame(frame, elapsed_ms(t0), first_turn=split)
+
+    def _finish_frame(self, frame: Frame, spent_ms: float, first_turn: bool = False) -> None:
+        """A split frame's docks, a few a turn after its first (frame_pacing.py); then it is drawn."""
+        if self._closed:
+            return
+        t0 = now()
+        if first_turn or self.docks.draw_staged(DOCKS_PER_TURN):
+            spent_ms += elapsed_ms(t0)
+            self.pacer.later(lambda: self._finish_frame(frame, spent_ms))
+            return
         self._on_query_changed(schedule=False)
         if self.stage.has_pin:
             self.stage.compare_with(self.docks.centre_picture())
-        self.last_apply_ms = elapsed_ms(t0)
+        self.last_apply_ms = spent_ms + elapsed_ms(t0)
+        self.pacer.applied(self.last_apply_ms)
         self.scheduler.applied(frame)
         if self.banner.level == "error":
             self.banner.clear_message()
         if frame.notice:
             self.banner.show_message(frame.notice, "notice")
-        paint = max((c.last_paint_ms for c in self.docks.canvases()), default=0.0)
-        self.timing_label.setText(f"compute {frame.compute_ms:.1f} ms · render {self.last_apply_ms + paint:.1f} ms")
+        self.timing_label.setText(f"compute {frame.compute_ms:.1f} ms · render {self.last_apply_ms + self.last_paint_ms:.1f} ms")
         self.frameApplied.emit(frame.stamp)
 
     def _on_failure(self, failure: Failure) -> None:

@@ -59,6 +59,7 @@ class ResultDocks(QtCore.QObject):
         self._groups: tuple[tuple[str, tuple[str, ...]], ...] = ()
         self._themes: dict[str, str] = {}
         self._deferred: dict[str, tuple[Layer, object]] = {}
+        self._staged: dict[str, tuple[Layer, object]] = {}  # docks a split frame draws a turn later
         self._on_screen: dict[str, bool] = {}  # per dock, from Qt's visibilityChanged: a tab behind
         # another stays isVisible() (it is only moved off-screen), but is reported here
 
@@ -68,8 +69,12 @@ class ResultDocks(QtCore.QObject):
         self._groups = tuple((title, tuple(names)) for title, names in groups)
 
     # -- results -------------------------------------------------------------------------------
-    def show(self, result: Result, input_pixels=None) -> bool:
-        """Shows each layer in its panel; returns True when the set of panels changed."""
+    def show(self, result: Result, input_pixels=None, staged: bool = False) -> bool:
+        """Shows each layer in its panel; returns True when the set of panels changed. With
+        ``staged`` the docks in view are left for :meth:`draw_staged` (the centre and new panels
+        are drawn now)."""
+        leftover = {n: v for n, v in self._staged.items() if n not in result.names}
+        self._staged = {}
         changed = False
         shape = None if input_pixels is None else input_pixels.shape[:2]
         if self.centre is None or (self.centre not in result.names and self.centre not in result.pending):
@@ -84,9 +89,14 @@ class ResultDocks(QtCore.QObject):
             self._themes[layer.name] = theme(layer)
             if self._hidden(layer.name):
                 self._deferred[layer.name] = (layer, input_pixels)
+            elif staged and layer.name in self.docks and not changed:
+                self._staged[layer.name] = (layer, input_pixels)
             else:
                 self._deferred.pop(layer.name, None)
                 self._draw(layer.name, layer, input_pixels)
+        self._staged = {**{n: v for n, v in leftover.items() if n in self.panels}, **self._staged}
+        if not staged:
+            self.draw_staged()  # a split frame's docks that a newer frame superseded before their turn
         for name in result.pending:  # kept as they are until the settled frame brings them
             if name in self.panels:
                 self.panels[name].set_caption(UPDATING)
@@ -100,11 +110,26 @@ class ResultDocks(QtCore.QObject):
             self.docksChanged.emit()
         return changed
 
+    def draw_staged(self, count: Optional[int] = None) -> bool:
+        """Draws the docks a split frame left for this turn, ``count`` of them (all when None; a
+        dock hidden since waits as usual); True while some are left for another turn."""
+        names = list(self._staged)[:count]
+        staged = {n: self._staged.pop(n) for n in names}
+        for name, (layer, pixels) in staged.items():
+            if name not in self.panels:
+                continue
+            if self._hidden(name):
+                self._deferred[name] = (layer, pixels)
+            else:
+                self._draw(name, layer, pixels)
+        return bool(self._staged)
+
     def clear(self) -> None:
         for name in list(self.panels):
             self._remove(name)
         self.centre = None
         self._deferred.clear()
+        self._staged.clear()
         self.docksChanged.emit()
 
     def centre_picture(self) -> Optional[np.ndarray]:
@@ -265,6 +290,7 @@ class ResultDocks(QtCore.QObject):
     def _remove(self, name: str) -> None:
         panel = self.panels.pop(name)
         self._deferred.pop(name, None)
+        self._staged.pop(name, None)
         self._themes.pop(name, None)
         self._on_screen.pop(name, None)
         dock = self.docks.pop(name, None)

@@ -591,3 +591,34 @@ def test_a_pinned_result_is_compared_with_the_live_one(app, qtbot):
     expected = np.abs(pinned.astype(int) - live.astype(int)).max(axis=2)
     assert (diff[..., 0] == 255).sum() == (expected == expected.max()).sum()  # brightest where A and B differ most
     assert not difference(live, live).any()
+
+
+def test_a_frame_of_many_panels_is_drawn_in_turns_and_counts_as_drawn_after_its_last_dock(app, qtbot):
+    """Frame pacing: the centre first, the docks a few a turn, so the UI thread is never held
+    for the whole frame; the frame is drawn (frameApplied) only when every dock in view shows it."""
+    from explorer.frame_pacing import SPLIT_PANELS
+
+    w = app.window
+    app.session.set_operator("upsampling")
+    wait_for_frame(qtbot, w)
+    app.session.set_param("kernel_size", 5)
+    wait_for_frame(qtbot, w)  # every method cached now: the next frames bring every panel at once
+    frames, turns, stale = {}, [], []
+    app.scheduler.frameReady.connect(lambda frame: frames.__setitem__(frame.stamp, frame))
+
+    def check(stamp: int) -> None:
+        for layer in frames[stamp].result.layers:
+            if layer.name == w.docks.centre or w.docks.dock_is_in_front(layer.name):
+                if w.docks.panels[layer.name].last_shown[0] is not layer:
+                    stale.append(layer.name)
+
+    w.frameApplied.connect(check)
+    original = w.docks.draw_staged
+    w.docks.draw_staged = lambda count=None: turns.append(original(count)) or turns[-1]
+    app.session.set_param("kernel_size", 3)
+    wait_for_frame(qtbot, w)
+    app.session.set_param("kernel_size", 5)  # a cached value: one frame of every panel
+    wait_for_frame(qtbot, w)
+    assert len(frames[max(frames)].result.layers) >= SPLIT_PANELS
+    assert True in turns  # some docks were left for a later turn
+    assert not stale  # yet when the frame counted as drawn, every panel in view showed it

@@ -1,11 +1,11 @@
-"""Frame pacing: a frame whose drawing held the UI thread past STALL_MS is drawn in two turns of
-the event loop, the centre panel first and the docks a timer tick later, so input and timers get
-the thread in between (and the result shows first).
+"""Frame pacing: a heavy frame is drawn in turns of the event loop, the centre panel first and the
+docks a few a turn, so input and timers get the UI thread in between (and the result shows first).
 
-Qt paints a window straight after the frame is applied, before any timer runs, so a frame's apply
-and paint were one block: 9-10 ms for the operators with six changing panels. Split, the longer
-half is what stalls. The split costs the docks about a millisecond, so it is taken only by frames
-that need it, judged by the last frame's apply and paint time (with hysteresis)."""
+Qt paints a window straight after a frame is applied, before any timer runs, so a frame's apply
+and paint were one block: 9-10 ms for the operators with six changing panels. In turns, the
+longest turn is what stalls. A turn costs the frame about half a millisecond, so only frames that
+need it are split: after a frame whose apply and paint took past STALL_MS (and while they keep
+costing past KEEP_SPLIT_MS), or one that changes SPLIT_DOCKS docks in view (ResultDocks.show)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from backends.timing import elapsed_ms, now
 
 STALL_MS = 8.0  # a frame drawing longer than this in one block is split
 KEEP_SPLIT_MS = 6.0  # ...and frames keep being split while they draw longer than this in all
-DOCKS_AFTER_MS = 1  # the docks' turn comes a timer tick after the centre's paint
-DOCKS_PER_TURN = 3  # a split frame's docks are drawn this many a turn
-SPLIT_PANELS = 7  # a frame bringing this many panels is split whatever the last one took
+DOCKS_AFTER_MS = 0  # a zero timer: it runs after the paint Qt queued for the turn before
+DOCKS_PER_TURN = 3  # a split frame's docks come this many a turn
+SPLIT_DOCKS = 6  # a frame changing this many docks in view is split whatever the last one took
 
 
 class PaintTimed:
@@ -49,16 +49,15 @@ class FramePacer:
         self._timer.timeout.connect(self._run)
         self._callback = None
 
-    def frame_started(self, panels: int) -> bool:
-        """A new frame of ``panels`` layers: judges the last frame, and says whether this one is
-        split (a frame with many panels is, since the last may have been a light one)."""
+    def frame_started(self) -> bool:
+        """A new frame: judges the last one, and says whether this one is split."""
         total = self._apply_ms + self._paint_ms
         if total > 0:
             self.split = total > (KEEP_SPLIT_MS if self.split else STALL_MS)
         self._apply_ms = self._paint_ms = 0.0
         self._timer.stop()  # a split frame's second turn is dropped: this one draws it all
         self._callback = None
-        return self.split or panels >= SPLIT_PANELS
+        return self.split
 
     def applied(self, ms: float) -> None:
         self._apply_ms += ms

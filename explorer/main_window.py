@@ -19,7 +19,7 @@ from explorer import session_actions
 from explorer.autosave import Autosave
 from explorer.edits import EditActions
 from explorer.export import Exports
-from explorer.frame_pacing import DOCKS_PER_TURN, FramePacer, PaintTimed
+from explorer.frame_pacing import DOCKS_PER_TURN, SPLIT_DOCKS, FramePacer, PaintTimed
 from explorer.history import History
 from explorer.image_inputs import ImageInputs
 from explorer.layout_store import LayoutStore
@@ -328,16 +328,17 @@ class MainWindow(PaintTimed, QtWidgets.QMainWindow):
         if self._closed:
             return
         t0 = now()
-        split = self.pacer.frame_started(len(frame.result.layers)) and not self.scheduler.worker.synchronous  # frame_pacing.py
+        pace = not self.scheduler.worker.synchronous  # frame_pacing.py
         try:
-            self.docks.show(frame.result, self.session.pixels, staged=split)
+            self.docks.show(frame.result, self.session.pixels, staged=self.pacer.frame_started() and pace,
+                            split_from=SPLIT_DOCKS if pace else None)
         except Exception as exc:  # a frame that cannot be drawn is reported, and the window goes on
             self.scheduler.applied(frame)
             message = f"{type(exc).__name__}: {exc}".splitlines()[0]
             self.banner.show_message(f"{spec_of(frame.operator).title}: a panel could not be drawn ({message}).", "error")
             self.frameFailed.emit(message)
             return
-        self._finish_frame(frame, elapsed_ms(t0), first_turn=split)
+        self._finish_frame(frame, elapsed_ms(t0), first_turn=self.docks.has_staged())
 
     def _finish_frame(self, frame: Frame, spent_ms: float, first_turn: bool = False) -> None:
         """A split frame's docks, a few a turn after its first (frame_pacing.py); then it is drawn."""

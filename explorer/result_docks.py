@@ -69,10 +69,12 @@ class ResultDocks(QtCore.QObject):
         self._groups = tuple((title, tuple(names)) for title, names in groups)
 
     # -- results -------------------------------------------------------------------------------
-    def show(self, result: Result, input_pixels=None, staged: bool = False) -> bool:
+    def show(self, result: Result, input_pixels=None, staged: bool = False, split_from: Optional[int] = None) -> bool:
         """Shows each layer in its panel; returns True when the set of panels changed. With
-        ``staged`` the docks in view are left for :meth:`draw_staged` (the centre and new panels
-        are drawn now)."""
+        ``staged``, or when ``split_from`` or more docks in view change, the docks in view are
+        left for :meth:`draw_staged` (the centre and new panels are drawn now)."""
+        if split_from is not None and not staged:
+            staged = sum(1 for n in result.names if n in self.docks and not self._hidden(n)) >= split_from
         leftover = {n: v for n, v in self._staged.items() if n not in result.names}
         self._staged = {}
         changed = False
@@ -109,6 +111,10 @@ class ResultDocks(QtCore.QObject):
             self.arrange()
             self.docksChanged.emit()
         return changed
+
+    def has_staged(self) -> bool:
+        """Whether docks wait for a later turn (frame_pacing.py)."""
+        return bool(self._staged)
 
     def draw_staged(self, count: Optional[int] = None) -> bool:
         """Draws the docks a split frame left for this turn, ``count`` of them (all when None; a

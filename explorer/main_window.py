@@ -19,7 +19,7 @@ from explorer import session_actions
 from explorer.autosave import Autosave
 from explorer.edits import EditActions
 from explorer.export import Exports
-from explorer.frame_pacing import DOCKS_PER_TURN, SPLIT_DOCKS, FramePacer, PaintTimed
+from explorer.frame_pacing import DOCKS_PER_TURN, FramePacer, PaintTimed
 from explorer.history import History
 from explorer.image_inputs import ImageInputs
 from explorer.layout_store import LayoutStore
@@ -328,10 +328,9 @@ class MainWindow(PaintTimed, QtWidgets.QMainWindow):
         if self._closed:
             return
         t0 = now()
-        pace = not self.scheduler.worker.synchronous  # frame_pacing.py
+        split = self.pacer.frame_started() and not self.scheduler.worker.synchronous  # frame_pacing.py
         try:
-            self.docks.show(frame.result, self.session.pixels, staged=self.pacer.frame_started() and pace,
-                            split_from=SPLIT_DOCKS if pace else None)
+            self.docks.show(frame.result, self.session.pixels, staged=split)
         except Exception as exc:  # a frame that cannot be drawn is reported, and the window goes on
             self.scheduler.applied(frame)
             message = f"{type(exc).__name__}: {exc}".splitlines()[0]

@@ -69,12 +69,10 @@ class ResultDocks(QtCore.QObject):
         self._groups = tuple((title, tuple(names)) for title, names in groups)
 
     # -- results -------------------------------------------------------------------------------
-    def show(self, result: Result, input_pixels=None, staged: bool = False, split_from: Optional[int] = None) -> bool:
+    def show(self, result: Result, input_pixels=None, staged: bool = False) -> bool:
         """Shows each layer in its panel; returns True when the set of panels changed. With
-        ``staged``, or when ``split_from`` or more docks in view change, the docks in view are
-        left for :meth:`draw_staged` (the centre and new panels are drawn now)."""
-        if split_from is not None and not staged:
-            staged = sum(1 for n in result.names if n in self.docks and not self._hidden(n)) >= split_from
+        ``staged`` the docks in view are left for :meth:`draw_staged` (the centre and new panels
+        are drawn now)."""
         leftover = {n: v for n, v in self._staged.items() if n not in result.names}
         self._staged = {}
         changed = False

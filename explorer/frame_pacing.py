@@ -4,9 +4,11 @@ docks a few a turn, so input and timers get the UI thread in between (and the re
 Qt paints a window straight after a frame is applied, before any timer runs, so a frame's apply
 and paint were one block: 9-10 ms for the operators with six changing panels. In turns, the
 longest turn is what stalls. A turn costs the frame about half a millisecond, so only frames that
-need it are split: after a frame whose apply and paint took past STALL_MS, and while they keep
-costing past KEEP_SPLIT_MS. (Splitting every frame that changes six docks in view also split
-light frames: deformable kernels' p95 rose from 15.3 to 17.4 ms for a stall it did not have.)"""
+need it are split: after a frame whose apply and paint took past STALL_MS (and while they keep
+costing past KEEP_SPLIT_MS), and any frame that changes as many docks in view as a heavy frame of
+the same operator did (upsampling's heavy frames come between light ones). A fixed dock count
+split light frames too: deformable kernels' p95 rose from 15.3 to 17.4 ms with a one-millisecond
+timer between turns."""
 
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from backends.timing import elapsed_ms, now
 STALL_MS = 8.0  # a frame drawing longer than this in one block is split
 KEEP_SPLIT_MS = 6.0  # ...and frames keep being split while they draw longer than this in all
 DOCKS_AFTER_MS = 0  # a zero timer: it runs after the paint Qt queued for the turn before
+HEAVY_DOCKS_UNKNOWN = 1_000  # no heavy frame seen yet for this operator
 DOCKS_PER_TURN = 3  # a split frame's docks come this many a turn
 
 
@@ -44,20 +47,34 @@ class FramePacer:
     def __init__(self) -> None:
         self.split = False
         self._apply_ms = self._paint_ms = 0.0
+        self._docks, self._heavy_docks = 0, HEAVY_DOCKS_UNKNOWN
         self._timer = QtCore.QTimer(singleShot=True, interval=DOCKS_AFTER_MS)
         self._timer.setTimerType(QtCore.Qt.TimerType.PreciseTimer)
         self._timer.timeout.connect(self._run)
         self._callback = None
 
-    def frame_started(self) -> bool:
-        """A new frame: judges the last one, and says whether this one is split."""
+    def frame_started(self, docks: int = 0) -> bool:
+        """A new frame changing ``docks`` docks in view: judges the last one, and says whether this
+        one is split: after a heavy frame, or when it changes as many docks as a heavy frame of
+        this operator did (an operator whose heavy frames come between light ones)."""
         total = self._apply_ms + self._paint_ms
         if total > 0:
             self.split = total > (KEEP_SPLIT_MS if self.split else STALL_MS)
+            if total > STALL_MS and self._docks:
+                self._heavy_docks = min(self._heavy_docks, self._docks)
         self._apply_ms = self._paint_ms = 0.0
+        self._docks = docks
         self._timer.stop()  # a split frame's second turn is dropped: this one draws it all
         self._callback = None
-        return self.split
+        return self.split or docks >= self._heavy_docks
+
+    def panels_changed(self) -> None:
+        """This frame made or removed panels: its time says nothing about its docks (not learned)."""
+        self._docks = 0
+
+    def new_operator(self) -> None:
+        """What made a frame heavy for the last operator says nothing about this one."""
+        self._heavy_docks = HEAVY_DOCKS_UNKNOWN
 
     def applied(self, ms: float) -> None:
         self._apply_ms += ms

@@ -231,6 +231,7 @@ class MainWindow(PaintTimed, QtWidgets.QMainWindow):
         self.schedule()
 
     def _on_operator_changed(self, name: str) -> None:
+        self.pacer.new_operator()
         if self.docks.docks:
             self.layout_store.save_operator(self._shown_operator)
         self.scheduler.stop_job()
@@ -328,9 +329,10 @@ class MainWindow(PaintTimed, QtWidgets.QMainWindow):
         if self._closed:
             return
         t0 = now()
-        split = self.pacer.frame_started() and not self.scheduler.worker.synchronous  # frame_pacing.py
+        split = self.pacer.frame_started(self.docks.docks_in_view(frame.result)) and not self.scheduler.worker.synchronous
         try:
-            self.docks.show(frame.result, self.session.pixels, staged=split)
+            if self.docks.show(frame.result, self.session.pixels, staged=split):
+                self.pacer.panels_changed()
         except Exception as exc:  # a frame that cannot be drawn is reported, and the window goes on
             self.scheduler.applied(frame)
             message = f"{type(exc).__name__}: {exc}".splitlines()[0]

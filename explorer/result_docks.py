@@ -110,6 +110,10 @@ class ResultDocks(QtCore.QObject):
             self.docksChanged.emit()
         return changed
 
+    def docks_in_view(self, result: Result) -> int:
+        """How many of ``result``'s layers go to docks the user sees."""
+        return sum(1 for n in result.names if n in self.docks and not self._hidden(n))
+
     def has_staged(self) -> bool:
         """Whether docks wait for a later turn (frame_pacing.py)."""
         return bool(self._staged)

@@ -19,3 +19,22 @@ def test_frames_are_split_after_a_heavy_one_until_they_are_light_again(qtbot):
     assert _frame(pacer, 2.0, KEEP_SPLIT_MS - 1.0)  # the last one (10 ms) went past it
     assert _frame(pacer, 0.5, 0.5)  # the last one (7 ms) still cost more than KEEP_SPLIT_MS
     assert not _frame(pacer, 0.5, 0.5)  # the last one (1 ms) was light
+
+
+def test_a_frame_changing_as_many_docks_as_a_heavy_one_did_is_split_after_light_ones(qtbot):
+    pacer = FramePacer()
+    pacer.frame_started(6)
+    pacer.panels_changed()  # a frame that made panels: its time is not learned
+    pacer.applied(STALL_MS + 5)
+    assert pacer.frame_started(3)  # (split after the heavy frame itself)
+    pacer.applied(1.0)
+    assert not pacer.frame_started(6)  # nothing learned from the panel-making frame
+    pacer.applied(STALL_MS + 5)  # a heavy frame of six docks in view
+    assert pacer.frame_started(3)
+    pacer.applied(1.0)
+    assert not pacer.frame_started(3)  # light frames of three docks: not split
+    pacer.applied(1.0)
+    assert pacer.frame_started(6)  # six docks again: split, though the last frame was light
+    pacer.new_operator()
+    pacer.applied(1.0)
+    assert not pacer.frame_started(6)  # another operator: learned afresh

@@ -47,7 +47,7 @@ class FramePacer:
     def __init__(self) -> None:
         self.split = False
         self._apply_ms = self._paint_ms = 0.0
-        self._docks, self._heavy_docks = 0, HEAVY_DOCKS_UNKNOWN
+        self._docks, self._heavy_docks, self._unlearned = 0, HEAVY_DOCKS_UNKNOWN, 0
         self._timer = QtCore.QTimer(singleShot=True, interval=DOCKS_AFTER_MS)
         self._timer.setTimerType(QtCore.Qt.TimerType.PreciseTimer)
         self._timer.timeout.connect(self._run)
@@ -60,8 +60,9 @@ class FramePacer:
         total = self._apply_ms + self._paint_ms
         if total > 0:
             self.split = total > (KEEP_SPLIT_MS if self.split else STALL_MS)
-            if total > STALL_MS and self._docks:
+            if total > STALL_MS and self._docks and not self._unlearned:
                 self._heavy_docks = min(self._heavy_docks, self._docks)
+        self._unlearned = max(0, self._unlearned - 1)
         self._apply_ms = self._paint_ms = 0.0
         self._docks = docks
         self._timer.stop()  # a split frame's second turn is dropped: this one draws it all
@@ -69,8 +70,9 @@ class FramePacer:
         return self.split or docks >= self._heavy_docks
 
     def panels_changed(self) -> None:
-        """This frame made or removed panels: its time says nothing about its docks (not learned)."""
-        self._docks = 0
+        """This frame made or removed panels: neither its time nor the next frame's (the first
+        paint of new panels) says anything about its docks, so neither is learned from."""
+        self._unlearned = 2
 
     def new_operator(self) -> None:
         """What made a frame heavy for the last operator says nothing about this one."""

@@ -45,7 +45,7 @@ class FramePacer:
     (its apply, in one turn or two, and every paint until the next frame)."""
 
     def __init__(self) -> None:
-        self.split = False
+        self._split = False
         self._apply_ms = self._paint_ms = 0.0
         self._docks, self._heavy_docks, self._unlearned = 0, HEAVY_DOCKS_UNKNOWN, 0
         self._timer = QtCore.QTimer(singleShot=True, interval=DOCKS_AFTER_MS)
@@ -59,7 +59,7 @@ class FramePacer:
         this operator did (an operator whose heavy frames come between light ones)."""
         total = self._apply_ms + self._paint_ms
         if total > 0:
-            self.split = total > (KEEP_SPLIT_MS if self.split else STALL_MS)
+            self._split = total > (KEEP_SPLIT_MS if self._split else STALL_MS)
             if total > STALL_MS and self._docks and not self._unlearned:
                 self._heavy_docks = min(self._heavy_docks, self._docks)
         self._unlearned = max(0, self._unlearned - 1)
@@ -67,7 +67,7 @@ class FramePacer:
         self._docks = docks
         self._timer.stop()  # a split frame's second turn is dropped: this one draws it all
         self._callback = None
-        return self.split or docks >= self._heavy_docks
+        return self._split or docks >= self._heavy_docks
 
     def panels_changed(self) -> None:
         """This frame made or removed panels: neither its time nor the next frame's (the first

@@ -4,6 +4,7 @@ shrunk before any is left out. Each is fitted again when the plot is resized."""
 
 from __future__ import annotations
 
+import html
 from typing import Sequence
 
 from PySide6 import QtCore, QtGui
@@ -58,17 +59,12 @@ def _wrap_words(text: str, width_px: float, metrics: QtGui.QFontMetricsF) -> lis
 
 def key_html(colors: Sequence[tuple[int, int, int]], rows: list[list]) -> str:
     def entry(index, text: str) -> str:
-        if index is None:
-            return f"<span style='color:#18181c'>&#9632;</span>&nbsp;{escape(text)}"  # under its name's first line
-        r, g, b = colors[index]
-        return f"<span style='color:#{r:02x}{g:02x}{b:02x}'>&#9632;</span>&nbsp;{escape(text)}"
+        # the rest of a long name gets a square in the background's colour: it lines up under its first line
+        r, g, b = (24, 24, 28) if index is None else colors[index]
+        return f"<span style='color:#{r:02x}{g:02x}{b:02x}'>&#9632;</span>&nbsp;{html.escape(text, quote=False)}"
 
     body = "<br>".join(KEY_GAP.join(entry(i, t) for i, t in row) for row in rows)
     return f"<span style='font-size:{KEY_PT:g}pt; color:#ddd'>{body}</span>"
-
-
-def escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def fit_axis_title(axis, text: str, length_px: float, base: QtGui.QFont) -> tuple[str, float]:

@@ -7,7 +7,7 @@ import torch
 from backends.layers import FeatureMapsLayer, HeatmapLayer, ImageLayer, Result
 from explorer.display import DisplayEncoder
 from widgets.colormaps import indexed_table, lookup_table
-from widgets.encoding import auto_levels, to_indexed
+from widgets.encoding import auto_levels, rgb_to_uint8, to_indexed
 from widgets.mosaic import tile
 
 
@@ -19,6 +19,18 @@ def test_indices_span_the_levels_and_nan_is_the_transparent_zero():
     table = indexed_table("viridis")
     assert table[0, 3] == 0 and (table[1:, 3] == 255).all()
     np.testing.assert_allclose(table[[1, 255], :3].astype(int), lookup_table("viridis")[[0, 255]].astype(int), atol=2)
+
+
+def test_rgb_pictures_round_to_the_nearest_byte_in_any_memory_order():
+    planar = torch.tensor([-0.5, 0.0, 0.5 / 255, 0.4, 0.999, 1.0, 2.0, 0.25]).reshape(2, 2, 2)
+    planar = torch.stack([planar[0], planar[1], planar[0].flip(0)])  # (3, 2, 2) channels first
+    view = planar.permute(1, 2, 0).numpy()  # (H, W, 3) over channel planes, as operators return
+    expected = np.floor(np.clip(np.ascontiguousarray(view, np.float64) * 255 + 0.5, 0, 255)).astype(np.uint8)
+    for rgb in (view, np.ascontiguousarray(view)):
+        out = rgb_to_uint8(rgb)
+        assert out.dtype == np.uint8 and out.flags.c_contiguous and out.shape == (2, 2, 3)
+        np.testing.assert_array_equal(out, expected)
+    assert expected[0, 0].tolist() == [0, 255, 1] and expected[1, 1].tolist() == [102, 64, 0]  # clipped, half up
 
 
 def test_overlay_palettes_ramp_their_alpha_like_the_float_path():

@@ -64,6 +64,7 @@ class Bank:
     bank: FeatureBank
     z: torch.Tensor
     squared: torch.Tensor  # (C, h * w): F_c^2, so an energy map is one matrix-vector product
+    totals: torch.Tensor  # (C,): each row of ``squared`` summed, the whole map's energies
     small: torch.Tensor
     hi: float
 
@@ -72,7 +73,14 @@ class Bank:
         bank = feature_bank(image)
         small = resize_long_side(bank.maps, DISPLAY_SIDE)[0]
         squared = (bank.maps[0] ** 2).reshape(bank.channels, -1)
-        return Bank(bank, squeeze(bank.maps), squared, small, float(robust_max(small)))
+        return Bank(bank, squeeze(bank.maps), squared, squared.sum(1), small, float(robust_max(small)))
+
+    def energies(self, box: tuple[int, int, int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """:func:`channel_energies` of the bank's maps from the squares made once per image (a
+        frame that moves only the box or the weights squares nothing)."""
+        x0, y0, x1, y1 = box
+        h, w = self.bank.maps.shape[-2:]
+        return self.squared.view(-1, h, w)[:, y0:y1, x0:x1].sum((1, 2)), self.totals
 
 
 def se_layers(stage: Bank, weights: torch.Tensor, how: str, query: tuple[int, int], side: int,
@@ -83,7 +91,7 @@ def se_layers(stage: Bank, weights: torch.Tensor, how: str, query: tuple[int, in
     W, H = frame
     c, r = bank.channels, reduction
     h, w = bank.maps.shape[-2:]
-    inside, total = channel_energies(bank.maps, box_in(query, side, w, h, bank.scale))
+    inside, total = stage.energies(box_in(query, side, w, h, bank.scale))
     share_before = float(region_share(torch.ones_like(weights), inside, total))
     share_after = float(region_share(weights, inside, total))
     x0, y0, x1, y1 = box_in(query, side, W, H)

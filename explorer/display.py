@@ -25,6 +25,7 @@ from backends.layers import FeatureMapsLayer, HeatmapLayer, ImageLayer, Layer, R
 from widgets.encoding import auto_levels, categorical_palette, categories_to_rgb, rgb_to_uint8, to_indexed
 
 UNIT_LEVELS = (None, (0.0, 1.0), (0, 1))
+SHOWN_FIELDS = ("image", "maps", "background")  # a layer's arrays drawn as pictures
 
 
 class DisplayEncoder:
@@ -33,6 +34,7 @@ class DisplayEncoder:
     def __init__(self) -> None:
         self._tensors: dict = {}  # id(tensor) -> (tensor, array), last call only
         self._arrays: dict = {}  # (id(array), levels) -> (array, display array), last call only
+        self._shown: dict = {}  # (layer name, field) -> display array, last call only
 
     def encode(self, result: Result) -> Result:
         """Pictures and maps first, read straight from their tensors (their display arrays are
@@ -44,10 +46,31 @@ class DisplayEncoder:
         fresh_tensors: dict = {}
         out = materialize(shown, _ReusingCache(self._tensors, fresh_tensors))
         self._tensors = fresh_tensors
-        return out
+        return self._keep_unchanged(out)
 
     def forget(self) -> None:
-        self._tensors, self._arrays = {}, {}
+        self._tensors, self._arrays, self._shown = {}, {}, {}
+
+    def _keep_unchanged(self, result: Result) -> Result:
+        """Each panel's picture equal to the one it showed last frame is handed back as that very
+        array, so its view skips the redraw. Operators rebuild unchanged panels (a traversal a
+        slider does not touch, a view of a cached tensor): conv family and the VAE repainted three
+        to six such panels a frame. Display arrays are this encoder's own, never written after."""
+        shown: dict = {}
+        layers = []
+        for layer in result.layers:
+            kept = {}
+            for field in SHOWN_FIELDS:
+                array = getattr(layer, field, None)
+                if not isinstance(array, np.ndarray):
+                    continue
+                last = self._shown.get((layer.name, field))
+                if last is not None and last is not array and _equal(last, array):
+                    kept[field] = array = last
+                shown[(layer.name, field)] = array
+            layers.append(replace(layer, **kept) if kept else layer)
+        self._shown = shown
+        return replace(result, layers=tuple(layers))
 
     # -- per layer -----------------------------------------------------------------------------
     def _layer(self, layer: Layer, fresh: dict) -> Layer:
@@ -101,6 +124,16 @@ class DisplayEncoder:
         arr = hit[1] if hit is not None and hit[0] is src else to_indexed(view, levels)
         fresh[key] = (src, arr)
         return arr, levels
+
+
+def _equal(a: np.ndarray, b: np.ndarray) -> bool:
+    """Same shape, type and values (NaN equal to NaN); a few rows are compared first, so a
+    changed picture costs a sixteenth of a full comparison."""
+    if a.shape != b.shape or a.dtype != b.dtype:
+        return False
+    step = max(1, a.shape[0] // 16) if a.ndim else 1
+    nan = a.dtype.kind in "fc"
+    return bool(np.array_equal(a[::step], b[::step], equal_nan=nan) and np.array_equal(a, b, equal_nan=nan))
 
 
 def _is_array(value: Any) -> bool:

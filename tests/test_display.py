@@ -65,6 +65,29 @@ def test_the_encoder_turns_scalar_layers_into_indices_once_per_array():
                                       [lay.maps if hasattr(lay, "maps") else lay.image for lay in again.layers]))
 
 
+def test_a_panel_whose_picture_did_not_change_gets_last_frames_array_so_its_view_skips_the_redraw():
+    encoder = DisplayEncoder()
+    back = torch.rand(16, 16, 3)
+    grey = torch.rand(6, 6)
+    grey[0, 0] = float("nan")
+
+    def frame(heat: torch.Tensor) -> Result:  # every array built anew, as an operator rebuilds unchanged panels
+        return encoder.encode(Result((ImageLayer("picture", back.clone()), ImageLayer("grey", grey.clone()),
+                                      HeatmapLayer("heat", heat.clone(), background=back.clone(), levels=(0.0, 1.0)),
+                                      ImageLayer("kept float", back.clone() * 2, levels=(0.0, 2.0)))))
+
+    heat = torch.zeros(16, 16)
+    first, same = frame(heat), frame(heat)
+    for a, b in zip(first.layers, same.layers):
+        for field in ("image", "maps", "background"):
+            if getattr(a, field, None) is not None:
+                assert getattr(a, field) is getattr(b, field), (a.name, field)
+    heat[15, 3] = 0.5  # one pixel of one map, in the last row (past the rows compared first)
+    changed = frame(heat)
+    assert changed.layers[2].maps is not same.layers[2].maps and changed.layers[2].maps[15, 3] == to_indexed(np.float32([0.5]), (0.0, 1.0))[0]
+    assert changed.layers[2].background is same.layers[2].background and changed.layers[0].image is same.layers[0].image
+
+
 def test_a_picture_several_panels_share_in_one_frame_is_converted_once():
     from backends.layers import PointSet, PointsLayer
 

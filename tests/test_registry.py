@@ -71,7 +71,8 @@ def test_run_with_defaults_gives_well_formed_layers_and_its_primary_and_tabs(nam
 
 def test_gallery_settings_and_bench_sweeps_name_real_parameters_and_values():
     from backends.params import validate
-    from explorer.bench import SWEEPS
+    from backends.params import is_active
+    from explorer.bench import SETUP, SWEEPS
     from explorer.gallery import TELLING
 
     for op, settings in TELLING.items():
@@ -79,4 +80,5 @@ def test_gallery_settings_and_bench_sweeps_name_real_parameters_and_values():
             validate(spec_of(op).params, values)
     for op, (param, values) in SWEEPS.items():
         for v in values:
-            validate(spec_of(op).params, {param: v})
+            params = validate(spec_of(op).params, {**SETUP.get(op, {}), param: v})
+            assert is_active(next(p for p in spec_of(op).params if p.name == param), params), (op, param)  # it acts

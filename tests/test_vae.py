@@ -251,6 +251,24 @@ def test_slider_edit_redraws_only_what_the_sliders_move():
     assert not torch.equal(torch.as_tensor(after.layer("Decoded").image), torch.as_tensor(before.layer("Decoded").image))
 
 
+def test_a_slider_on_one_of_the_planes_axes_moves_only_its_frame():
+    """The plane's tiles set z_px and z_py themselves, so an edit of either keeps the very same
+    picture (and its 49 decodes) and moves the frame; an edit of another dimension redraws it,
+    equal to the plane decoded afresh."""
+    op = _op()
+    image = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        before = op.compute(image, _params(source="sliders", plane_x=0, plane_y=1), None).layer("Latent plane")
+        moved = op.compute(image, _params(source="sliders", plane_x=0, plane_y=1, z0=1.0, z1=-2.0), None).layer("Latent plane")
+        other = op.compute(image, _params(source="sliders", plane_x=0, plane_y=1, z0=1.0, z1=-2.0, z2=2.5), None).layer("Latent plane")
+        fresh = _op().compute(image, _params(source="sliders", plane_x=0, plane_y=1, z0=1.0, z1=-2.0, z2=2.5), None).layer("Latent plane")
+    assert moved.image is before.image
+    assert moved.boxes != before.boxes
+    np.testing.assert_allclose(moved.boxes, [[4 * 33, 5 * 33, 32, 32]])  # column z0 = +1, row z1 = -2
+    assert not torch.equal(torch.as_tensor(other.image), torch.as_tensor(moved.image))
+    torch.testing.assert_close(torch.as_tensor(other.image), torch.as_tensor(fresh.image))
+
+
 def test_sliders_edit_the_encoding():
     op = _op()
     image = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(3))

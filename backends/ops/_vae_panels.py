@@ -67,15 +67,19 @@ def traversal_layer(image: torch.Tensor, d: int, source: str, kl: torch.Tensor) 
                               f"(without the slider edits){note}")
 
 
-def plane(model: VAE, z: torch.Tensor, px: int, py: int) -> ImageLayer:
-    """Tiles decoding z with z_px and z_py set to -3..+3 (y up is positive); ``z`` framed on the
-    tile that would decode it."""
+def plane_tiles(model: VAE, z: torch.Tensor, px: int, py: int) -> torch.Tensor:
+    """The plane's picture: tiles decoding z with z_px and z_py set to -3..+3 (y up is positive).
+    It does not read z_px or z_py, so moving either only moves the frame."""
     d = z.shape[0]
     values = torch.linspace(-RANGE, RANGE, PLANE_STEPS, device=z.device)
     zs = z.repeat(PLANE_STEPS, PLANE_STEPS, 1)
     zs[:, :, py] = values.flip(0)[:, None]  # up is positive
     zs[:, :, px] = values[None, :]
-    tiles = grid(model.decode(zs.view(-1, d)), PLANE_STEPS)
+    return grid(model.decode(zs.view(-1, d)), PLANE_STEPS)
+
+
+def plane(tiles: torch.Tensor, z: torch.Tensor, px: int, py: int) -> ImageLayer:
+    """:func:`plane_tiles` with ``z`` framed on the tile that would decode it."""
     span = (PLANE_STEPS - 1) / (2 * RANGE)  # tiles per latent unit
     left = (float(z[px].clamp(-RANGE, RANGE)) * span + (PLANE_STEPS - 1) / 2) * CELL  # edge of z's tile
     top = ((PLANE_STEPS - 1) / 2 - float(z[py].clamp(-RANGE, RANGE)) * span) * CELL

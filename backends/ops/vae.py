@@ -153,7 +153,11 @@ class VAEExplorer(Operator):
             traversal = self.memo.stage("traversal", params, model_inputs + ("source",),
                                         lambda: panels.traversal(model, base), extra=version)
         with timer("plane"):
-            plane_layer = panels.plane(model, z, px, py)
+            rest = z.clone()
+            rest[[px, py]] = 0.0  # what the plane's tiles read: z without its two axes
+            tiles = self.memo.stage("plane", params, ("weights", "model", "plane_x", "plane_y"),
+                                    lambda: panels.plane_tiles(model, z, px, py), extra=(tuple(rest.tolist()), version))
+            plane_layer = panels.plane(tiles, z, px, py)
         encoded_text = "the input's central square" if encoded else f"{dataset} sample {seed}"
         with timer("posterior panels"):
             static = self.memo.stage("posterior", params, model_inputs, extra=(encoded, version), compute=lambda: (

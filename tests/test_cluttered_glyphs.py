@@ -104,3 +104,19 @@ def test_from_image_inverts_bright_images():
     dark = 1.0 - rgb  # already bright on dark: kept
     assert float(cg.from_image(dark)[0, 0, 24, 24]) > 0.95 and float(cg.from_image(dark)[0, 0, 2, 2]) < 0.05
     assert float(cg.from_image(torch.full((1, 3, 30, 30), 0.4)).abs().max()) == 0.0  # flat image: no ink
+
+
+def test_the_placed_view_is_the_view_nearest_resized_into_its_square_in_bytes_black_around_it():
+    view = torch.rand(1, 1, cg.SIZE, cg.SIZE, generator=torch.Generator().manual_seed(4))
+    view[0, 0, 0, 0], view[0, 0, 1, 0] = -0.5, 1.5  # out of range: clipped
+    for height, width in ((512, 512), (300, 517), (1000, 37)):
+        x0, y0, side = cg.view_box(height, width)
+        placed = cg.placed_view(view, height, width)
+        assert placed.dtype == torch.uint8 and placed.shape == (height, width, 3)
+        rows = (torch.arange(side) * cg.SIZE) // side  # nearest: the view pixel each screen pixel falls in
+        expected = (view[0, 0].clamp(0, 1) * 255).round().to(torch.uint8)[rows][:, rows]
+        for c in range(3):
+            assert torch.equal(placed[y0: y0 + side, x0: x0 + side, c], expected)
+        inside = torch.zeros(height, width, dtype=torch.bool)
+        inside[y0: y0 + side, x0: x0 + side] = True
+        assert not placed[~inside].any()  # black around the square

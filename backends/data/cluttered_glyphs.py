@@ -33,7 +33,7 @@ import torch
 
 from backends.data.glyphs import FONTS, draw_glyph
 from backends.functional.affine import theta_from_sampling_map
-from backends.imaging import center_square, luminance, resize
+from backends.imaging import center_square, luminance
 
 SIZE = 48
 CLASSES = "0123456789"
@@ -146,12 +146,14 @@ def to_view_frame(points: torch.Tensor, height: int, width: int) -> torch.Tensor
 
 
 def placed_view(view: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(H, W, 3) picture of an image's frame with the 48x48 view (1, 1, 48, 48) nearest-resized
-    into the centre square it was read from, dark elsewhere: what to draw points on."""
+    """(H, W, 3) uint8 picture (CPU) of an image's frame with the 48x48 view (1, 1, 48, 48) in
+    [0, 1] nearest-resized into the centre square it was read from, black elsewhere: what to draw
+    points and maps on. Made in bytes (0.1 ms at 512x512; in floats, then encoded, 1.3 ms)."""
     x0, y0, side = view_box(height, width)
-    out = torch.zeros(height, width, 3, dtype=torch.float32)
-    out[y0: y0 + side, x0: x0 + side] = resize(view.float().cpu(), (side, side), nearest=True)[0, 0, :, :, None]
-    return out
+    grey = (view[0, 0].detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    square = cv2.cvtColor(cv2.resize(grey, (side, side), interpolation=cv2.INTER_NEAREST), cv2.COLOR_GRAY2RGB)
+    out = cv2.copyMakeBorder(square, y0, height - y0 - side, x0, width - x0 - side, cv2.BORDER_CONSTANT, value=0)
+    return torch.from_numpy(out)
 
 
 def network_input(rgb: torch.Tensor, source: str, index: int) -> tuple[torch.Tensor, int | None, dict | None]:

@@ -72,4 +72,4 @@ def glyph_background(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """The glyph (1, 1, 48, 48) as the input frame's picture (height, width, 3) uint8: the glyph
     the network reads, nearest-resized into the centre square, black around it, so maps drawn on
     the square's extent lie over the pixels they describe (and clicks land in the input frame)."""
-    return (placed_view(x, height, width).clamp(0, 1) * 255).round().to(torch.uint8).to(x.device)
+    return placed_view(x, height, width).to(x.device)

@@ -290,6 +290,28 @@ def test_global_warp_taps_equal_deform_conv2d_at_the_analytic_offsets(case, k, d
     torch.testing.assert_close(modulated_depthwise(taps, kernel, mask), masked, atol=CONV_TOL, rtol=0)
 
 
+@pytest.mark.parametrize("k, d", [(3, 1), (3, 4), (5, 2), (5, 3)])
+def test_the_window_sum_is_the_same_in_float32_as_a_float64_loop_over_taps_with_or_without_autograd(k, d):
+    """Float32 on the CPU sums in OpenCV (dilated kernels under 11 wide) or in torch (wider, or
+    with autograd): either way the naive float64 sum of shifted windows, within float32 rounding,
+    on several images and channels of a non-square size; gradients still reach the input."""
+    g = torch.Generator().manual_seed(k * 10 + d)
+    reach = d * (k // 2)
+    widened = torch.rand(2, 3, 17 + 2 * reach, 29 + 2 * reach, generator=g)
+    kernel = torch.randn(k * k, generator=g)
+    expected = torch.zeros(2, 3, 17, 29, dtype=torch.float64)
+    for t in range(k * k):
+        i, j = divmod(t, k)
+        expected += float(kernel[t]) * widened.double()[..., i * d: i * d + 17, j * d: j * d + 29]
+    torch.testing.assert_close(depthwise_window_sum(widened, kernel, d).double(), expected, atol=1e-5, rtol=0)
+    leaf = widened.clone().requires_grad_(True)
+    depthwise_window_sum(leaf, kernel, d).sum().backward()
+    # every tap's window covers the centre pixel: its gradient is the kernel's sum; the corner is
+    # read by tap (0, 0) alone
+    assert float(leaf.grad[1, 2, reach + 8, reach + 14]) == pytest.approx(float(kernel.sum()), abs=1e-5)
+    assert float(leaf.grad[0, 0, 0, 0]) == pytest.approx(float(kernel[0]), abs=1e-6)
+
+
 def test_the_regular_twin_equals_a_depthwise_conv2d():
     img, kernel = _image(), torch.rand(25, generator=torch.Generator().manual_seed(1))
     expected = F.conv2d(img, kernel.view(1, 1, 5, 5).expand(3, 1, 5, 5), padding=6, dilation=3, groups=3)

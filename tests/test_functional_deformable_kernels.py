@@ -156,14 +156,18 @@ def test_the_splatted_kernel_equals_deform_conv2d_with_the_same_offsets_everywhe
     assert float(splat.sum()) == pytest.approx(float(kernel.sum()))
 
 
-@pytest.mark.parametrize("size, keep", [(5, 0.5), (17, 1.0)])
-def test_depthwise_same_equals_f_conv2d(size, keep):
-    """A sparse kernel (shifted windows) and a dense 17 x 17 one (the FFT) on a non-square image."""
+@pytest.mark.parametrize("size, keep, dtype", [(5, 0.5, torch.float64), (17, 1.0, torch.float64), (17, 0.1, torch.float32),
+                                               (3, 1.0, torch.float32), (11, 0.5, torch.float32)])
+def test_depthwise_same_equals_f_conv2d(size, keep, dtype):
+    """A sparse kernel (shifted windows), a dense 17 x 17 one (the FFT), and in float32 OpenCV's
+    direct sums up to 11 x 11, on a non-square image, against float64 F.conv2d."""
     g = torch.Generator().manual_seed(size)
     x = torch.rand(2, 3, 16, 23, generator=g, dtype=torch.float64)
     kernel = torch.randn(size, size, generator=g, dtype=torch.float64) * (torch.rand(size, size, generator=g) < keep)
     ref = F.conv2d(x, kernel.expand(3, 1, size, size), padding=size // 2, groups=3)
-    torch.testing.assert_close(depthwise_same(x, kernel), ref, atol=NAIVE_TOL, rtol=0)
+    out = depthwise_same(x.to(dtype), kernel.to(dtype))
+    assert out.dtype == dtype and out.shape == ref.shape
+    torch.testing.assert_close(out.double(), ref, atol=NAIVE_TOL if dtype == torch.float64 else 2e-5, rtol=0)
 
 
 def test_tap_offsets_of_a_zoom_and_a_turn():

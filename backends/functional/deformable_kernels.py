@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from backends.functional.filters import correlate_planes, correlates_in_opencv
+
 
 def _check_space(weight_space: torch.Tensor, kernel_size: int) -> None:
     if weight_space.dim() != 4 or weight_space.shape[-1] != weight_space.shape[-2]:
@@ -205,6 +207,8 @@ def depthwise_same(input: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     if kernel.dim() != 2 or kernel.shape[0] != k or k % 2 == 0 or input.dim() != 4:
         raise ValueError(f"expected input (N, C, H, W) and an odd square kernel, got {tuple(input.shape)} and "
                          f"{tuple(kernel.shape)}")
+    if correlates_in_opencv(input, kernel):
+        return correlate_planes(input, kernel, (k // 2, k // 2))
     if int(torch.count_nonzero(kernel)) <= WINDOW_LIMIT:
         return _window_sum(input, kernel)
     return _fft_correlate(input, kernel)

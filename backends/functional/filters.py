@@ -1,10 +1,14 @@
 """Smoothing and local orientation of NCHW images: a separable Gaussian blur (the coarse-to-fine
-schedule of the fits) and the structure tensor (which way edges run)."""
+schedule of the fits) and the structure tensor (which way edges run); and the correlation of
+every plane with one small kernel in OpenCV, which the depthwise shortcuts use where it is faster."""
 
 from __future__ import annotations
 
 import math
+from typing import Optional
 
+import cv2
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -45,3 +49,31 @@ def structure_tensor(grey: torch.Tensor, sigma: float = 2.0) -> tuple[torch.Tens
     spread = torch.sqrt((jxx - jyy) ** 2 + 4 * jxy * jxy)
     coherence = (spread / (jxx + jyy).clamp_min(1e-8)) ** 2
     return angle, coherence.clamp(0, 1)
+
+
+OPENCV_DIRECT_SIDE = 11  # cv2.filter2D sums kernels up to this wide directly; wider ones go
+# through its DFT, 4x slower than the shortcuts' own FFT (5.2 against 1.2 ms at 256 x 256 x 3)
+
+
+def correlates_in_opencv(input: torch.Tensor, kernel: torch.Tensor) -> bool:
+    """Whether :func:`correlate_planes` takes ``input`` and the 2-D ``kernel``: float32 on the CPU,
+    no gradient to keep, and a kernel OpenCV sums directly. There it ran 2-4x faster than shifted
+    windows in torch (a 3x3 on 512 x 512 x 3: 0.9 against 2.1 ms, one thread) with the same sums."""
+    return (input.device.type == "cpu" and input.dtype == torch.float32 and kernel.device.type == "cpu"
+            and max(kernel.shape[-2:]) <= OPENCV_DIRECT_SIDE
+            and not (torch.is_grad_enabled() and (input.requires_grad or kernel.requires_grad)))
+
+
+def correlate_planes(input: torch.Tensor, kernel: torch.Tensor, anchor: tuple[int, int],
+                     size: Optional[tuple[int, int]] = None) -> torch.Tensor:
+    """out[..., y, x] = sum_ij kernel[i, j] input[..., y + i - anchor_y, x + j - anchor_x] on every
+    plane of (..., H, W), zero outside, by ``cv2.filter2D``; the top-left ``size`` (h, w) of it
+    (all of it by default), contiguous. See :func:`correlates_in_opencv` for what it takes."""
+    h, w = size if size is not None else tuple(input.shape[-2:])
+    weights = np.ascontiguousarray(kernel.detach().float().numpy())
+    planes = input.detach().contiguous().numpy().reshape(-1, *input.shape[-2:])
+    out = torch.empty(*input.shape[:-2], h, w)
+    for plane, target in zip(planes, out.numpy().reshape(-1, h, w)):
+        target[...] = cv2.filter2D(plane, -1, weights, anchor=(anchor[1], anchor[0]),
+                                   borderType=cv2.BORDER_CONSTANT)[:h, :w]
+    return out

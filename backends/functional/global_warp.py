@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from backends.functional.deformable import offsets_buffer
+from backends.functional.filters import correlate_planes, correlates_in_opencv
 
 
 def widened_coords(h: int, w: int, reach: int, device: Optional[torch.device] = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -135,6 +136,11 @@ def depthwise_window_sum(widened: torch.Tensor, kernel: torch.Tensor, dilation: 
         raise ValueError(f"kernel must hold k * k taps, got {kernel.numel()}")
     reach = dilation * (k // 2)
     h, w = widened.shape[-2] - 2 * reach, widened.shape[-1] - 2 * reach
+    side = 2 * reach + 1
+    dilated = kernel.new_zeros(side, side)
+    dilated[::dilation, ::dilation] = kernel.view(k, k)
+    if correlates_in_opencv(widened, dilated):  # tap (0, 0)'s window is the valid corner's origin
+        return correlate_planes(widened, dilated, (0, 0), (h, w))
     out = None
     for window, weight in zip(tap_windows(widened, k, dilation, h, w), kernel.tolist()):
         out = window * weight if out is None else out.add_(window, alpha=weight)

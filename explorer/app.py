@@ -102,14 +102,17 @@ def freeze_startup_objects() -> None:
 def configure_threads() -> int:
     """Leave the UI thread a core of its own on small machines: measured on 2 cores, two torch
     threads gave the same median frame as one but worse tails (OpenMP threads spinning against
-    the painting UI thread), and 2-5x slower frames when another job held a core.
-    ``OPSCOPE_THREADS`` overrides."""
+    the painting UI thread), and 2-5x slower frames when another job held a core. OpenCV gets
+    the same count: its own pool of two made optical flow's frame 2 ms slower (Farneback and
+    the depthwise filters against the painting thread). ``OPSCOPE_THREADS`` overrides."""
+    import cv2
     import torch
 
     wanted = os.environ.get("OPSCOPE_THREADS")
     cores = os.cpu_count() or 1
     threads = int(wanted) if wanted else (max(1, cores - 1) if cores <= 4 else torch.get_num_threads())
     torch.set_num_threads(max(1, threads))
+    cv2.setNumThreads(torch.get_num_threads())
     return torch.get_num_threads()
 
 

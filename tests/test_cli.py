@@ -134,3 +134,20 @@ def test_only_a_window_launch_gets_the_early_splash():
     assert opens_a_window([]) and opens_a_window(["img.png", "--op", "vae"])
     for flags in (["--render", "x.png"], ["--list"], ["--batch", "d", "--out", "o"], ["--sweep=a=1:2:3"], ["-h"]):
         assert not opens_a_window(flags), flags
+
+
+def test_torch_and_opencv_share_the_compute_threads_the_ui_thread_leaves(monkeypatch):
+    import cv2
+    import torch
+
+    from explorer.app import configure_threads
+
+    before = (torch.get_num_threads(), cv2.getNumThreads())
+    try:
+        monkeypatch.setenv("OPSCOPE_THREADS", "1")
+        assert configure_threads() == 1 and torch.get_num_threads() == 1 and cv2.getNumThreads() == 1
+        monkeypatch.setenv("OPSCOPE_THREADS", "2")
+        assert configure_threads() == 2 and cv2.getNumThreads() == 2
+    finally:
+        torch.set_num_threads(before[0])
+        cv2.setNumThreads(before[1])

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from backends.functional.affine import compose_affine
 from backends.functional.deformable import deform_conv2d
-from backends.functional.deformable_kernels import pattern_space
+from backends.functional.deformable_kernels import affine_tap_offsets, deform_kernel_conv2d, pattern_space
 from backends.ops.deformable_kernels import DeformableKernels, deform_matrix
 from backends.params import ParamError, validate
 
@@ -158,6 +158,31 @@ def test_the_receptive_fields_are_the_stacks_weights_placed_at_the_query(layers)
                        2 * layers + 1.0, 2 * layers + 1.0)
     outside = float(result.layer("Metrics").values["ERF outside the regular box, deformable conv"].rstrip("%"))
     assert outside > 10.0  # the convolution reads beyond the regular box; the deformable kernel cannot
+
+
+@pytest.mark.parametrize("query", [(1, 2), (70, 46), (41, 17)])
+def test_the_receptive_fields_equal_autograd_through_the_layers_themselves_at_the_border_too(query):
+    """A shear that puts taps between pixels, two layers, queries at two corners and inside: each
+    panel is |d out(q) / d luma| / max by autograd through deform_kernel_conv2d and deform_conv2d
+    (float64), where zero padding cuts the paths that leave the image."""
+    result = _compute(_image(), query=query, deform="shear", strength=0.7, kernel_space="gabor", kernel_size="3",
+                      space_size="9", layers=2)
+    space = pattern_space("gabor", 9)
+    matrix = deform_matrix("shear", 0.7).double()
+    dk_offsets = affine_tap_offsets(torch.linalg.inv(matrix), 3).view(1, -1, 1, 1)
+    dc_offsets = affine_tap_offsets(matrix, 3).view(1, -1, 1, 1).expand(1, -1, 48, 72)
+    stacks = {"deformable kernels": lambda a: deform_kernel_conv2d(a, dk_offsets, space[None, None], 3),
+              "deformable convolution": lambda a: deform_conv2d(a, dc_offsets, space[3:6, 3:6][None, None], padding=1)}
+    for name, layer_fn in stacks.items():
+        luma = torch.rand(1, 1, 48, 72, dtype=torch.float64, requires_grad=True)
+        layer_fn(layer_fn(luma))[0, 0, query[1], query[0]].backward()
+        expected = luma.grad[0, 0].abs()
+        expected = (expected / expected.max()).numpy()
+        layer = result.layer(f"Receptive field: {name}")
+        x0, y0, wc, hc = (int(v) for v in layer.extent)
+        erf = np.zeros((48, 72))
+        erf[y0: y0 + hc, x0: x0 + wc] = layer.maps
+        np.testing.assert_allclose(erf, expected, atol=1e-5, err_msg=name)
 
 
 def test_a_kernel_larger_than_its_space_is_refused():

@@ -70,8 +70,7 @@ def test_run_with_defaults_gives_well_formed_layers_and_its_primary_and_tabs(nam
 
 
 def test_gallery_settings_and_bench_sweeps_name_real_parameters_and_values():
-    from backends.params import validate
-    from backends.params import is_active
+    from backends.params import is_active, validate
     from explorer.bench import SETUP, SWEEPS
     from explorer.gallery import TELLING
 

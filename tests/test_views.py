@@ -72,6 +72,30 @@ def test_a_curve_of_another_unit_is_read_against_the_right_axis(qtbot):
     np.testing.assert_array_equal(panel.view.curve_data("box share %")[1], 10 * steps)
 
 
+def test_a_curves_scale_holds_still_while_the_data_stays_well_inside_and_refits_when_it_leaves(qtbot):
+    """Axes that jump on every frame of a drag are unreadable (and remade each time): the view
+    keeps its range while the curve stays inside and fills most of it, and refits when the curve
+    leaves it or shrinks to a small part of it; a user's zoom is left alone."""
+    x = np.linspace(0, 10, 50)
+    panel = shown(qtbot, CurveLayer("c", {"y": (x, np.sin(x))}, x_label="x", y_label="y"))
+    view = panel.view
+
+    def range_after(y: np.ndarray) -> tuple:
+        layer_views.show(panel, encode(Result((CurveLayer("c", {"y": (x, y)}, x_label="x", y_label="y"),))).layers[0])
+        view.plotItem.vb.updateAutoRange()  # what the next paint does
+        return tuple(view.plotItem.vb.viewRange()[1])
+
+    first = range_after(np.sin(x))
+    assert first[0] <= -1 and first[1] >= 1
+    assert range_after(0.9 * np.sin(x)) == first  # inside and filling 90 %: the same scale
+    grown = range_after(3 * np.sin(x))
+    assert grown[0] <= -3 and grown[1] >= 3  # left the view: refitted to hold it
+    small = range_after(0.1 * np.sin(x))
+    assert small[1] - small[0] < 0.3  # a tenth of the view: refitted to it
+    view.plotItem.vb.setYRange(-50, 50, padding=0)  # the user zooms out: auto-range is off
+    assert range_after(np.sin(x)) == pytest.approx((-50, 50))
+
+
 def test_an_overlay_has_an_opacity_the_user_can_change_and_a_map_only_view(qtbot):
     heat = np.linspace(0, 1, 40 * 30, dtype=np.float32).reshape(30, 40)
     back = np.full((30, 40, 3), 0.5, np.float32)

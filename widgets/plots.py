@@ -121,6 +121,15 @@ class GridAxis(pg.AxisItem):
         self._fit_text_space = False
         super()._updateMaxTextSize(x)
 
+    def _updateLabel(self) -> None:
+        """pyqtgraph re-set the title's HTML and re-sized the axis on every range change (its SI
+        prefix check), unchanged or not; only a new title or scale does that now."""
+        state = (self.labelString(), self.autoSIPrefixScale)
+        if state == getattr(self, "_label_state", None):
+            return
+        self._label_state = state
+        super()._updateLabel()
+
     def generateDrawSpecs(self, p):
         specs = super().generateDrawSpecs(p)
         if specs is None:
@@ -138,6 +147,34 @@ def _over_background(pen: QtGui.QPen) -> QtGui.QPen:
     opaque = QtGui.QPen(pen)
     opaque.setColor(QtGui.QColor(r, g, b))
     return opaque
+
+
+class SteadyViewBox(pg.ViewBox):
+    """Auto-range that holds still while the data stays inside the view and fills at least
+    ``STEADY_FILL`` of it on each auto-ranged axis, and refits when it leaves or shrinks past that.
+    pyqtgraph refitted on every new curve, so the axes' ticks, labels and grid were made again on
+    every frame of a drag (about 0.5 ms an axis) and the scale jittered under the data."""
+
+    def updateAutoRange(self) -> None:
+        state = self.state
+        plain = not (self._updatingRange or any(state["autoVisibleOnly"]) or any(state["autoPan"]))
+        if plain and any(state["autoRange"]):
+            bounds, view = self.childrenBounds(), self.viewRange()
+            if all(_holds(view[ax], bounds[ax]) for ax in (0, 1) if state["autoRange"][ax] is not False):
+                return
+        super().updateAutoRange()
+
+
+STEADY_FILL = 0.7  # a steady view refits when the data spans less than this share of it
+
+
+def _holds(view: Sequence[float], data: Optional[Sequence[float]]) -> bool:
+    """Whether a view range keeps data bounds: all inside, spanning at least STEADY_FILL of it."""
+    if data is None:
+        return True
+    low, high = view
+    span = high - low
+    return span > 0 and low <= data[0] and data[1] <= high and (data[1] - data[0]) >= STEADY_FILL * span
 
 
 def grid_axes() -> dict[str, GridAxis]:
@@ -166,7 +203,7 @@ class BarsView(FittedText, pg.PlotWidget):
     """One group of bars per label; several series side by side."""
 
     def __init__(self, parent: Optional[QtWidgets.QWidget] = None) -> None:
-        super().__init__(parent, background=PLOT_BACKGROUND, axisItems=grid_axes())
+        super().__init__(parent, background=PLOT_BACKGROUND, axisItems=grid_axes(), viewBox=SteadyViewBox())
         grid_behind_data(self)
         self.setMenuEnabled(False)
         self.showGrid(y=True, alpha=0.25)
@@ -273,7 +310,7 @@ class CurveView(FittedText, pg.PlotWidget):
     every curve above the plot, never over the data."""
 
     def __init__(self, parent: Optional[QtWidgets.QWidget] = None) -> None:
-        super().__init__(parent, background=PLOT_BACKGROUND, axisItems=grid_axes())
+        super().__init__(parent, background=PLOT_BACKGROUND, axisItems=grid_axes(), viewBox=SteadyViewBox())
         grid_behind_data(self)
         self.setMenuEnabled(False)
         self.showGrid(x=True, y=True, alpha=0.25)
@@ -347,7 +384,7 @@ class CurveView(FittedText, pg.PlotWidget):
     def _set_right_axis(self, on: bool, label: str, log_x: bool) -> None:
         """A second y axis on the right, with a view box of its own sharing the x axis."""
         if on and self.right_view is None:
-            self.right_view = pg.ViewBox(enableMenu=False)
+            self.right_view = SteadyViewBox(enableMenu=False)
             self.plotItem.scene().addItem(self.right_view)
             self.plotItem.getAxis("right").linkToView(self.right_view)
             self.right_view.setXLink(self.plotItem)

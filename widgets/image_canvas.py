@@ -17,7 +17,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from widgets.colormaps import indexed_table, lookup_table, overlay_table
 from widgets.encoding import auto_levels, is_indexed
-from widgets.pgconfig import pg
+from widgets.pgconfig import paints_every_pixel, pg
 
 Extent = tuple[float, float, float, float]
 GRID_PAD_PX = 8  # between a grid label and the picture, and between label rows
@@ -59,6 +59,7 @@ class ImageCanvas(pg.GraphicsView):
 
     def __init__(self, parent: Optional[QtWidgets.QWidget] = None, frame_coords: bool = True) -> None:
         super().__init__(parent, background=(24, 24, 28))
+        paints_every_pixel(self)
         self.frame_coords = frame_coords  # False for mosaics: clicks and crosshairs mean nothing there
         self.view = pg.ViewBox(lockAspect=True, invertY=True, enableMenu=False)
         self.view.setDefaultPadding(0.01)

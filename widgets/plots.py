@@ -7,7 +7,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 from PySide6 import QtCore, QtGui, QtWidgets
 
-from widgets.pgconfig import pg
+from widgets.pgconfig import paints_every_pixel, pg
 from widgets.plot_text import (
     KEY_MARGIN_PX,
     KEY_PT,
@@ -204,6 +204,7 @@ class BarsView(FittedText, pg.PlotWidget):
 
     def __init__(self, parent: Optional[QtWidgets.QWidget] = None) -> None:
         super().__init__(parent, background=PLOT_BACKGROUND, axisItems=grid_axes(), viewBox=SteadyViewBox())
+        paints_every_pixel(self)
         grid_behind_data(self)
         self.setMenuEnabled(False)
         self.showGrid(y=True, alpha=0.25)
@@ -311,6 +312,7 @@ class CurveView(FittedText, pg.PlotWidget):
 
     def __init__(self, parent: Optional[QtWidgets.QWidget] = None) -> None:
         super().__init__(parent, background=PLOT_BACKGROUND, axisItems=grid_axes(), viewBox=SteadyViewBox())
+        paints_every_pixel(self)
         grid_behind_data(self)
         self.setMenuEnabled(False)
         self.showGrid(x=True, y=True, alpha=0.25)

@@ -173,7 +173,7 @@ def test_the_room_for_tick_labels_holds_while_the_content_stays_and_refits_for_n
     assert axis.textWidth < wide
 
 
-def test_in_a_narrow_panel_the_key_wraps_within_the_data_and_the_axis_title_stays_inside_its_axis(qtbot):
+def test_in_a_small_panel_the_key_wraps_within_the_data_and_a_long_axis_title_moves_whole_above_the_plot(qtbot):
     from PySide6 import QtGui
 
     from widgets.plot_text import KEY_PT, font_at
@@ -187,10 +187,17 @@ def test_in_a_narrow_panel_the_key_wraps_within_the_data_and_the_axis_title_stay
     lines = view.key_rows()
     assert " ".join(" ".join(line) for line in lines).split() == " ".join(series).split()  # every word, in order
     assert all(metrics.horizontalAdvance("\u25a0 " + "   ".join(line)) <= view.plotItem.vb.width() for line in lines)
-    axis = view.getAxis("left")  # vertical bars: the value title is on the left axis
+    # vertical bars: the value title belongs to the left axis, too short for it even at 7.5 pt, so it
+    # reads whole in the title row (wrapped within the data's column) and the axis keeps no cut copy
+    assert view.axis_label("left") == ("", 0.0) and not view.getAxis("left").label.isVisible()
+    notes = view.title_notes()
+    assert " ".join(notes) == "y: channel mean; weight (0 to 1) of every channel"
+    assert all(metrics.horizontalAdvance(line) <= view.plotItem.vb.width() for line in notes)
+    panel.resize(420, 640)  # room again: the title goes back to its axis, whole
+    qtbot.wait(30)
     text, points = view.axis_label("left")
-    assert points < 9.0 and text.endswith("\u2026")  # shrunk, then cut with an ellipsis
-    assert axis.label.boundingRect().width() <= axis.geometry().height()
+    assert text == "channel mean; weight (0 to 1) of every channel" and view.title_notes() == []
+    assert view.getAxis("left").label.boundingRect().width() <= view.getAxis("left").geometry().height()
 
 
 def test_many_bars_keep_every_name_at_a_smaller_size_while_it_fits(qtbot):

@@ -13,6 +13,7 @@ KEY_PT = 9.0
 LABEL_PT = (9.0, 8.0, 7.5)  # axis titles: the first size that fits, else the last one elided
 TICK_PT = (9.0, 8.0, 7.0)  # bar names: the first size at which every bar keeps its name
 KEY_GAP = "&nbsp;&nbsp;&nbsp;"
+AXIS_NOTE = "axis"  # a title-row entry that is an axis title, drawn plain
 KEY_MARGIN_PX = 16  # the title row's margins inside the plot
 LABEL_MARGIN_PX = 16  # an axis title's document margins and pyqtgraph's trailing space
 
@@ -45,6 +46,13 @@ def key_rows(names: Sequence[str], width_px: float, base: QtGui.QFont) -> list[l
     return rows
 
 
+def note_rows(notes: Sequence[str], width_px: float, base: QtGui.QFont) -> list[list]:
+    """Plain lines of the title row (an axis title moved there), wrapped at spaces to ``width_px``:
+    one entry each, marked ``AXIS_NOTE`` for :func:`key_html`."""
+    metrics = QtGui.QFontMetricsF(font_at(base, KEY_PT))
+    return [[(AXIS_NOTE, line)] for note in notes for line in _wrap_words(note, width_px, metrics)]
+
+
 def _wrap_words(text: str, width_px: float, metrics: QtGui.QFontMetricsF) -> list[str]:
     """``text`` in lines no wider than ``width_px``, broken at spaces (a single word too wide
     keeps a line of its own)."""
@@ -59,6 +67,8 @@ def _wrap_words(text: str, width_px: float, metrics: QtGui.QFontMetricsF) -> lis
 
 def key_html(colors: Sequence[tuple[int, int, int]], rows: list[list]) -> str:
     def entry(index, text: str) -> str:
+        if index == AXIS_NOTE:
+            return f"<span style='color:#aaa'>{html.escape(text, quote=False)}</span>"
         # the rest of a long name gets a square in the background's colour: it lines up under its first line
         r, g, b = (24, 24, 28) if index is None else colors[index]
         return f"<span style='color:#{r:02x}{g:02x}{b:02x}'>&#9632;</span>&nbsp;{html.escape(text, quote=False)}"

@@ -9,6 +9,7 @@ from PySide6 import QtCore, QtGui, QtWidgets
 
 from widgets.pgconfig import paints_every_pixel, pg
 from widgets.plot_text import (
+    AXIS_NOTE,
     KEY_MARGIN_PX,
     KEY_PT,
     LABEL_MARGIN_PX,
@@ -17,6 +18,7 @@ from widgets.plot_text import (
     font_at,
     key_html,
     key_rows,
+    note_rows,
 )
 
 SERIES_COLORS = ((90, 170, 255), (255, 150, 60), (120, 220, 120), (230, 90, 200), (240, 220, 80))
@@ -30,6 +32,7 @@ class FittedText:
     def _init_text(self) -> None:
         self._key_entries: tuple = ((), ())
         self._axis_texts: dict[str, str] = {}
+        self._moved: dict[str, str] = {}  # side -> a vertical axis's title shown in the title row instead
         self._fitted: dict = {}
         for side in ("left", "bottom", "right"):  # an axis is laid out after the plot's resize event
             self.getAxis(side).geometryChanged.connect(lambda side=side: self._fit_label(side))
@@ -50,17 +53,23 @@ class FittedText:
 
     def key_rows(self) -> list[list[str]]:
         """The key's text line by line, as wrapped now."""
-        return [[text for _index, text in row] for row in self._fitted.get("key", [])]
+        return [[text for index, text in row if index != AXIS_NOTE] for row in self._fitted.get("key", [])
+                if row[0][0] != AXIS_NOTE]
+
+    def title_notes(self) -> list[str]:
+        """Axis titles too long for their axis, shown whole above the plot instead, as wrapped."""
+        return [row[0][1] for row in self._fitted.get("key", []) if row[0][0] == AXIS_NOTE]
 
     def _fit_key(self) -> None:
         names, colors = self._key_entries
-        if len(names) < 2:
+        notes = [MOVED_PREFIX[side] + text for side, text in self._moved.items()]
+        if len(names) < 2 and not notes:
             self._fitted.pop("key", None)
             self.setTitle(None)
             return
         column = self.plotItem.vb.width()
-        width = column if column >= 40 else self.width()  # the title row spans the data's column
-        rows = key_rows(names, max(width - KEY_MARGIN_PX, 40), self.font())
+        width = max((column if column >= 40 else self.width()) - KEY_MARGIN_PX, 40)  # the data's column
+        rows = note_rows(notes, width, self.font()) + (key_rows(names, width, self.font()) if len(names) >= 2 else [])
         if rows == self._fitted.get("key") and self.plotItem.titleLabel.isVisible():
             return
         self._fitted["key"] = rows
@@ -81,7 +90,17 @@ class FittedText:
         if (text, length) == self._fitted.get(side + " for"):
             return
         self._fitted[side + " for"] = (text, length)
-        self._fitted[side] = fit_axis_title(axis, text, length - LABEL_MARGIN_PX, self.font())
+        shown, points = fit_axis_title(axis, text, length - LABEL_MARGIN_PX, self.font())
+        moved = side in MOVED_PREFIX and shown != text  # a short plot: whole above it, not cut on its axis
+        if moved:
+            axis.setLabel("")
+        self._fitted[side] = ("", 0.0) if moved else (shown, points)
+        if self._moved.get(side) != (text if moved else None):
+            if moved:
+                self._moved[side] = text
+            else:
+                self._moved.pop(side, None)
+            self._fit_key()
         axis.resizeEvent()  # pyqtgraph centres the title only on a resize: centre the new text now
 
     def _fit_text(self) -> None:
@@ -92,6 +111,7 @@ class FittedText:
             self._fit_label(side)
 
 
+MOVED_PREFIX = {"left": "y: ", "right": "right y: "}  # how a vertical axis's title reads in the title row
 HORIZONTAL_AFTER = (12, 9)  # bars turn horizontal past this many labels, or labels this long
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Mapping, Optional, Sequence
 
 import numpy as np
+import shiboken6
 from PySide6 import QtCore, QtGui, QtWidgets
 
 from widgets.pgconfig import paints_every_pixel, pg
@@ -79,10 +80,12 @@ class FittedText:
         self.plotItem.layout.setRowFixedHeight(0, height)
 
     def _fit_label(self, side: str) -> None:
-        if side not in self._axis_texts:
+        if side not in self._axis_texts or not shiboken6.isValid(self):
             return
         text = self._axis_texts[side]
         axis = self.getAxis(side)
+        if not shiboken6.isValid(axis):  # a plot being torn down re-lays out its axes one by one
+            return
         rect = axis.geometry()
         length = rect.width() if side in ("bottom", "top") else rect.height()
         if length < 40:  # not laid out yet: fitted when its geometry changes

@@ -164,7 +164,8 @@ class MainWindow(PaintTimed, QtWidgets.QMainWindow):
         self.timing_label = QtWidgets.QLabel("")
         self.cursor_label = QtWidgets.QLabel("")
         self.cursor_label.setMinimumWidth(230)
-        self.timing_label.setMinimumWidth(260)  # a label that changes width each frame relays the status bar out
+        widest = self.timing_label.fontMetrics().horizontalAdvance("compute 9999.9 ms · render 9999.9 ms  ")
+        self.timing_label.setFixedSize(widest, self.timing_label.sizeHint().height())  # new text, no status bar layout
         self.job_progress = QtWidgets.QProgressBar()
         self.job_progress.setMaximumWidth(180)
         self.job_progress.setVisible(False)

@@ -241,3 +241,42 @@ def test_a_long_dock_title_is_cut_to_its_bar_and_whole_in_its_tooltip(qtbot):
     assert bar.label.text() == full and full in bar.label.toolTip()
     assert dock.width() <= 160 and bar.label.shown_text().endswith("\u2026")
     assert bar.minimumSizeHint().width() < 150
+
+
+def test_a_caption_shows_its_whole_text_and_asks_for_a_new_layout_only_when_its_lines_change(qtbot):
+    """Captions carry numbers that change every frame: a new text on as many lines repaints the
+    caption alone; one that needs more lines grows it, and it is never cut."""
+    from PySide6 import QtCore, QtGui, QtWidgets
+
+    from widgets.panel import Panel
+
+    window = QtWidgets.QMainWindow()
+    qtbot.addWidget(window)
+    panel = Panel("p", QtWidgets.QWidget())
+    window.setCentralWidget(panel)
+    window.resize(300, 300)
+    window.show()
+    panel.set_caption("compute 1.0 ms for this panel")
+    qtbot.wait(20)
+    requests = []
+
+    class Count(QtCore.QObject):
+        def eventFilter(self, obj, event):
+            if event.type() == QtCore.QEvent.Type.LayoutRequest:
+                requests.append(obj)
+            return False
+
+    counter = Count()
+    panel.installEventFilter(counter)
+    height = panel.caption.height()
+    panel.set_caption("compute 2.5 ms for this panel")
+    qtbot.wait(20)
+    assert panel.caption.text() == "compute 2.5 ms for this panel" and requests == [] and panel.caption.height() == height
+    long = "a caption long enough to need several lines at this width, " * 3
+    panel.set_caption(long)
+    qtbot.wait(20)
+    metrics = QtGui.QFontMetrics(panel.caption.font())
+    needed = metrics.boundingRect(QtCore.QRect(0, 0, panel.caption.width() - 6, 10_000),
+                                  QtCore.Qt.TextFlag.TextWordWrap, long).height()
+    assert panel.caption.height() >= needed > 2 * metrics.height()  # grown to every line of it
+    panel.removeEventFilter(counter)

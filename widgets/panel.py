@@ -8,6 +8,7 @@ from typing import Optional
 
 from PySide6 import QtCore, QtGui, QtWidgets
 
+from widgets.caption import Caption
 from widgets.colorbar import ColorBar
 from widgets.legend import CategoryLegend, OverlayControls
 from widgets.save_png import save_png
@@ -24,11 +25,7 @@ class Panel(QtWidgets.QWidget):
         self.title = title
         self.view = view
         self.last_shown: Optional[tuple] = None  # (layer, input pixels) last drawn: redraws and A/B read it
-        self.caption = QtWidgets.QLabel()
-        self.caption.setWordWrap(True)
-        self.caption.setTextFormat(QtCore.Qt.TextFormat.PlainText)
-        self.caption.setAlignment(QtCore.Qt.AlignmentFlag.AlignLeft | QtCore.Qt.AlignmentFlag.AlignTop)
-        self.caption.setStyleSheet("color: #bbb; padding: 1px 3px;")
+        self.caption = Caption()
         self.colorbar: Optional[ColorBar] = ColorBar() if with_colorbar else None
         body = QtWidgets.QHBoxLayout()
         body.setContentsMargins(0, 0, 0, 0)

@@ -21,6 +21,8 @@ KEEP_SPLIT_MS = 6.0  # ...and frames keep being split while they draw longer tha
 DOCKS_AFTER_MS = 0  # a zero timer: it runs after the paint Qt queued for the turn before
 HEAVY_DOCKS_UNKNOWN = 1_000  # no heavy frame seen yet for this operator
 DOCKS_PER_TURN = 3  # a split frame's docks come this many a turn
+LEARN_WITHIN = 16  # a dock count is learned from the second heavy frame within this many frames
+FORGET_AFTER = 48  # ...and forgotten when this many frames pass without another heavy one
 
 
 class PaintTimed:
@@ -48,6 +50,8 @@ class FramePacer:
         self._split = False
         self._apply_ms = self._paint_ms = 0.0
         self._docks, self._heavy_docks, self._unlearned = 0, HEAVY_DOCKS_UNKNOWN, 0
+        self._frame = 0
+        self._heavy: list[tuple[int, int]] = []  # (frame, docks) of the recent heavy frames
         self._timer = QtCore.QTimer(singleShot=True, interval=DOCKS_AFTER_MS)
         self._timer.setTimerType(QtCore.Qt.TimerType.PreciseTimer)
         self._timer.timeout.connect(self._run)
@@ -61,13 +65,24 @@ class FramePacer:
         if total > 0:
             self._split = total > (KEEP_SPLIT_MS if self._split else STALL_MS)
             if total > STALL_MS and self._docks and not self._unlearned:
-                self._heavy_docks = min(self._heavy_docks, self._docks)
+                self._learn(self._docks)
+        self._frame += 1
+        if self._heavy and self._frame - self._heavy[-1][0] > FORGET_AFTER:
+            self._heavy, self._heavy_docks = [], HEAVY_DOCKS_UNKNOWN  # light for long enough: no longer heavy
         self._unlearned = max(0, self._unlearned - 1)
         self._apply_ms = self._paint_ms = 0.0
         self._docks = docks
         self._timer.stop()  # a split frame's second turn is dropped: this one draws it all
         self._callback = None
         return self._split or docks >= self._heavy_docks
+
+    def _learn(self, docks: int) -> None:
+        """A heavy frame that changed ``docks`` docks in view. One alone (a collection, a cache
+        filled once) teaches nothing: lab_vit's frames, 3 ms each, were all split after one. A
+        second within LEARN_WITHIN frames makes frames that change as many docks split."""
+        self._heavy = [(f, d) for f, d in self._heavy if self._frame - f < LEARN_WITHIN] + [(self._frame, docks)]
+        if len(self._heavy) >= 2:
+            self._heavy_docks = min(self._heavy_docks, max(d for _f, d in self._heavy[-2:]))
 
     def panels_changed(self) -> None:
         """This frame made or removed panels: neither its time nor the next frame's (the first
@@ -76,7 +91,7 @@ class FramePacer:
 
     def new_operator(self) -> None:
         """What made a frame heavy for the last operator says nothing about this one."""
-        self._heavy_docks = HEAVY_DOCKS_UNKNOWN
+        self._heavy_docks, self._heavy = HEAVY_DOCKS_UNKNOWN, []
 
     def applied(self, ms: float) -> None:
         self._apply_ms += ms

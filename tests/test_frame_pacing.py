@@ -21,7 +21,7 @@ def test_frames_are_split_after_a_heavy_one_until_they_are_light_again(qtbot):
     assert not _frame(pacer, 0.5, 0.5)  # the last one (1 ms) was light
 
 
-def test_a_frame_changing_as_many_docks_as_a_heavy_one_did_is_split_after_light_ones(qtbot):
+def test_a_frame_changing_as_many_docks_as_heavy_ones_did_is_split_after_light_ones(qtbot):
     pacer = FramePacer()
     pacer.frame_started(6)
     pacer.panels_changed()  # a frame that made panels: neither it nor the next is learned from
@@ -31,7 +31,13 @@ def test_a_frame_changing_as_many_docks_as_a_heavy_one_did_is_split_after_light_
     assert pacer.frame_started(3)
     pacer.applied(1.0)
     assert not pacer.frame_started(6)  # nothing learned from either
-    pacer.applied(STALL_MS + 5)  # a heavy frame of six docks in view
+    pacer.applied(STALL_MS + 5)  # a heavy frame of six docks in view: one alone teaches nothing
+    assert pacer.frame_started(3)
+    pacer.applied(1.0)
+    assert not pacer.frame_started(6)
+    pacer.applied(1.0)
+    assert not pacer.frame_started(6)  # a light frame of six docks: not split
+    pacer.applied(STALL_MS + 5)  # a second heavy one of six docks, soon after the first
     assert pacer.frame_started(3)
     pacer.applied(1.0)
     assert not pacer.frame_started(3)  # light frames of three docks: not split
@@ -40,3 +46,35 @@ def test_a_frame_changing_as_many_docks_as_a_heavy_one_did_is_split_after_light_
     pacer.new_operator()
     pacer.applied(1.0)
     assert not pacer.frame_started(6)  # another operator: learned afresh
+
+
+def test_a_learned_dock_count_is_forgotten_when_no_heavy_frame_comes_for_a_while(qtbot):
+    from explorer.frame_pacing import FORGET_AFTER, LEARN_WITHIN
+
+    pacer = FramePacer()
+    pacer.frame_started(5)
+    for gap in (0, LEARN_WITHIN - 2):  # two heavy frames of five docks, LEARN_WITHIN - 1 frames apart
+        for _ in range(gap):
+            pacer.applied(1.0)
+            pacer.frame_started(2)
+        pacer.applied(STALL_MS + 5)
+        pacer.frame_started(2)
+    pacer.applied(1.0)
+    assert pacer.frame_started(5)  # learned
+    for _ in range(FORGET_AFTER):
+        pacer.applied(1.0)
+        pacer.frame_started(5)
+    pacer.applied(1.0)
+    assert not pacer.frame_started(5)  # every frame since was light: forgotten
+    for _ in range(LEARN_WITHIN):  # heavy frames too far apart teach nothing
+        pacer.applied(1.0)
+        pacer.frame_started(5)
+    pacer.applied(STALL_MS + 5)
+    pacer.frame_started(2)
+    for _ in range(LEARN_WITHIN):
+        pacer.applied(1.0)
+        pacer.frame_started(2)
+    pacer.applied(STALL_MS + 5)
+    pacer.frame_started(2)
+    pacer.applied(1.0)
+    assert not pacer.frame_started(5)

@@ -48,33 +48,32 @@ def test_a_frame_changing_as_many_docks_as_heavy_ones_did_is_split_after_light_o
     assert not pacer.frame_started(6)  # another operator: learned afresh
 
 
+def _light(pacer: FramePacer, count: int, docks: int) -> None:
+    for _ in range(count):
+        pacer.applied(1.0)
+        pacer.frame_started(docks)
+
+
+def _heavy(pacer: FramePacer, next_docks: int) -> bool:
+    pacer.applied(STALL_MS + 5)
+    return pacer.frame_started(next_docks)
+
+
 def test_a_learned_dock_count_is_forgotten_when_no_heavy_frame_comes_for_a_while(qtbot):
     from explorer.frame_pacing import FORGET_AFTER, LEARN_WITHIN
 
     pacer = FramePacer()
     pacer.frame_started(5)
-    for gap in (0, LEARN_WITHIN - 2):  # two heavy frames of five docks, LEARN_WITHIN - 1 frames apart
-        for _ in range(gap):
-            pacer.applied(1.0)
-            pacer.frame_started(2)
-        pacer.applied(STALL_MS + 5)
-        pacer.frame_started(2)
+    _heavy(pacer, 2)  # a heavy frame of five docks...
+    _light(pacer, LEARN_WITHIN - 2, 2)
+    _heavy(pacer, 2)  # ...and a second one within LEARN_WITHIN frames
     pacer.applied(1.0)
     assert pacer.frame_started(5)  # learned
-    for _ in range(FORGET_AFTER):
-        pacer.applied(1.0)
-        pacer.frame_started(5)
+    _light(pacer, FORGET_AFTER, 5)
     pacer.applied(1.0)
     assert not pacer.frame_started(5)  # every frame since was light: forgotten
-    for _ in range(LEARN_WITHIN):  # heavy frames too far apart teach nothing
-        pacer.applied(1.0)
-        pacer.frame_started(5)
-    pacer.applied(STALL_MS + 5)
-    pacer.frame_started(2)
-    for _ in range(LEARN_WITHIN):
-        pacer.applied(1.0)
-        pacer.frame_started(2)
-    pacer.applied(STALL_MS + 5)
-    pacer.frame_started(2)
+    _heavy(pacer, 2)  # heavy frames too far apart teach nothing
+    _light(pacer, LEARN_WITHIN, 2)
+    _heavy(pacer, 2)
     pacer.applied(1.0)
     assert not pacer.frame_started(5)

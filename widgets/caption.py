@@ -23,6 +23,7 @@ class Caption(QtWidgets.QWidget):
         policy = QtWidgets.QSizePolicy(QtWidgets.QSizePolicy.Policy.Preferred, QtWidgets.QSizePolicy.Policy.Minimum)
         policy.setHeightForWidth(True)
         self.setSizePolicy(policy)
+        self.setAttribute(QtCore.Qt.WidgetAttribute.WA_OpaquePaintEvent, True)  # it fills its own background
 
     def text(self) -> str:
         return self._text
@@ -54,5 +55,6 @@ class Caption(QtWidgets.QWidget):
 
     def paintEvent(self, event: QtGui.QPaintEvent) -> None:
         painter = QtGui.QPainter(self)
+        painter.fillRect(event.rect(), self.palette().window())  # so Qt paints nothing under it first
         painter.setPen(COLOR)
         painter.drawText(self.rect().adjusted(PAD_X, PAD_Y, -PAD_X, -PAD_Y), FLAGS, self._text)

@@ -22,6 +22,7 @@ class ColorBar(QtWidgets.QWidget):
         self._key: tuple = ()
         self.setFixedWidth(58)  # until the first map sets the width its labels need
         self.setSizePolicy(QtWidgets.QSizePolicy.Policy.Fixed, QtWidgets.QSizePolicy.Policy.Expanding)
+        self.setAttribute(QtCore.Qt.WidgetAttribute.WA_OpaquePaintEvent, True)
 
     def set_map(self, colormap: str, levels: tuple[float, float]) -> None:
         key = (colormap, float(levels[0]), float(levels[1]))
@@ -53,9 +54,10 @@ class ColorBar(QtWidgets.QWidget):
         return self._levels
 
     def paintEvent(self, event: QtGui.QPaintEvent) -> None:
+        p = QtGui.QPainter(self)
+        p.fillRect(event.rect(), self.palette().window())  # opaque: Qt paints nothing under it first
         if self._image is None:
             return
-        p = QtGui.QPainter(self)
         bar = QtCore.QRect(BAR_LEFT, 8, BAR_PX, max(10, self.height() - 16))
         p.drawImage(bar, self._image)
         p.setPen(QtGui.QColor(200, 200, 200))

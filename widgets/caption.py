@@ -20,6 +20,7 @@ class Caption(QtWidgets.QWidget):
     def __init__(self, parent: Optional[QtWidgets.QWidget] = None) -> None:
         super().__init__(parent)
         self._text = ""
+        self._height: tuple = ()  # (text, width, height) last measured: a text layout is not free
         policy = QtWidgets.QSizePolicy(QtWidgets.QSizePolicy.Policy.Preferred, QtWidgets.QSizePolicy.Policy.Minimum)
         policy.setHeightForWidth(True)
         self.setSizePolicy(policy)
@@ -43,8 +44,18 @@ class Caption(QtWidgets.QWidget):
     def heightForWidth(self, width: int) -> int:
         if not self._text:
             return 0
+        if self._height[:2] == (self._text, width):
+            return self._height[2]
         room = QtCore.QRect(0, 0, max(width - 2 * PAD_X, 1), 1 << 20)
-        return self.fontMetrics().boundingRect(room, FLAGS, self._text).height() + 2 * PAD_Y
+        height = self.fontMetrics().boundingRect(room, FLAGS, self._text).height() + 2 * PAD_Y
+        self._height = (self._text, width, height)
+        return height
+
+    def changeEvent(self, event: QtCore.QEvent) -> None:
+        if event.type() in (QtCore.QEvent.Type.FontChange, QtCore.QEvent.Type.StyleChange):
+            self._height = ()  # another font (presentation mode): measured afresh
+            self.updateGeometry()
+        super().changeEvent(event)
 
     def sizeHint(self) -> QtCore.QSize:
         width = max(self.width(), 120)

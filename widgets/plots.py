@@ -184,6 +184,7 @@ class SteadyViewBox(pg.ViewBox):
         if plain and any(state["autoRange"]):
             bounds, view = self.childrenBounds(), self.viewRange()
             if all(_holds(view[ax], bounds[ax]) for ax in (0, 1) if state["autoRange"][ax] is not False):
+                self._autoRangeNeedsUpdate = False  # as pyqtgraph's own does: checked again on the next change
                 return
         super().updateAutoRange()
 

@@ -83,7 +83,7 @@ class Upsampling(Operator):
               ("checkerboard", ("Kernel overlap", "Spectra", "Checkerboard energy")),
               ("numbers", ("Metrics",))),
     )
-    memo_capacity = 40
+    memo_capacity = 72  # every kernel size 1..7 with its methods and spectra (8 entries each), plus the rest
 
     def run(self, image: torch.Tensor, params: Mapping[str, Any], query: Query) -> Result:
         timer = StageTimer()
@@ -103,6 +103,10 @@ class Upsampling(Operator):
 
         def method_result(m: str) -> MethodResult:
             return stage(f"method {m}", params, METHOD_INPUTS[m], lambda: _method(m, inputs, params))
+
+        def spectrum_of(m: str) -> Spectrum:  # only the settled panels read it: not in a fast frame
+            return stage(f"spectrum {m}", params, METHOD_INPUTS[m],
+                         lambda: _spectrum(method_result(m), int(params["stride"]), size))
 
         with timer("chosen method"):
             chosen = method_result(method)
@@ -128,23 +132,26 @@ class Upsampling(Operator):
         def complete() -> Result:
             with timer("other methods + spectra"):
                 results = {m: method_result(m) for m in METHODS}
-                fractions = {m: r.fraction for m, r in results.items()}
+                spectra = {m: spectrum_of(m) for m in METHODS}
+                fractions = {m: r.fraction for m, r in spectra.items()}
                 # The panels of every method change only with a parameter some method reads (not the method shown).
                 shared = stage("all methods", params, ALL_INPUTS, lambda: (
                     all_outputs_layer({m: r.luma for m, r in results.items()}, size),
-                    spectra_layer({m: r.spectrum for m, r in results.items()}, fractions, s),
+                    spectra_layer({m: r.picture for m, r in spectra.items()}, fractions, s),
                     energy_layer(fractions, s)))
             return Result((output, shared[0], overlap, shared[1], shared[2], scatter, MetricsLayer("Metrics", {
                 **rows, **{f"alias energy, {m}": f"{fractions[m]:.2%}" for m in METHODS},
                 "clicked input pixel": f"({pixel[0]}, {pixel[1]})", **timer.metrics()})))
 
-        if all(self.memo.stage_key(f"method {m}", params, METHOD_INPUTS[m]) in self.memo for m in METHODS):
+        if all(self.memo.stage_key(f"{part} {m}", params, METHOD_INPUTS[m]) in self.memo
+               for m in METHODS for part in ("method", "spectrum")):
             return complete()
         # Six methods and their spectra at once cost 20-50 ms the first time a value is seen: the
-        # chosen method's output comes at once, every method's panels when the slider rests.
+        # chosen method's output comes at once (its spectrum too, 1.5-2 ms, waits), every method's
+        # panels and alias energies when the slider rests.
         return Result((output, overlap, scatter, MetricsLayer("Metrics", {
-            **rows, f"alias energy, {method}": f"{chosen.fraction:.2%}", "clicked input pixel": f"({pixel[0]}, {pixel[1]})",
-            **timer.metrics()})), settle=complete, pending=("All outputs", "Spectra", "Checkerboard energy"))
+            **rows, "clicked input pixel": f"({pixel[0]}, {pixel[1]})", **timer.metrics()})),
+            settle=complete, pending=("All outputs", "Spectra", "Checkerboard energy"))
 
 
 def _inputs(image: torch.Tensor, s: int) -> Inputs:
@@ -154,16 +161,22 @@ def _inputs(image: torch.Tensor, s: int) -> Inputs:
 
 @dataclass(frozen=True)
 class MethodResult:
-    """One method's output (1, C, H, W), as shown ((H, W, C) in [0, 1]), its luma, the log
-    spectrum of the luma as the spectra panel draws it, the luma's alias energy share, and the
-    share of pixels above 1."""
+    """One method's output (1, C, H, W), as shown ((H, W, C) in [0, 1]), its luma (unclipped, for
+    its spectrum, and clipped, for the all-outputs panel) and the share of pixels above 1."""
 
     output: torch.Tensor
     shown: torch.Tensor
+    grey: torch.Tensor
     luma: torch.Tensor
-    spectrum: torch.Tensor
-    fraction: float
     saturated: float
+
+
+@dataclass(frozen=True)
+class Spectrum:
+    """A method's luma spectrum as the spectra panel draws it, and its alias energy share."""
+
+    picture: torch.Tensor
+    fraction: float
 
 
 def _method(method: str, inputs: Inputs, params: Mapping[str, Any]) -> MethodResult:
@@ -171,12 +184,14 @@ def _method(method: str, inputs: Inputs, params: Mapping[str, Any]) -> MethodRes
         out = run_method(method, inputs, params)
     except ValueError as exc:
         raise ParamError(str(exc)) from None
-    s = int(params["stride"])
     grey = luminance(out)
-    spectrum, fraction = spectrum_summary(grey[0, 0], s)
-    picture = spectrum_picture(spectrum.float(), tuple(inputs.reference.shape[-2:]))
-    return MethodResult(out, out[0].clamp(0, 1).permute(1, 2, 0), grey.clamp(0, 1), picture, fraction,
+    return MethodResult(out, out[0].clamp(0, 1).permute(1, 2, 0), grey, grey.clamp(0, 1),
                         float((out > 1.0).any(1).float().mean()))
+
+
+def _spectrum(result: MethodResult, stride: int, size: tuple[int, int]) -> Spectrum:
+    spectrum, fraction = spectrum_summary(result.grey[0, 0], stride)
+    return Spectrum(spectrum_picture(spectrum.float(), size), fraction)
 
 
 def _detail(method: str, params: Mapping[str, Any]) -> str:

@@ -13,9 +13,11 @@ from backends.models.weights import (
     WEIGHTS_DIR,
     WeightsError,
     load_weights,
+    manifest_version,
     read_manifest,
     save_weights,
     sha256_of,
+    update_manifest,
     write_atomically,
 )
 
@@ -78,3 +80,16 @@ def test_an_atomic_write_leaves_the_old_file_when_it_fails(tmp_path):
     assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["settings.json"]
     write_atomically(target, b"new")
     assert target.read_text() == "new"
+
+
+def test_the_manifest_version_changes_when_the_manifest_is_written_again(tmp_path):
+    """Operators keep what they read from the manifest under its version: a new entry must show."""
+    import os
+
+    assert manifest_version(tmp_path) == 0  # no manifest yet
+    update_manifest(tmp_path / MANIFEST_NAME, "a.safetensors", {"test_accuracy": 0.5})
+    first = manifest_version(tmp_path)
+    os.utime(tmp_path / MANIFEST_NAME, ns=(first - 10**9, first - 10**9))  # as if written a second ago
+    older = manifest_version(tmp_path)
+    update_manifest(tmp_path / MANIFEST_NAME, "a.safetensors", {"test_accuracy": 0.9})
+    assert manifest_version(tmp_path) != older and read_manifest(tmp_path)["a.safetensors"]["test_accuracy"] == 0.9

@@ -22,15 +22,18 @@ def test_indices_span_the_levels_and_nan_is_the_transparent_zero():
 
 
 def test_rgb_pictures_round_to_the_nearest_byte_in_any_memory_order():
-    planar = torch.tensor([-0.5, 0.0, 0.5 / 255, 0.4, 0.999, 1.0, 2.0, 0.25]).reshape(2, 2, 2)
-    planar = torch.stack([planar[0], planar[1], planar[0].flip(0)])  # (3, 2, 2) channels first
+    values = torch.tensor([-0.5, 0.0, 1.6 / 255, 0.4, 0.999, 1.0, 2.0, 0.25]).reshape(2, 2, 2)
+    planar = torch.stack([values[0], values[1], values[0].flip(0)])  # (3, 2, 2) channels first
+    planar[2, 1, 1] = float("nan")
     view = planar.permute(1, 2, 0).numpy()  # (H, W, 3) over channel planes, as operators return
-    expected = np.floor(np.clip(np.ascontiguousarray(view, np.float64) * 255 + 0.5, 0, 255)).astype(np.uint8)
-    for rgb in (view, np.ascontiguousarray(view)):
+    clipped = np.nan_to_num(np.clip(np.asarray(view, np.float64), 0, 1), nan=0.0)
+    expected = np.rint(clipped * 255).astype(np.uint8)  # no value here is within rounding of a tie
+    for rgb in (view, np.ascontiguousarray(view), np.ascontiguousarray(view, np.float64)):
         out = rgb_to_uint8(rgb)
         assert out.dtype == np.uint8 and out.flags.c_contiguous and out.shape == (2, 2, 3)
         np.testing.assert_array_equal(out, expected)
-    assert expected[0, 0].tolist() == [0, 255, 1] and expected[1, 1].tolist() == [102, 64, 0]  # clipped, half up
+    assert expected[0, 0].tolist() == [0, 255, 2] and expected[1, 1].tolist() == [102, 64, 0]  # clipped; NaN black
+    assert rgb_to_uint8(np.array([[np.inf, -np.inf]], np.float32)).tolist() == [[255, 0]]
 
 
 def test_overlay_palettes_ramp_their_alpha_like_the_float_path():

@@ -26,18 +26,19 @@ def auto_levels(values: np.ndarray) -> tuple[float, float]:
 
 
 def rgb_to_uint8(rgb: np.ndarray) -> np.ndarray:
-    """[0, 1] floats to row-contiguous uint8 (what Qt takes as is) in one scratch buffer: 1.8 ms
-    at 512 x 512 x 3 against 6.5 for clip, scale and cast as separate temporaries. A picture that
-    is a channels-first tensor's view is converted plane by plane and interleaved as bytes: 0.64 ms
-    against 1.1 for reading it across its strides."""
+    """[0, 1] floats to row-contiguous uint8 (what Qt takes as is): clipped to [0, 1] (NaN to 0)
+    and scaled to the nearest byte, ties to even, by ``cv2.convertScaleAbs``: 0.42 ms at
+    512 x 512 x 3 against 0.65 in numpy passes (which rounded ties up: 8 pixels in 262,144 of
+    random values differ, by one level). A channels-first tensor's (H, W, 3) view is converted
+    plane by plane and interleaved as bytes: reading it across its strides cost 1.1 ms."""
     planar = rgb.ndim == 3 and rgb.shape[-1] == 3 and not rgb.flags.c_contiguous and rgb.transpose(2, 0, 1).flags.c_contiguous
-    source = rgb.transpose(2, 0, 1) if planar else rgb  # a (C, H, W) tensor's (H, W, C) view: read it in its own order
-    scratch = np.empty(source.shape, np.float32)
-    np.multiply(source, 255.0, out=scratch)
-    scratch += 0.5
-    np.clip(scratch, 0.0, 255.0, out=scratch)
-    encoded = scratch.astype(np.uint8)
-    return cv2.merge(tuple(encoded)) if planar else encoded
+    if planar:  # a (C, H, W) tensor's (H, W, C) view: read it in its own order
+        clipped = np.clip(rgb.transpose(2, 0, 1), 0.0, 1.0, dtype=np.float32)
+        return cv2.merge([cv2.convertScaleAbs(plane, alpha=255.0) for plane in clipped])
+    clipped = np.clip(rgb, 0.0, 1.0, dtype=np.float32)
+    if clipped.ndim == 2 or (clipped.ndim == 3 and clipped.shape[-1] <= 4):
+        return cv2.convertScaleAbs(clipped, alpha=255.0)
+    return np.rint(np.nan_to_num(clipped, nan=0.0) * 255.0).astype(np.uint8)  # more channels than OpenCV takes
 
 
 def to_indexed(values: np.ndarray, levels: tuple[float, float]) -> np.ndarray:

@@ -13,7 +13,7 @@ from backends.models.weights import (
     WEIGHTS_DIR,
     WeightsError,
     load_weights,
-    manifest_version,
+    read_entry,
     read_manifest,
     save_weights,
     sha256_of,
@@ -82,14 +82,15 @@ def test_an_atomic_write_leaves_the_old_file_when_it_fails(tmp_path):
     assert target.read_text() == "new"
 
 
-def test_the_manifest_version_changes_when_the_manifest_is_written_again(tmp_path):
-    """Operators keep what they read from the manifest under its version: a new entry must show."""
-    import os
-
-    assert manifest_version(tmp_path) == 0  # no manifest yet
-    update_manifest(tmp_path / MANIFEST_NAME, "a.safetensors", {"test_accuracy": 0.5})
-    first = manifest_version(tmp_path)
-    os.utime(tmp_path / MANIFEST_NAME, ns=(first - 10**9, first - 10**9))  # as if written a second ago
-    older = manifest_version(tmp_path)
+def test_an_entry_is_read_afresh_when_the_manifest_is_written_again_and_is_a_copy(tmp_path):
+    """Operators state an entry's figures on every frame from a parse kept per manifest version:
+    a rewrite must show, and changing what was handed out must change nothing kept."""
+    assert read_entry("a.safetensors", tmp_path) == {}  # no manifest yet
+    update_manifest(tmp_path / MANIFEST_NAME, "a.safetensors", {"test_accuracy": 0.5, "metric": {"value": 1}})
+    entry = read_entry("a.safetensors", tmp_path)
+    assert entry == {"test_accuracy": 0.5, "metric": {"value": 1}}
+    entry["metric"]["value"] = 2
+    assert read_entry("a.safetensors", tmp_path)["metric"]["value"] == 1
     update_manifest(tmp_path / MANIFEST_NAME, "a.safetensors", {"test_accuracy": 0.9})
-    assert manifest_version(tmp_path) != older and read_manifest(tmp_path)["a.safetensors"]["test_accuracy"] == 0.9
+    assert read_entry("a.safetensors", tmp_path) == {"test_accuracy": 0.9} == read_manifest(tmp_path)["a.safetensors"]
+    assert read_entry("b.safetensors", tmp_path) == {}

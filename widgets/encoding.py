@@ -35,10 +35,7 @@ def rgb_to_uint8(rgb: np.ndarray) -> np.ndarray:
     if planar:  # a (C, H, W) tensor's (H, W, C) view: read it in its own order
         clipped = np.clip(rgb.transpose(2, 0, 1), 0.0, 1.0, dtype=np.float32)
         return cv2.merge([cv2.convertScaleAbs(plane, alpha=255.0) for plane in clipped])
-    clipped = np.clip(rgb, 0.0, 1.0, dtype=np.float32)
-    if clipped.ndim == 2 or (clipped.ndim == 3 and clipped.shape[-1] <= 4):
-        return cv2.convertScaleAbs(clipped, alpha=255.0)
-    return np.rint(np.nan_to_num(clipped, nan=0.0) * 255.0).astype(np.uint8)  # more channels than OpenCV takes
+    return cv2.convertScaleAbs(np.clip(rgb, 0.0, 1.0, dtype=np.float32), alpha=255.0)
 
 
 def to_indexed(values: np.ndarray, levels: tuple[float, float]) -> np.ndarray:

@@ -20,7 +20,7 @@ import torch.nn as nn
 
 from backends.data.shape_texture import K
 from backends.models.cache import cached_model
-from backends.models.weights import WEIGHTS_DIR, load_weights, read_manifest
+from backends.models.weights import WEIGHTS_DIR, load_weights, read_entry
 
 NETWORKS = ("plain", "shuffled")  # the shipped pair, in display order
 TITLES = {"plain": "plain", "shuffled": "texture-shuffled"}
@@ -72,7 +72,7 @@ def load_network(name: str, device: Union[torch.device, str, None] = "cpu") -> S
 
 def manifest_entry(name: str) -> dict:
     """The manifest entry the training script wrote for a shipped network ({} when absent)."""
-    return dict(read_manifest(WEIGHTS_DIR).get(weights_path(name).name, {}))
+    return read_entry(weights_path(name).name, WEIGHTS_DIR)
 
 
 @torch.no_grad()

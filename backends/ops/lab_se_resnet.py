@@ -14,7 +14,7 @@ from backends.data.cluttered_glyphs import CLASSES, TEST_SIZE
 from backends.layers import ImageLayer, MetricsLayer, Result
 from backends.models.glyph_inputs import SOURCES, cached_test_set, glyph_background, glyph_input
 from backends.models.glyph_se_resnet import excitation_stats, explain, load_glyph_se_resnet
-from backends.models.weights import manifest_version, read_manifest
+from backends.models.weights import read_entry
 from backends.ops._lab_se_resnet_panels import (
     BY_CLASS,
     by_class_layer,
@@ -56,7 +56,7 @@ class LabSEResNet(Operator):
         uses_query=False,  # every panel is of the whole glyph
         tabs=(("excitations", (BY_CLASS,) + tuple(excitation_name(k) for k in range(BLOCKS))),),
     )
-    memo_capacity = 9  # the manifest entry included
+    memo_capacity = 8
 
     def __init__(self) -> None:
         super().__init__()
@@ -82,8 +82,7 @@ class LabSEResNet(Operator):
                 probability_layer(probs[0], glyph.label))
         glyph_layer = ImageLayer("Glyph", glyph.x[0, 0], levels=(0.0, 1.0), colormap="CET-L1", extent=glyph.extent,
                                  caption=f"what the network reads: {glyph.caption}")
-        entry = self.memo.stage("manifest", params, (), lambda: read_manifest().get("glyph_se_resnet.safetensors", {}),
-                                extra=manifest_version())
+        entry = read_entry("glyph_se_resnet.safetensors")
         metrics = {"prediction": f"{CLASSES[pred]} ({float(probs[0, pred]):.1%})",
                    "true label": CLASSES[glyph.label] if glyph.label is not None else "-",
                    "parameters": sum(p.numel() for p in model.parameters()),

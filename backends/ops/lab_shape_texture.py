@@ -21,7 +21,6 @@ from backends.data.patches import pyramid
 from backends.imaging import image_grid
 from backends.layers import BarsLayer, ImageLayer, MetricsLayer, Result
 from backends.models.shape_texture import NETWORKS, TITLES, load_network, manifest_entry, probabilities
-from backends.models.weights import manifest_version
 from backends.params import ChoiceParam, ParamError, SeedParam
 from backends.registry import Operator, OperatorSpec, Query, register
 from backends.timing import StageTimer
@@ -116,7 +115,7 @@ class ShapeTextureLab(Operator):
         uses_query=False,
         primary="Network input",
     )
-    memo_capacity = 9  # the manifest entry included
+    memo_capacity = 8
 
     def run(self, image: torch.Tensor, params: Mapping[str, Any], query: Query) -> Result:
         timer = StageTimer()
@@ -126,8 +125,7 @@ class ShapeTextureLab(Operator):
         x = torch.from_numpy(built["input"])[None]
         with timer("classify"):
             probs = {n: probabilities(load_network(n, image.device), x.to(image.device))[0] for n in NETWORKS}
-        entries = self.memo.stage("manifest", params, (), lambda: {n: manifest_entry(n) for n in NETWORKS},
-                                  extra=manifest_version())
+        entries = {n: manifest_entry(n) for n in NETWORKS}
         layers = [
             ImageLayer("Network input", built["input"].transpose(1, 2, 0),
                        caption="What both networks classify: 48x48 RGB, as in training."),

@@ -15,7 +15,7 @@ from backends.data.cluttered_glyphs import CLASSES, TEST_SIZE
 from backends.layers import ImageLayer, MetricsLayer, Result
 from backends.models.glyph_inputs import SOURCES, glyph_background, glyph_input, glyph_pixel
 from backends.models.glyph_vit import WEIGHTS_PATH, ViTConfig, explain, load_glyph_vit
-from backends.models.weights import manifest_version, read_manifest
+from backends.models.weights import read_entry
 from backends.ops._lab_vit_panels import (
     attention_layer,
     head_row,
@@ -59,7 +59,7 @@ class LabViT(Operator):
         primary="Attention",
         tabs=(("attention", ("Attention", "Heads by layer", "Rollout", "Relevance")),),
     )
-    memo_capacity = 9  # the manifest entry included
+    memo_capacity = 8
 
     def run(self, image, params: Mapping[str, Any], query: Query) -> Result:
         timer = StageTimer()
@@ -91,8 +91,7 @@ class LabViT(Operator):
                       probability_layer(ex.probabilities[0], glyph.label),
                       ImageLayer("Glyph", glyph.x[0, 0], levels=(0.0, 1.0), colormap="CET-L1", extent=glyph.extent,
                                  caption=f"what the network reads: {glyph.caption}; click to pick a patch"))
-        entry = self.memo.stage("manifest", params, (), lambda: read_manifest().get(WEIGHTS_PATH.name, {}),
-                                extra=manifest_version())
+        entry = read_entry(WEIGHTS_PATH.name)
         c = model.config
         row = head_row(ex, layer, head, index)
         return Result(layers + (MetricsLayer("Metrics", {

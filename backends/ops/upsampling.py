@@ -136,7 +136,7 @@ class Upsampling(Operator):
                 fractions = {m: r.fraction for m, r in spectra.items()}
                 # The panels of every method change only with a parameter some method reads (not the method shown).
                 shared = stage("all methods", params, ALL_INPUTS, lambda: (
-                    all_outputs_layer({m: r.luma for m, r in results.items()}, size),
+                    all_outputs_layer({m: r.luma.clamp(0, 1) for m, r in results.items()}, size),
                     spectra_layer({m: r.picture for m, r in spectra.items()}, fractions, s),
                     energy_layer(fractions, s)))
             return Result((output, shared[0], overlap, shared[1], shared[2], scatter, MetricsLayer("Metrics", {
@@ -161,12 +161,11 @@ def _inputs(image: torch.Tensor, s: int) -> Inputs:
 
 @dataclass(frozen=True)
 class MethodResult:
-    """One method's output (1, C, H, W), as shown ((H, W, C) in [0, 1]), its luma (unclipped, for
-    its spectrum, and clipped, for the all-outputs panel) and the share of pixels above 1."""
+    """One method's output (1, C, H, W), as shown ((H, W, C) in [0, 1]), its luma (1, 1, H, W),
+    unclipped, and the share of pixels above 1."""
 
     output: torch.Tensor
     shown: torch.Tensor
-    grey: torch.Tensor
     luma: torch.Tensor
     saturated: float
 
@@ -185,12 +184,11 @@ def _method(method: str, inputs: Inputs, params: Mapping[str, Any]) -> MethodRes
     except ValueError as exc:
         raise ParamError(str(exc)) from None
     grey = luminance(out)
-    return MethodResult(out, out[0].clamp(0, 1).permute(1, 2, 0), grey, grey.clamp(0, 1),
-                        float((out > 1.0).any(1).float().mean()))
+    return MethodResult(out, out[0].clamp(0, 1).permute(1, 2, 0), grey, float((out > 1.0).any(1).float().mean()))
 
 
 def _spectrum(result: MethodResult, stride: int, size: tuple[int, int]) -> Spectrum:
-    spectrum, fraction = spectrum_summary(result.grey[0, 0], stride)
+    spectrum, fraction = spectrum_summary(result.luma[0, 0], stride)
     return Spectrum(spectrum_picture(spectrum.float(), size), fraction)
 
 

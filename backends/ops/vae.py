@@ -22,7 +22,7 @@ from backends.data import sampler
 from backends.imaging import center_square
 from backends.layers import ImageLayer, MetricsLayer, Result
 from backends.models.vae import SIZE, VAE, inference_vae, kl_per_dim, shipped_path
-from backends.models.weights import data_dir, read_manifest
+from backends.models.weights import data_dir, read_entry
 from backends.params import ChoiceParam, FloatParam, IntParam, ParamError, SeedParam
 from backends.registry import Action, JobUpdate, Operator, OperatorSpec, Query, register
 from backends.timing import StageTimer
@@ -165,8 +165,7 @@ class VAEExplorer(Operator):
             prior = self.memo.stage("prior samples", params, model_inputs, lambda: panels.prior_samples(model, seed, device),
                                     extra=version)
 
-        entry = self.memo.stage("manifest", params, ("weights", "model"),
-                                lambda: read_manifest(path.parent).get(path.name, {}), extra=version)
+        entry = read_entry(path.name, path.parent)
         mig = entry.get("metric", {}).get("value")
         origin = {"dataset sample": f"the encoding (mu) of {dataset} sample {seed}",
                   "encode input": "the encoding (mu) of the input's central square",

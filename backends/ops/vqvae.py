@@ -19,7 +19,7 @@ from backends.data.patches import sample_patches
 from backends.imaging import hwc, image_grid, resize_long_side
 from backends.layers import INPUT, BarsLayer, HeatmapLayer, ImageLayer, MetricsLayer, Result
 from backends.models.vqvae import DOWNSAMPLE, SHIPPED, VQVAE, perplexity, shipped_vqvae
-from backends.models.weights import manifest_version, read_manifest
+from backends.models.weights import read_entry
 from backends.params import IntParam, ParamError
 from backends.registry import Action, JobUpdate, Operator, OperatorSpec, Query, query_point, register
 from backends.timing import StageTimer
@@ -89,7 +89,7 @@ class VQVAETokenizer(Operator):
         tabs=(("tokens", ("Token map", "Codebook", "Codebook usage")), ("reconstruction", ("Error map", "Metrics"))),
     )
 
-    memo_capacity = 9  # the manifest entry included
+    memo_capacity = 8
     edit = "resized"
 
     def __init__(self) -> None:
@@ -150,8 +150,7 @@ class VQVAETokenizer(Operator):
             book, CODEBOOK_COLUMNS, scale=CODEBOOK_SCALE, highlight=code if code >= 0 else None, highlight_color=HIGHLIGHT,
             highlight_width=HIGHLIGHT_PX)))
         train_usage = self.memo.stage("training usage", params, (), lambda: _training_usage(model))
-        entry = self.memo.stage("manifest", params, (), lambda: read_manifest().get(SHIPPED.name, {}).get("metric", {}),
-                                extra=manifest_version())
+        entry = read_entry(SHIPPED.name).get("metric", {})
 
         boxes: tuple = ()
         if qtok is not None:
